@@ -1,0 +1,73 @@
+"""DMD2 distribution matching and AMD's DM/CA decomposition (METHOD.md sections 2-4).
+
+Notation: `x` student sample, `xr_c` / `xr_u` real teacher x0 with / without the condition, `xf` fake teacher
+(critic) x0 with the condition, `omega` the CFG scale in DMD2's convention xr_cfg = xr_u + omega (xr_c - xr_u).
+All functions are pure, reduce in float32 and put stop-gradients exactly where the method does.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+sg = jax.lax.stop_gradient
+
+
+def _sample_mean(v: jax.Array) -> jax.Array:
+    """Mean over every axis but the batch axis, keeping dims for broadcasting: [B, ...] -> [B, 1, ...]."""
+    return jnp.mean(v, axis=tuple(range(1, v.ndim)), keepdims=True)
+
+
+def cfg(xr_c: jax.Array, xr_u: jax.Array, omega: float) -> jax.Array:
+    """Classifier-free guidance in DMD2's convention: xr_cfg = xr_u + omega * (xr_c - xr_u)."""
+    xr_c, xr_u = xr_c.astype(jnp.float32), xr_u.astype(jnp.float32)
+    return xr_u + omega * (xr_c - xr_u)
+
+
+def dmd_normalizer(x: jax.Array, xr_cfg: jax.Array) -> jax.Array:
+    """DMD2's per-sample normaliser  n_i = mean_{C,H,W} |x_i - xr_cfg_i|  (shape [B, 1, ...])."""
+    return _sample_mean(jnp.abs(x.astype(jnp.float32) - xr_cfg))
+
+
+def decompose(xr_c: jax.Array, xr_u: jax.Array, xf: jax.Array, omega: float) -> tuple[jax.Array, jax.Array]:
+    """AMD Eq. 10: xr_cfg - xf = DM + (omega - 1) CA with DM = xr_c - xf and CA = xr_c - xr_u.
+
+    Returns (dm, ca). The descent direction of the DMD loss is H = dm + (omega - 1) * ca.
+    """
+    xr_c, xr_u, xf = (a.astype(jnp.float32) for a in (xr_c, xr_u, xf))
+    return xr_c - xf, xr_c - xr_u
+
+
+def dmd_gradient(x, xr_c, xr_u, xf, omega, alpha_delta=None, beta_delta=None):
+    """The (stop-gradient) DMD2 gradient, optionally with AMD's Dynamic Score Adaptation.
+
+    DMD2:   grad = (xf - xr_cfg) / n,                 n = mean_{C,H,W} |x - xr_cfg|
+    AMD:    grad = -(beta * DM + alpha * (omega - 1) * CA) / n,  alpha = 1 + alpha_delta, beta = 1 + beta_delta
+
+    The AMD form is evaluated as (xf - xr_cfg) - beta_delta * DM - alpha_delta * (omega - 1) * CA, which equals
+    the line above and is bit-identical to DMD2 when both deltas are exactly zero (s = 0). Deltas are per-sample
+    [B] arrays and are stop-gradient. Returns (grad, n) with grad passed through nan_to_num as in DMD2.
+    """
+    x = sg(x).astype(jnp.float32)
+    xr_c, xr_u, xf = (sg(a).astype(jnp.float32) for a in (xr_c, xr_u, xf))
+    xr_cfg = cfg(xr_c, xr_u, omega)
+    raw = xf - xr_cfg
+    if beta_delta is not None or alpha_delta is not None:
+        dm, ca = decompose(xr_c, xr_u, xf, omega)
+        if beta_delta is not None:
+            raw = raw - _broadcast(sg(beta_delta), dm) * dm
+        if alpha_delta is not None:
+            raw = raw - _broadcast(sg(alpha_delta), ca) * ((omega - 1.0) * ca)
+    n = dmd_normalizer(x, xr_cfg)
+    return jnp.nan_to_num(raw / n), n
+
+
+def dmd_loss(x: jax.Array, grad: jax.Array) -> jax.Array:
+    """loss_dm = 0.5 * mean((x - sg(x - grad))^2): its gradient w.r.t. x is grad / numel(x)."""
+    x = x.astype(jnp.float32)
+    return 0.5 * jnp.mean((x - sg(x - grad)) ** 2)
+
+
+def _broadcast(c: jax.Array, like: jax.Array) -> jax.Array:
+    c = jnp.asarray(c, jnp.float32)
+    return c.reshape(c.shape + (1,) * (like.ndim - c.ndim))
