@@ -14,4 +14,4 @@ from amd_jax.method.schedules import (
     target,
     to_x0,
 )
-from amd_jax.method.simulation import backward_simulation, sample
+from amd_jax.method.simulation import backward_simulation, ddim_sample, sample

@@ -37,3 +37,22 @@ def sample(x0_fn: X0Fn, schedule: Schedule, timesteps: jax.Array, z: jax.Array, 
     n = timesteps.shape[0]
     x = backward_simulation(x0_fn, schedule, timesteps, z, n - 1, rng)
     return x0_fn(x, _step_t(timesteps, n - 1, z.shape[0]))
+
+
+def ddim_sample(x0_fn: X0Fn, schedule: Schedule, timesteps: jax.Array, z: jax.Array) -> jax.Array:
+    """Deterministic DDIM (eta = 0) from noise z over decreasing `timesteps`; the teacher's many-step sampler.
+
+    x0 = f(x_t, t), eps = (x_t - alpha_t x0) / sigma_t, x_{t'} = alpha_{t'} x0 + sigma_{t'} eps; returns the last x0.
+    """
+    batch = z.shape[0]
+
+    def body(j, x):
+        t = _step_t(timesteps, j, batch)
+        x0 = x0_fn(x, t)
+        alpha, sigma = schedule.alpha_sigma(t)
+        eps = (x - alpha.reshape((-1,) + (1,) * (x.ndim - 1)) * x0) / sigma.reshape((-1,) + (1,) * (x.ndim - 1))
+        return add_noise(schedule, x0, eps, _step_t(timesteps, j + 1, batch))
+
+    n = timesteps.shape[0]
+    x = jax.lax.fori_loop(0, n - 1, body, z.astype(jnp.float32))
+    return x0_fn(x, _step_t(timesteps, n - 1, batch))

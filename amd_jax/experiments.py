@@ -1,0 +1,71 @@
+"""The registry of experiments: what differs between toy2d, MNIST, SDXL, ... behind one small interface.
+
+An Experiment builds the model bundle, provides the frozen parameters (teacher, reward model), the evaluation
+conditions and turns generated samples into metrics and images. Everything else (mesh, steps, checkpoints,
+logging) is shared by the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+from etils import epath
+
+from amd_jax import writers
+
+from amd_jax.models.bundle import Models
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    build: Callable[[Any], Models]
+    frozen: Callable[[Any, Models], dict]  # (config, models) -> {'teacher': params, 'reward': params | None}
+    eval_conds: Callable[[Any, Models, int], dict]  # (config, models, n) -> host cond pytree of n samples
+    evaluate: Callable[..., tuple[dict, dict]]  # (config, models, x, cond, rewards, zone, title) -> metrics, images
+
+
+def _toy2d() -> Experiment:
+    from amd_jax import teacher
+    from amd_jax.eval import toy2d as ev
+    from amd_jax.models import toy2d
+
+    def eval_conds(config, models, n):
+        return {"label": (np.arange(n) % models.data.num_classes).astype(np.int32)}
+
+    def evaluate(config, models, x, cond, rewards, zone, title=""):
+        labels = cond["label"]
+        rewards = models.data.log_density(x, labels) if rewards is None else rewards
+        metrics = ev.evaluate(models.data, np.asarray(x), labels, np.asarray(rewards))
+        if zone is not None:
+            metrics["zone_fraction"] = float(np.mean(zone))
+        return metrics, {"samples": ev.scatter_png(models.data, np.asarray(x), labels, zone, title)}
+
+    def frozen(config, models):
+        params = teacher.load_or_train(config, models)
+        report = epath.Path(config.teacher.dir) / "eval.json"
+        if not report.exists():  # the teacher's own quality, once: 50-step DDIM with the distillation's CFG scale
+            conds = eval_conds(config, models, config.eval.num_samples)
+            x = teacher.sample_teacher(models, params, conds, config.dmd.guidance_scale, steps=50)
+            metrics, _ = evaluate(config, models, x, conds, None, None)
+            writers.save_json(report, {**metrics, "sampler": "ddim50", "guidance_scale": config.dmd.guidance_scale})
+        return {"teacher": params, "reward": None}
+
+    return Experiment(
+        build=toy2d.build,
+        frozen=frozen,
+        eval_conds=eval_conds,
+        evaluate=evaluate,
+    )
+
+
+EXPERIMENTS: dict[str, Callable[[], Experiment]] = {"toy2d": _toy2d}
+
+
+def get(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        from amd_jax.parallel.mesh import ConfigError
+
+        raise ConfigError(f"experiment={name!r} is not registered: choose one of {sorted(EXPERIMENTS)}.")
+    return EXPERIMENTS[name]()

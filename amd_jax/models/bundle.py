@@ -1,0 +1,23 @@
+"""What an experiment hands the trainer: its three denoisers, the optional GAN head, the reward and data."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+
+from amd_jax.models.denoiser import Denoiser
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    student: Denoiser  # the few-step generator, initialised from the teacher (DMD2)
+    critic: Denoiser  # the fake teacher, initialised from the teacher
+    teacher: Denoiser  # frozen real teacher
+    init_denoiser: Callable[[jax.Array], Any]  # rng -> params of the teacher architecture
+    gan_head: Callable[[Any, jax.Array], jax.Array] | None  # (params, critic features) -> logits [B]
+    init_gan_head: Callable[[jax.Array], Any] | None
+    reward: Callable[[Any, jax.Array, Any], jax.Array] | None  # (params, x, cond) -> [B]; frozen
+    sample_shape: tuple[int, ...]  # shape of one student sample x
+    data: Any  # provides global_batch(step, batch_size) -> {'label' | cond..., 'real'}

@@ -1,0 +1,68 @@
+"""The device mesh, built from the config, and the batch sharding over its data axes."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+# Axes over which the batch is split (FSDP also splits the batch, as in maxdiffusion).
+BATCH_AXES = ("data", "fsdp")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; raised before anything is compiled."""
+
+
+def resolve_mesh_shape(axes, shape, num_devices: int) -> tuple[int, ...]:
+    """Fill one -1 entry of `shape` so the product equals `num_devices`; refuse any mismatch with the fix."""
+    axes, shape = tuple(axes), [int(s) for s in shape]
+    if len(axes) != len(shape):
+        raise ConfigError(f"mesh.axes {axes} and mesh.shape {tuple(shape)} differ in length.")
+    if shape.count(-1) > 1:
+        raise ConfigError(f"mesh.shape {tuple(shape)} has more than one -1; at most one axis can be inferred.")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if known <= 0 or num_devices % known:
+            raise ConfigError(
+                f"mesh.shape {tuple(shape)} cannot fill {num_devices} devices: the fixed axes multiply to {known}. "
+                f"Choose sizes whose product divides {num_devices}."
+            )
+        shape[shape.index(-1)] = num_devices // known
+    if math.prod(shape) != num_devices:
+        raise ConfigError(
+            f"mesh.shape {dict(zip(axes, shape))} needs {math.prod(shape)} devices but {num_devices} are present. "
+            f"Set --config.mesh.shape so the sizes multiply to {num_devices} (use -1 for one axis to fill the rest)."
+        )
+    return tuple(shape)
+
+
+def make_mesh(axes, shape, devices=None) -> Mesh:
+    devices = jax.devices() if devices is None else devices
+    shape = resolve_mesh_shape(axes, shape, len(devices))
+    try:
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_device_mesh(shape, devices=devices)
+    except (AssertionError, ValueError, NotImplementedError):
+        grid = np.asarray(devices).reshape(shape)
+    return Mesh(grid, tuple(axes), axis_types=(AxisType.Auto,) * len(axes))
+
+
+def batch_axes(mesh: Mesh) -> tuple[str, ...]:
+    return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+    """Leading (batch) axis split over the data axes, the rest replicated."""
+    return NamedSharding(mesh, P(batch_axes(mesh), *([None] * (ndim - 1))))
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    return math.prod(mesh.shape[a] for a in batch_axes(mesh))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())

@@ -1,0 +1,76 @@
+"""Sharding as rules (big_vision / maxdiffusion style): a parameter's path and shape decide its PartitionSpec.
+
+`rules` is an ordered list of (regex, spec) pairs matched against the '/'-joined path of every leaf; the first
+match wins, and spec is a tuple of mesh-axis names (or None) per dimension, or the string 'fsdp'. Leaves that no
+rule matches get the default 'fsdp' rule: shard the largest dimension divisible by the fsdp axis size over it,
+provided the leaf has at least `fsdp_min_size` elements; otherwise replicate. Optimizer states are sharded by the
+same rules (their moments have the parameters' shapes), so they follow the parameters.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from amd_jax.parallel.mesh import ConfigError
+
+
+def path_str(path) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def fsdp_spec(shape, mesh: Mesh, axis: str = "fsdp", min_size: int = 2**14) -> P:
+    """Shard the largest dimension divisible by mesh[axis]; replicate small or indivisible leaves."""
+    n = mesh.shape.get(axis, 1)
+    size = 1
+    for d in shape:
+        size *= d
+    if n == 1 or size < min_size:
+        return P()
+    dims = sorted(range(len(shape)), key=lambda i: -shape[i])
+    for i in dims:
+        if shape[i] % n == 0:
+            spec = [None] * len(shape)
+            spec[i] = axis
+            return P(*spec)
+    return P()
+
+
+def leaf_spec(path: str, shape, mesh: Mesh, rules=(), min_size: int = 2**14) -> P:
+    for regex, spec in rules:
+        if re.search(regex, path):
+            if spec == "fsdp":
+                return fsdp_spec(shape, mesh, min_size=min_size)
+            spec = tuple(spec)
+            if len(spec) > len(shape):
+                raise ConfigError(f"sharding rule {regex!r} -> {spec} has more dims than {path} {tuple(shape)}.")
+            for dim, ax in zip(shape, spec):
+                axes = (ax,) if isinstance(ax, str) else (ax or ())
+                size = 1
+                for a in axes:
+                    if a not in mesh.shape:
+                        raise ConfigError(f"sharding rule {regex!r} names axis {a!r}, not in the mesh {dict(mesh.shape)}.")
+                    size *= mesh.shape[a]
+                if dim % size:
+                    raise ConfigError(f"sharding rule {regex!r}: {path} dim {dim} is not divisible by {axes} ({size}).")
+            return P(*spec)
+    return fsdp_spec(shape, mesh, min_size=min_size)
+
+
+def tree_shardings(abstract_tree, mesh: Mesh, rules=(), min_size: int = 2**14):
+    """NamedSharding for every leaf of an (abstract) pytree."""
+
+    def one(path, leaf):
+        return NamedSharding(mesh, leaf_spec(path_str(path), getattr(leaf, "shape", ()), mesh, rules, min_size))
+
+    return jax.tree_util.tree_map_with_path(one, abstract_tree)

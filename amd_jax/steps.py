@@ -1,0 +1,215 @@
+"""The training state and the three pure step functions of DMD2 / AMD.
+
+One iteration (DMD2's order, TTUR = `dmd.ttur`):
+    if step % ttur == 0:  state, x, r = generator_step(state, frozen, batch)   # student update
+    else:                 x, r = sample_step(state, frozen, batch)             # samples only
+    state = critic_step(state, frozen, batch, x, r)                             # fake teacher, every step
+The critic trains on the same stop-gradient samples the generator produced in this iteration. `frozen` holds the
+teacher's and the reward model's parameters: arguments of every step, never part of the saved state.
+The trainer jit-compiles these functions with explicit shardings; here they are plain functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from amd_jax import method as M
+from amd_jax.models.bundle import Models
+
+sg = jax.lax.stop_gradient
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: iterations done (= the data position)
+    rng: jax.Array  # uint32[2] base key; per-iteration keys are fold_in(rng, step)
+    student: Any
+    critic: Any  # {'denoiser': ..., 'gan_head': ... (optional)}
+    student_opt: Any
+    critic_opt: Any
+
+
+def make_optimizer(opt_cfg, lr: float) -> optax.GradientTransformation:
+    """AdamW with linear warm-up and global-norm clipping (DMD2's SDXL recipe)."""
+    sched = optax.linear_schedule(0.0, lr, max(int(opt_cfg.warmup_steps), 1))
+    if int(opt_cfg.warmup_steps) == 0:
+        sched = optax.constant_schedule(lr)
+    return optax.chain(
+        optax.clip_by_global_norm(opt_cfg.grad_clip),
+        optax.adamw(sched, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay),
+    )
+
+
+class Steps:
+    """Binds the config and the model bundle; its methods are the pure step functions."""
+
+    def __init__(self, config, models: Models):
+        self.c = config
+        self.m = models
+        self.adapt = config.method == "amd"  # DSA + RLS; dmd2 may still compute rewards to log zone statistics
+        self.use_reward = self.adapt or bool(config.reward.monitor)
+        self.use_gan = bool(config.gan.enabled)
+        self.student_tx = make_optimizer(config.optim, config.optim.student_lr)
+        self.critic_tx = make_optimizer(config.optim, config.optim.critic_lr)
+        self.timesteps = tuple(int(t) if models.student.schedule.discrete else float(t) for t in config.student.timesteps)
+
+    # ----------------------------------------------------------------------------------------------- state
+    def init(self, teacher_params, rng) -> TrainState:
+        """Student and critic start as copies of the teacher (DMD2); the GAN head is freshly initialised."""
+        k_state, k_head = jax.random.split(rng)
+        copy = lambda p: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)
+        student = copy(teacher_params)
+        critic = {"denoiser": copy(teacher_params)}
+        if self.use_gan:
+            critic["gan_head"] = self.m.init_gan_head(k_head)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            rng=k_state,
+            student=student,
+            critic=critic,
+            student_opt=self.student_tx.init(student),
+            critic_opt=self.critic_tx.init(critic),
+        )
+
+    def _keys(self, state):
+        return jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+
+    # ------------------------------------------------------------------------------------------- sampling
+    def _student_sample(self, student_params, batch, rng):
+        """x = G(x_{t_k}, t_k) for a random step k reached by backward simulation; gradient flows to G only."""
+        c, st = self.c, self.m.student
+        cond = batch["cond"]
+        bsz = jax.tree_util.tree_leaves(cond)[0].shape[0]
+        k_z, k_k, k_sim = jax.random.split(rng, 3)
+        ts = jnp.asarray(self.timesteps, jnp.int32 if st.schedule.discrete else jnp.float32)
+        z = jax.random.normal(k_z, (bsz,) + tuple(self.m.sample_shape), jnp.float32)
+        k = jax.random.randint(k_k, (), 0, len(self.timesteps)) if len(self.timesteps) > 1 else 0
+        frozen_g = lambda x, t: st.x0(sg(student_params), x, t, cond)
+        x_in = M.backward_simulation(frozen_g, st.schedule, ts, z, k, k_sim)
+        return st.x0(student_params, x_in, jnp.broadcast_to(ts[k], (bsz,)), cond)
+
+    def _rewards(self, frozen, x, batch):
+        if not self.use_reward:
+            return None
+        return sg(self.m.reward(frozen.get("reward"), sg(x), batch["cond"]).astype(jnp.float32))
+
+    def _advantage(self, rewards):
+        a = self.c.amd
+        adv, mean_g, std_g = M.group_advantage(rewards, a.group_size, a.std_floor, a.adv_eps, a.adv_clip)
+        return adv, M.zone_mask(adv, a.tau), std_g
+
+    def sample_step(self, state: TrainState, frozen, batch):
+        """Student samples (no gradient) and their rewards, for iterations without a generator update."""
+        k_sample, _, _ = self._keys(state)
+        x = sg(self._student_sample(state.student, batch, k_sample))
+        return x, self._rewards(frozen, x, batch)
+
+    # ------------------------------------------------------------------------------------------ generator
+    def generator_loss(self, student_params, state: TrainState, frozen, batch):
+        c, sched = self.c, self.m.teacher.schedule
+        k_sample, k_gen, _ = self._keys(state)
+        k_t, k_eps, k_gan_t, k_gan_eps = jax.random.split(k_gen, 4)
+        cond = batch["cond"]
+        x = self._student_sample(student_params, batch, k_sample)
+        bsz = x.shape[0]
+        metrics = {}
+
+        rewards, alpha_d, beta_d = self._rewards(frozen, x, batch), None, None
+        if self.use_reward:
+            adv, mask, std_g = self._advantage(rewards)
+            metrics.update(_reward_metrics(rewards, adv, mask, std_g))
+        if self.adapt:
+            alpha_d, beta_d = M.dsa_deltas(adv, mask, c.amd.s, c.amd.dsa_mode)
+            metrics.update(_stats("alpha", 1.0 + alpha_d))
+            metrics.update(_stats("beta", 1.0 + beta_d))
+
+        t = sched.sample_t(k_t, (bsz,), c.dmd.t_min, c.dmd.t_max)
+        eps = jax.random.normal(k_eps, x.shape, jnp.float32)
+        x_t = M.add_noise(sched, sg(x), eps, t)
+        tp = frozen["teacher"]
+        xr_c = self.m.teacher.x0(tp, x_t, t, cond)
+        xr_u = self.m.teacher.x0(tp, x_t, t, self.m.teacher.null_cond(cond))
+        xf = self.m.critic.x0(state.critic["denoiser"], x_t, t, cond)
+        grad, norm = M.dmd_gradient(x, xr_c, xr_u, xf, c.dmd.guidance_scale, alpha_d, beta_d)
+        loss_dm = M.dmd_loss(x, grad)
+        loss = loss_dm
+        metrics.update(loss_dm=loss_dm, dmd_norm=jnp.mean(norm), dmd_grad_abs=jnp.mean(jnp.abs(grad)))
+
+        if self.use_gan:
+            t_g = sched.sample_t(k_gan_t, (bsz,), 0.0, 1.0)
+            x_tg = M.add_noise(sched, x, jax.random.normal(k_gan_eps, x.shape), t_g)  # gradient flows to x
+            _, feats = self.m.critic.x0_and_features(sg(state.critic["denoiser"]), x_tg, t_g, cond)
+            loss_gan = M.gan_generator_loss(self.m.gan_head(sg(state.critic["gan_head"]), feats))
+            loss = loss + c.gan.generator_weight * loss_gan
+            metrics["loss_gan_generator"] = loss_gan
+        metrics["loss_generator"] = loss
+        return loss, (sg(x), rewards, metrics)
+
+    def generator_step(self, state: TrainState, frozen, batch):
+        grad_fn = jax.value_and_grad(self.generator_loss, has_aux=True)
+        (_, (x, rewards, metrics)), grads = grad_fn(state.student, state, frozen, batch)
+        updates, opt = self.student_tx.update(grads, state.student_opt, state.student)
+        metrics["grad_norm_student"] = optax.global_norm(grads)
+        state = state.replace(student=optax.apply_updates(state.student, updates), student_opt=opt)
+        return state, x, rewards, metrics
+
+    # --------------------------------------------------------------------------------------------- critic
+    def critic_loss(self, critic_params, state: TrainState, frozen, batch, x, rewards):
+        c, sched, critic = self.c, self.m.critic.schedule, self.m.critic
+        _, _, k_crit = self._keys(state)
+        k_t, k_eps, k_gt, k_ge, k_rt, k_re = jax.random.split(k_crit, 6)
+        cond, x = batch["cond"], sg(x)
+        bsz = x.shape[0]
+        metrics, weights = {}, None
+        if self.adapt:
+            adv, mask, _ = self._advantage(rewards)
+            weights = M.rls_weights(adv, mask, c.amd.rls_lambda, c.amd.rls_mode)
+            metrics.update(_stats("rls_weight", weights))
+
+        t = sched.sample_t(k_t, (bsz,), 0.0, 1.0)
+        eps = jax.random.normal(k_eps, x.shape, jnp.float32)
+        x_t = M.add_noise(sched, x, eps, t)
+        pred = critic.native(critic_params["denoiser"], x_t, t, cond)
+        loss_fake = M.denoising_loss(pred, M.target(sched, critic.prediction_type, x, eps, t), weights)
+        loss = loss_fake
+        metrics["loss_fake"] = loss_fake
+
+        if self.use_gan:
+            def logits(sample, k_time, k_noise):
+                tt = sched.sample_t(k_time, (bsz,), 0.0, 1.0)
+                xt = M.add_noise(sched, sample, jax.random.normal(k_noise, sample.shape), tt)
+                _, feats = critic.x0_and_features(critic_params["denoiser"], xt, tt, cond)
+                return self.m.gan_head(critic_params["gan_head"], feats)
+
+            loss_gan = M.gan_critic_loss(logits(x, k_gt, k_ge), logits(batch["real"], k_rt, k_re))
+            loss = loss + c.gan.critic_weight * loss_gan
+            metrics["loss_gan_critic"] = loss_gan
+        metrics["loss_critic"] = loss
+        return loss, metrics
+
+    def critic_step(self, state: TrainState, frozen, batch, x, rewards):
+        grad_fn = jax.value_and_grad(self.critic_loss, has_aux=True)
+        (_, metrics), grads = grad_fn(state.critic, state, frozen, batch, x, rewards)
+        updates, opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
+        metrics["grad_norm_critic"] = optax.global_norm(grads)
+        state = state.replace(critic=optax.apply_updates(state.critic, updates), critic_opt=opt, step=state.step + 1)
+        return state, metrics
+
+
+def _stats(name, v):
+    return {f"{name}_mean": jnp.mean(v), f"{name}_min": jnp.min(v), f"{name}_max": jnp.max(v)}
+
+
+def _reward_metrics(rewards, adv, mask, std_g):
+    return {
+        "reward_mean": jnp.mean(rewards),
+        "reward_std": jnp.std(rewards),
+        "zone_fraction": jnp.mean(mask),
+        "advantage_abs_mean": jnp.mean(jnp.abs(adv)),
+        "group_std_mean": jnp.mean(std_g),
+    }

@@ -1,0 +1,44 @@
+"""Entry point: python -m amd_jax.train --config=configs/NAME.py --workdir=DIR [--config.key=value ...]
+
+Resumes by itself from the newest checkpoint in DIR. Unknown --config keys are refused by ml_collections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("USE_TF", "0")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from amd_jax.parallel import distributed  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs, samples and eval.json go (local or gs://).")
+_STOP_AFTER = flags.DEFINE_integer("stop_after", None, "Leave the loop after this step (testing resumption).")
+flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    for noisy in ("absl", "jax._src", "orbax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    distributed.initialize_from_flags(flags.FLAGS)  # before any other JAX call
+    from amd_jax.parallel.mesh import ConfigError
+    from amd_jax.trainer import Trainer
+
+    try:
+        distributed.check_consistent(_CONFIG.value.to_json_best_effort())
+        trainer = Trainer(_CONFIG.value, _WORKDIR.value)
+    except (ConfigError, distributed.ConsistencyError) as e:
+        sys.exit(f"Config error: {e}")
+    trainer.run(stop_after=_STOP_AFTER.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,262 @@
+"""The training loop: abstract state first, checks before compiling, sharded jit steps, Orbax, logs, samples, eval.
+
+Order of work (maxdiffusion's abstract-state-first): validate the config -> abstract state (eval_shape) and its
+shardings -> refuse an incompatible checkpoint -> frozen teacher/reward -> restore or jit-init the state into its
+shardings -> AOT-compile the steps (compile time logged apart) -> loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
+
+from amd_jax import checkpoint as ckpt_lib
+from amd_jax import experiments, writers
+from amd_jax.config_base import validate
+from amd_jax.method import group_advantage, sample, zone_mask
+from amd_jax.parallel import mesh as mesh_lib
+from amd_jax.parallel.sharding import tree_shardings
+from amd_jax.steps import Steps
+
+log = logging.getLogger("amd_jax")
+
+
+class Preempted:
+    """Set by SIGTERM (TPU preemption, GKE eviction); the loop saves a checkpoint and exits cleanly."""
+
+    def __init__(self):
+        self.flag = False
+
+    def install(self):
+        try:
+            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "flag", True))
+        except ValueError:  # not in the main thread (e.g. some test runners)
+            pass
+
+
+def _put_batch(host: dict, mesh, shard_rows: bool = True):
+    """Host-global numpy pytree -> global jax arrays sharded over the batch axes (this process's rows only)."""
+    pid, nproc = jax.process_index(), jax.process_count()
+
+    def one(a):
+        a = np.asarray(a)
+        rows = a.shape[0] // nproc
+        return jax.make_array_from_process_local_data(
+            mesh_lib.batch_sharding(mesh, a.ndim), a[pid * rows : (pid + 1) * rows], a.shape
+        )
+
+    return jax.tree_util.tree_map(one, host)
+
+
+def _cost_flops(compiled) -> float:
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost.get("flops", 0.0))
+    except Exception:  # cost analysis is best-effort on some backends
+        return 0.0
+
+
+class Trainer:
+    def __init__(self, config, workdir: str, devices=None):
+        self.c, self.workdir = config, epath.Path(workdir)
+        devices = jax.devices() if devices is None else list(devices)
+        validate(config, len(devices), jax.process_count())  # before anything expensive
+        if "teacher" in config and not config.teacher.dir:
+            config.teacher.dir = str(self.workdir / "teacher")
+        self.exp = experiments.get(config.experiment)
+        self.models = self.exp.build(config)
+        self.mesh = mesh_lib.make_mesh(config.mesh.axes, config.mesh.shape, devices)
+        self.steps = Steps(config, self.models)
+        rules, min_size = tuple(config.sharding.rules), config.sharding.fsdp_min_size
+
+        teacher_abs = jax.eval_shape(self.models.init_denoiser, jax.random.PRNGKey(0))
+        self.abstract_state = jax.eval_shape(self.steps.init, teacher_abs, jax.random.PRNGKey(0))
+        self.state_sh = tree_shardings(self.abstract_state, self.mesh, rules, min_size)
+        self.teacher_sh = tree_shardings(teacher_abs, self.mesh, rules, min_size)
+
+        self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save)
+        self.resume_step = self.ckpt.latest_step()
+        if self.resume_step is not None:
+            self.ckpt.check_compatible(self.resume_step, self.abstract_state)
+
+    # ------------------------------------------------------------------------------------------- set-up
+    def _frozen(self):
+        frozen = self.exp.frozen(self.c, self.models)
+        frozen["teacher"] = jax.device_put(frozen["teacher"], self.teacher_sh)
+        if frozen.get("reward") is not None:
+            rsh = tree_shardings(frozen["reward"], self.mesh, tuple(self.c.sharding.rules), self.c.sharding.fsdp_min_size)
+            frozen["reward"] = jax.device_put(frozen["reward"], rsh)
+        return frozen
+
+    def _init_state(self, frozen):
+        if self.resume_step is not None:
+            state, meta = self.ckpt.restore(self.resume_step, self.abstract_state, self.state_sh)
+            log.info("Resumed from step %d (data position %s)", self.resume_step, meta.get("data_position"))
+            return state
+        init = jax.jit(self.steps.init, out_shardings=self.state_sh)
+        return init(frozen["teacher"], jax.random.PRNGKey(self.c.seed))
+
+    def _compile(self, frozen, state, batch):
+        """AOT-compile the three steps with explicit shardings; returns (executables, seconds, flops)."""
+        mesh, rep = self.mesh, mesh_lib.replicated(self.mesh)
+        frozen_sh = jax.tree_util.tree_map(lambda a: a.sharding, frozen)
+        batch_sh = jax.tree_util.tree_map(lambda a: a.sharding, batch)
+        bsz = self.c.global_batch
+        x_sh = mesh_lib.batch_sharding(mesh, 1 + len(self.models.sample_shape))
+        r_sh = mesh_lib.batch_sharding(mesh, 1) if self.steps.use_reward else None
+        x_abs = jax.ShapeDtypeStruct((bsz,) + tuple(self.models.sample_shape), jnp.float32, sharding=x_sh)
+        r_abs = jax.ShapeDtypeStruct((bsz,), jnp.float32, sharding=r_sh) if self.steps.use_reward else None
+        jits = {
+            "generator": jax.jit(
+                self.steps.generator_step,
+                in_shardings=(self.state_sh, frozen_sh, batch_sh),
+                out_shardings=(self.state_sh, x_sh, r_sh, rep),
+                donate_argnums=0,
+            ),
+            "sample": jax.jit(
+                self.steps.sample_step, in_shardings=(self.state_sh, frozen_sh, batch_sh), out_shardings=(x_sh, r_sh)
+            ),
+            "critic": jax.jit(
+                self.steps.critic_step,
+                in_shardings=(self.state_sh, frozen_sh, batch_sh, x_sh, r_sh),
+                out_shardings=(self.state_sh, rep),
+                donate_argnums=0,
+            ),
+        }
+        args = {
+            "generator": (state, frozen, batch),
+            "sample": (state, frozen, batch),
+            "critic": (state, frozen, batch, x_abs, r_abs),
+        }
+        compiled, seconds, flops = {}, {}, {}
+        for name, fn in jits.items():
+            t0 = time.time()
+            compiled[name] = fn.lower(*args[name]).compile()
+            seconds[name], flops[name] = time.time() - t0, _cost_flops(compiled[name])
+        return compiled, seconds, flops
+
+    def _generator(self, frozen):
+        """jitted (student params, cond, rng) -> (x, rewards | None, zone | None) with the full few-step sampler."""
+        st, ts = self.models.student, self.steps.timesteps
+        ts = jnp.asarray(ts, jnp.int32 if st.schedule.discrete else jnp.float32)
+        a = self.c.amd
+
+        def gen(params, cond, rng):
+            bsz = jax.tree_util.tree_leaves(cond)[0].shape[0]
+            z = jax.random.normal(rng, (bsz,) + tuple(self.models.sample_shape), jnp.float32)
+            x = sample(lambda xt, t: st.x0(params, xt, t, cond), st.schedule, ts, z, jax.random.fold_in(rng, 1))
+            if not self.steps.use_reward:
+                return x, None, None
+            r = self.models.reward(frozen.get("reward"), x, cond)
+            adv, _, _ = group_advantage(r, a.group_size, a.std_floor, a.adv_eps, a.adv_clip)
+            return x, r, zone_mask(adv, a.tau)
+
+        return jax.jit(gen)
+
+    def generate(self, gen, params, n: int, seed: int):
+        """n samples for the experiment's evaluation conditions, in global batches; host numpy outputs."""
+        conds = self.exp.eval_conds(self.c, self.models, n)
+        bsz, outs = self.c.global_batch, []
+        for i in range(0, n, bsz):
+            host = jax.tree_util.tree_map(lambda a: a[i : i + bsz], conds)
+            if jax.tree_util.tree_leaves(host)[0].shape[0] < bsz:
+                break
+            x, r, z = gen(params, _put_batch(host, self.mesh), jax.random.PRNGKey(seed + i))
+            outs.append(jax.tree_util.tree_map(lambda v: np.asarray(multihost_utils.process_allgather(v, tiled=True)), (x, r, z)))
+        x, r, z = (None if outs[0][j] is None else np.concatenate([o[j] for o in outs]) for j in range(3))
+        used = jax.tree_util.tree_map(lambda a: a[: len(x)], conds)
+        return x, used, r, z
+
+    # ------------------------------------------------------------------------------------------- loop
+    def run(self, stop_after: int | None = None):
+        c = self.c
+        writer = writers.SummaryWriter(str(self.workdir / "tensorboard"))
+        if self.resume_step is None:
+            writer.write_hparams(c.to_dict())
+        frozen = self._frozen()
+        state = self._init_state(frozen)
+        start = int(jax.device_get(state.step))
+        batch0 = _put_batch(self.models.data.global_batch(start, c.global_batch), self.mesh)
+        compiled, comp_s, flops = self._compile(frozen, state, batch0)
+        log.info("Compiled in %s s; GFLOP per call %s", {k: round(v, 2) for k, v in comp_s.items()},
+                 {k: round(v / 1e9, 4) for k, v in flops.items()})
+        gen = self._generator(frozen)
+        ttur = c.dmd.ttur
+        iter_flops = (flops["generator"] + (ttur - 1) * flops["sample"]) / ttur + flops["critic"]
+
+        preempted = Preempted()
+        preempted.install()
+        progress, window, t_window = writers.Progress(start, c.total_steps), [], time.time()
+        meta = lambda s: {"data_position": s, "config": c.to_dict(), "mesh": dict(self.mesh.shape)}
+        step = start
+        while step < c.total_steps:
+            batch = batch0 if step == start else _put_batch(self.models.data.global_batch(step, c.global_batch), self.mesh)
+            if step % ttur == 0:
+                state, x, r, gm = compiled["generator"](state, frozen, batch)
+            else:
+                (x, r), gm = compiled["sample"](state, frozen, batch), {}
+            state, cm = compiled["critic"](state, frozen, batch, x, r)
+            step += 1
+            window.append({**gm, **cm})
+
+            if step % c.log.every == 0 or step == c.total_steps:
+                scalars = _mean_metrics(window)
+                dt = (time.time() - t_window) / len(window)
+                scalars.update(step_time_s=dt, tflops_per_device=iter_flops / dt / 1e12 / self.mesh.size)
+                writer.write_scalars(step, scalars)
+                log.info("step %d/%d %s | %s", step, c.total_steps, _fmt(scalars), progress.line(step))
+                window, t_window = [], time.time()
+            if c.log.sample_every and step % c.log.sample_every == 0:
+                self._write_samples(gen, state, writer, step)
+            if step % c.checkpoint.every == 0 or step == c.total_steps or preempted.flag:
+                self.ckpt.save(step, state, meta(step), force=True)
+            if preempted.flag:
+                log.warning("SIGTERM: saved step %d, exiting.", step)
+                break
+            if stop_after is not None and step >= stop_after:
+                break
+        self.ckpt.wait()
+        if step == c.total_steps and c.eval.at_end:
+            self.final_eval(gen, state, writer, step)
+        writer.flush()
+        writer.close()
+        self.ckpt.close()
+        return state
+
+    def _write_samples(self, gen, state, writer, step):
+        n = min(self.c.eval.num_samples, 1024)
+        x, cond, r, z = self.generate(gen, state.student, n, seed=2024)
+        _, images = self.exp.evaluate(self.c, self.models, x, cond, r, z, title=f"{self.c.method} step {step}")
+        writer.write_images(step, images)
+        for name, img in images.items():
+            writers.save_png(self.workdir / "samples" / f"{name}_{step:07d}.png", img)
+
+    def final_eval(self, gen, state, writer, step):
+        x, cond, r, z = self.generate(gen, state.student, self.c.eval.num_samples, seed=777)
+        metrics, images = self.exp.evaluate(self.c, self.models, x, cond, r, z, title=f"{self.c.method} step {step}")
+        metrics.update(step=step, method=self.c.method, seed=self.c.seed)
+        writers.save_json(self.workdir / "eval.json", metrics)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
+        for name, img in images.items():
+            writers.save_png(self.workdir / "samples" / f"{name}_final.png", img)
+        log.info("eval: %s", _fmt(metrics))
+        return metrics
+
+
+def _mean_metrics(window: list[dict]) -> dict[str, float]:
+    host = jax.device_get(window)
+    keys = sorted({k for m in host for k in m})
+    return {k: float(np.mean([m[k] for m in host if k in m])) for k in keys}
+
+
+def _fmt(d: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(d.items()))

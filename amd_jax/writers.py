@@ -1,0 +1,108 @@
+"""Metric output: TensorBoard event files (tensorboard's own writer, no TensorFlow), the console, PNG files.
+
+Only process 0 writes; the other processes get a writer whose methods do nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+
+import jax
+import numpy as np
+from etils import epath
+from PIL import Image
+
+log = logging.getLogger("amd_jax")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class SummaryWriter:
+    """write_scalars / write_images / write_hparams into WORKDIR/tensorboard, like clu's metric writers."""
+
+    def __init__(self, logdir: str, enabled: bool | None = None):
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        if not self.enabled:
+            return
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+        epath.Path(logdir).mkdir(parents=True, exist_ok=True)
+        self._writer = EventFileWriter(str(logdir))
+
+    def _add(self, step: int, values):
+        summary = self._summary_pb2.Summary(value=values)
+        self._writer.add_event(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def write_scalars(self, step: int, scalars: dict[str, float]):
+        if self.enabled:
+            S = self._summary_pb2.Summary
+            self._add(step, [S.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()])
+
+    def write_images(self, step: int, images: dict[str, np.ndarray]):
+        if self.enabled:
+            S = self._summary_pb2.Summary
+            vals = []
+            for k, img in images.items():
+                h, w = img.shape[:2]
+                c = 1 if img.ndim == 2 else img.shape[2]
+                vals.append(S.Value(tag=k, image=S.Image(height=h, width=w, colorspace=c, encoded_image_string=png_bytes(img))))
+            self._add(step, vals)
+
+    def write_hparams(self, hparams: dict):
+        if self.enabled:
+            S = self._summary_pb2.Summary
+            text = "```\n" + json.dumps(hparams, indent=1, default=str) + "\n```"
+            meta = self._summary_pb2.SummaryMetadata(plugin_data=self._summary_pb2.SummaryMetadata.PluginData(plugin_name="text"))
+            from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
+
+            tensor = tensor_pb2.TensorProto(
+                dtype=types_pb2.DT_STRING, string_val=[text.encode()], tensor_shape=tensor_shape_pb2.TensorShapeProto()
+            )
+            self._add(0, [S.Value(tag="config", metadata=meta, tensor=tensor)])
+
+    def flush(self):
+        if self.enabled:
+            self._writer.flush()
+
+    def close(self):
+        if self.enabled:
+            self._writer.close()
+
+
+def save_png(path, image: np.ndarray):
+    if jax.process_index() == 0:
+        p = epath.Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(png_bytes(image))
+
+
+def save_json(path, obj):
+    if jax.process_index() == 0:
+        p = epath.Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(obj, indent=2, sort_keys=True))
+
+
+class Progress:
+    """Steps/s and an ETA for the console line."""
+
+    def __init__(self, start_step: int, total_steps: int):
+        self.t0, self.s0, self.total = time.time(), start_step, total_steps
+
+    def line(self, step: int) -> str:
+        dt = max(time.time() - self.t0, 1e-9)
+        rate = (step - self.s0) / dt
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        return f"{rate:.2f} steps/s, ETA {eta / 60:.1f} min"
+
+    def reset(self, step: int):
+        self.t0, self.s0 = time.time(), step
