@@ -28,8 +28,10 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def check_compatible(self, step: int, abstract_state) -> dict:
-        """Raise ConfigError if the checkpoint at `step` cannot be restored into `abstract_state`; return its meta."""
+    def check_compatible(self, step: int, abstract_state, config: dict | None = None) -> dict:
+        """Raise ConfigError if the checkpoint at `step` cannot be restored into `abstract_state`; return its meta.
+
+        With `config` (the current config as a dict) the error also lists the config keys that differ."""
         saved = self.manager.item_metadata(step)["state"]
         saved = getattr(saved, "tree", saved)
         if saved is None:
@@ -43,9 +45,15 @@ class Checkpointer:
         ]
         if problems:
             shown = "\n  ".join(problems[:12]) + ("\n  ..." if len(problems) > 12 else "")
+            keys = ""
+            if config is not None:
+                old, new = _flat(self.restore_meta(step).get("config", {})), _flat(config)
+                diff = [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in sorted(set(old) | set(new))
+                        if old.get(k) != new.get(k)]
+                keys = "\nConfig keys that differ from the checkpoint's:\n  " + "\n  ".join(diff[:20])
             raise ConfigError(
                 f"The checkpoint at {self.dir / str(step)} was written by an incompatible config "
-                f"({len(problems)} differences):\n  {shown}\nUse a new --workdir for this config, or restore the "
+                f"({len(problems)} differences):\n  {shown}{keys}\nUse a new --workdir for this config, or restore the "
                 f"config the checkpoint was made with (its meta JSON holds it). Nothing was changed in {self.dir}."
             )
         return self.restore_meta(step)
@@ -86,3 +94,14 @@ class Checkpointer:
 def _leaf_table(tree) -> dict[str, tuple]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {path_str(p): (tuple(getattr(v, "shape", ())), str(getattr(v, "dtype", ""))) for p, v in leaves}
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out

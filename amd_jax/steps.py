@@ -154,7 +154,7 @@ class Steps:
         grad_fn = jax.value_and_grad(self.generator_loss, has_aux=True)
         (_, (x, rewards, metrics)), grads = grad_fn(state.student, state, frozen, batch)
         updates, opt = self.student_tx.update(grads, state.student_opt, state.student)
-        metrics["grad_norm_student"] = optax.global_norm(grads)
+        metrics["grad_norm_student"] = optax.tree.norm(grads)
         state = state.replace(student=optax.apply_updates(state.student, updates), student_opt=opt)
         return state, x, rewards, metrics
 
@@ -196,7 +196,7 @@ class Steps:
         grad_fn = jax.value_and_grad(self.critic_loss, has_aux=True)
         (_, metrics), grads = grad_fn(state.critic, state, frozen, batch, x, rewards)
         updates, opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
-        metrics["grad_norm_critic"] = optax.global_norm(grads)
+        metrics["grad_norm_critic"] = optax.tree.norm(grads)
         state = state.replace(critic=optax.apply_updates(state.critic, updates), critic_opt=opt, step=state.step + 1)
         return state, metrics
 

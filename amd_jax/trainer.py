@@ -85,7 +85,7 @@ class Trainer:
         self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save)
         self.resume_step = self.ckpt.latest_step()
         if self.resume_step is not None:
-            self.ckpt.check_compatible(self.resume_step, self.abstract_state)
+            self.ckpt.check_compatible(self.resume_step, self.abstract_state, config.to_dict())
 
     # ------------------------------------------------------------------------------------------- set-up
     def _frozen(self):

@@ -1,0 +1,335 @@
+"""InceptionV3 FID feature network in Flax, a port of pytorch-fid's ``InceptionV3([3])``.
+
+The network is pytorch-fid's ``fid_inception_v3`` (torchvision InceptionV3 with the FIDInceptionA/C/E_1/E_2
+patches: average pools that ignore padding, a max pool in the last block) cut after the final average pool, so
+it returns the 2048-d "pool3" features that FID uses. Layout is NHWC; inputs are float images in [0, 1] which are
+resized to 299x299 exactly like ``F.interpolate(mode='bilinear', align_corners=False)`` (no antialiasing) and
+scaled to [-1, 1] (pytorch-fid's ``resize_input=True, normalize_input=True``). Everything is float32; convolutions
+run at ``Precision.HIGHEST`` so TPUs do not silently drop to bf16 passes.
+
+Weights: the file a user must provide is pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (from
+https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth),
+converted once, on a machine with torch, by ``python -m amd_jax.eval.convert_inception in.pth out.safetensors``.
+``load_inception(path)`` then reads ``out.safetensors`` (or an ``.npz`` with the same keys) from a local path or
+``gs://`` and needs no torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+INPUT_SIZE = 299
+FEATURE_DIM = 2048
+# Keys of the pytorch-fid state dict that the pool3 network does not use (classifier head, BN step counters).
+_IGNORED_SUFFIXES = (".num_batches_tracked",)
+_IGNORED_KEYS = ("fc.weight", "fc.bias")
+
+
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] weights of torch's bilinear interpolation with align_corners=False, no antialias."""
+    f32 = np.float32  # torch does this index arithmetic in float32 (opmath of float)
+    scale = f32(n_in) / f32(n_out)
+    src = np.maximum(scale * (np.arange(n_out, dtype=f32) + f32(0.5)) - f32(0.5), f32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0.astype(f32)
+    m = np.zeros((n_out, n_in), f32)
+    np.add.at(m, (np.arange(n_out), i0), f32(1) - lam)
+    np.add.at(m, (np.arange(n_out), i1), lam)
+    return m
+
+
+def resize_bilinear_torch(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Resize NHWC ``x`` to ``size`` = (height, width) as torch ``F.interpolate(bilinear, align_corners=False)``.
+
+    Separable: one [out, in] interpolation matrix per axis (computed in numpy from the static shapes), so up- and
+    down-sampling both sample only the two nearest source pixels, like torch (no antialias filter).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"expected NHWC images, got shape {x.shape}")
+    h, w = x.shape[1:3]
+    if (h, w) == tuple(size):
+        return x
+    mh, mw = _bilinear_matrix(h, size[0]), _bilinear_matrix(w, size[1])
+    hi = jax.lax.Precision.HIGHEST
+    x = jnp.einsum("oh,nhwc->nowc", mh, x, precision=hi)
+    return jnp.einsum("pw,nowc->nopc", mw, x, precision=hi)
+
+
+class BasicConv2d(nn.Module):
+    """torchvision BasicConv2d: conv (no bias) -> BatchNorm (eval, eps 1e-3) -> ReLU; torch-style padding (ph, pw)."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    @nn.compact
+    def __call__(self, x):
+        ph, pw = self.padding
+        x = nn.Conv(self.features, self.kernel_size, self.strides, padding=((ph, ph), (pw, pw)), use_bias=False,
+                    precision=jax.lax.Precision.HIGHEST, name="conv")(x)
+        x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
+        return nn.relu(x)
+
+
+def _avg_pool_3x3_same(x):
+    """F.avg_pool2d(k=3, s=1, p=1, count_include_pad=False): padded zeros are not counted (TF behaviour)."""
+    return nn.avg_pool(x, (3, 3), (1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
+
+
+def _max_pool_3x3_s2(x):
+    return nn.max_pool(x, (3, 3), (2, 2), padding="VALID")
+
+
+def _conv(features, k, s=1, p=0, name=None):
+    k = (k, k) if isinstance(k, int) else k
+    s = (s, s) if isinstance(s, int) else s
+    p = (p, p) if isinstance(p, int) else p
+    return BasicConv2d(features, k, s, p, name=name)
+
+
+class FIDInceptionA(nn.Module):
+    """pytorch-fid FIDInceptionA (Mixed_5b/c/d)."""
+
+    pool_features: int
+
+    @nn.compact
+    def __call__(self, x):
+        b1 = _conv(64, 1, name="branch1x1")(x)
+        b5 = _conv(64, 5, p=2, name="branch5x5_2")(_conv(48, 1, name="branch5x5_1")(x))
+        b3 = _conv(64, 1, name="branch3x3dbl_1")(x)
+        b3 = _conv(96, 3, p=1, name="branch3x3dbl_3")(_conv(96, 3, p=1, name="branch3x3dbl_2")(b3))
+        bp = _conv(self.pool_features, 1, name="branch_pool")(_avg_pool_3x3_same(x))
+        return jnp.concatenate([b1, b5, b3, bp], axis=-1)
+
+
+class InceptionB(nn.Module):
+    """torchvision InceptionB (Mixed_6a), unchanged by pytorch-fid."""
+
+    @nn.compact
+    def __call__(self, x):
+        b3 = _conv(384, 3, s=2, name="branch3x3")(x)
+        bd = _conv(64, 1, name="branch3x3dbl_1")(x)
+        bd = _conv(96, 3, s=2, name="branch3x3dbl_3")(_conv(96, 3, p=1, name="branch3x3dbl_2")(bd))
+        return jnp.concatenate([b3, bd, _max_pool_3x3_s2(x)], axis=-1)
+
+
+class FIDInceptionC(nn.Module):
+    """pytorch-fid FIDInceptionC (Mixed_6b..6e)."""
+
+    channels_7x7: int
+
+    @nn.compact
+    def __call__(self, x):
+        c7 = self.channels_7x7
+        b1 = _conv(192, 1, name="branch1x1")(x)
+        b7 = _conv(c7, 1, name="branch7x7_1")(x)
+        b7 = _conv(c7, (1, 7), p=(0, 3), name="branch7x7_2")(b7)
+        b7 = _conv(192, (7, 1), p=(3, 0), name="branch7x7_3")(b7)
+        bd = _conv(c7, 1, name="branch7x7dbl_1")(x)
+        bd = _conv(c7, (7, 1), p=(3, 0), name="branch7x7dbl_2")(bd)
+        bd = _conv(c7, (1, 7), p=(0, 3), name="branch7x7dbl_3")(bd)
+        bd = _conv(c7, (7, 1), p=(3, 0), name="branch7x7dbl_4")(bd)
+        bd = _conv(192, (1, 7), p=(0, 3), name="branch7x7dbl_5")(bd)
+        bp = _conv(192, 1, name="branch_pool")(_avg_pool_3x3_same(x))
+        return jnp.concatenate([b1, b7, bd, bp], axis=-1)
+
+
+class InceptionD(nn.Module):
+    """torchvision InceptionD (Mixed_7a), unchanged by pytorch-fid."""
+
+    @nn.compact
+    def __call__(self, x):
+        b3 = _conv(320, 3, s=2, name="branch3x3_2")(_conv(192, 1, name="branch3x3_1")(x))
+        b7 = _conv(192, 1, name="branch7x7x3_1")(x)
+        b7 = _conv(192, (1, 7), p=(0, 3), name="branch7x7x3_2")(b7)
+        b7 = _conv(192, (7, 1), p=(3, 0), name="branch7x7x3_3")(b7)
+        b7 = _conv(192, 3, s=2, name="branch7x7x3_4")(b7)
+        return jnp.concatenate([b3, b7, _max_pool_3x3_s2(x)], axis=-1)
+
+
+class FIDInceptionE(nn.Module):
+    """pytorch-fid FIDInceptionE_1 (``pool='avg'``, Mixed_7b) and FIDInceptionE_2 (``pool='max'``, Mixed_7c)."""
+
+    pool: str = "avg"
+
+    @nn.compact
+    def __call__(self, x):
+        b1 = _conv(320, 1, name="branch1x1")(x)
+        b3 = _conv(384, 1, name="branch3x3_1")(x)
+        b3 = jnp.concatenate([_conv(384, (1, 3), p=(0, 1), name="branch3x3_2a")(b3),
+                              _conv(384, (3, 1), p=(1, 0), name="branch3x3_2b")(b3)], axis=-1)
+        bd = _conv(384, 3, p=1, name="branch3x3dbl_2")(_conv(448, 1, name="branch3x3dbl_1")(x))
+        bd = jnp.concatenate([_conv(384, (1, 3), p=(0, 1), name="branch3x3dbl_3a")(bd),
+                              _conv(384, (3, 1), p=(1, 0), name="branch3x3dbl_3b")(bd)], axis=-1)
+        if self.pool == "avg":
+            pooled = _avg_pool_3x3_same(x)
+        elif self.pool == "max":  # pytorch-fid's E_2 patch: max pool (padding with -inf) instead of average
+            pooled = nn.max_pool(x, (3, 3), (1, 1), padding=((1, 1), (1, 1)))
+        else:
+            raise ValueError(f"pool must be 'avg' or 'max', got {self.pool!r}")
+        bp = _conv(192, 1, name="branch_pool")(pooled)
+        return jnp.concatenate([b1, b3, bd, bp], axis=-1)
+
+
+class InceptionV3(nn.Module):
+    """pytorch-fid ``InceptionV3(output_blocks=[3])``: NHWC float images in [0, 1] -> [N, 2048] pool3 features.
+
+    ``resize_input``/``normalize_input`` mirror pytorch-fid's flags (bilinear resize to 299, then 2x - 1).
+    """
+
+    resize_input: bool = True
+    normalize_input: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"expected NHWC RGB images [N, H, W, 3], got shape {x.shape}")
+        x = x.astype(jnp.float32)
+        if self.resize_input:
+            x = resize_bilinear_torch(x, (INPUT_SIZE, INPUT_SIZE))
+        if self.normalize_input:
+            x = 2.0 * x - 1.0
+        x = _conv(32, 3, s=2, name="Conv2d_1a_3x3")(x)
+        x = _conv(32, 3, name="Conv2d_2a_3x3")(x)
+        x = _conv(64, 3, p=1, name="Conv2d_2b_3x3")(x)
+        x = _max_pool_3x3_s2(x)
+        x = _conv(80, 1, name="Conv2d_3b_1x1")(x)
+        x = _conv(192, 3, name="Conv2d_4a_3x3")(x)
+        x = _max_pool_3x3_s2(x)
+        x = FIDInceptionA(32, name="Mixed_5b")(x)
+        x = FIDInceptionA(64, name="Mixed_5c")(x)
+        x = FIDInceptionA(64, name="Mixed_5d")(x)
+        x = InceptionB(name="Mixed_6a")(x)
+        x = FIDInceptionC(128, name="Mixed_6b")(x)
+        x = FIDInceptionC(160, name="Mixed_6c")(x)
+        x = FIDInceptionC(160, name="Mixed_6d")(x)
+        x = FIDInceptionC(192, name="Mixed_6e")(x)
+        x = InceptionD(name="Mixed_7a")(x)
+        x = FIDInceptionE("avg", name="Mixed_7b")(x)
+        x = FIDInceptionE("max", name="Mixed_7c")(x)
+        return jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d(1), flattened
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pytorch-fid state dict -> Flax variables
+
+
+def _torch_name(collection: str, path: Sequence[str]) -> tuple[str, str]:
+    """Map a Flax leaf (collection, path) to (torch key, kind) where kind tells how to transform the array."""
+    *mods, leaf = path
+    prefix = ".".join(mods)
+    table = {
+        ("params", "kernel"): ("weight", "conv"),
+        ("params", "scale"): ("weight", "plain"),
+        ("params", "bias"): ("bias", "plain"),
+        ("batch_stats", "mean"): ("running_mean", "plain"),
+        ("batch_stats", "var"): ("running_var", "plain"),
+    }
+    if (collection, leaf) not in table:
+        raise KeyError(f"unexpected Flax variable {collection}/{'/'.join(path)}")
+    suffix, kind = table[(collection, leaf)]
+    return f"{prefix}.{suffix}", kind
+
+
+@functools.lru_cache(maxsize=16)
+def _expected(module: nn.Module, input_hw: tuple[int, int], in_channels: int) -> dict:
+    """torch key -> (Flax path, kind, Flax shape) for every variable of ``module`` (jax.eval_shape, cached)."""
+    shapes = jax.eval_shape(
+        lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_hw, in_channels), jnp.float32)))
+    wanted = {}
+    for kp, sds in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        names = [k.key for k in kp]
+        key, kind = _torch_name(names[0], names[1:])
+        wanted[key] = (tuple(names), kind, tuple(sds.shape))
+    return wanted
+
+
+def torch_key_shapes(module: nn.Module | None = None, input_hw=(INPUT_SIZE, INPUT_SIZE), in_channels: int = 3):
+    """The torch state-dict keys (and torch-layout shapes) that ``convert_state_dict`` needs for ``module``."""
+    wanted = _expected(InceptionV3() if module is None else module, tuple(input_hw), in_channels)
+    return {k: (s if kind != "conv" else (s[3], s[2], s[0], s[1])) for k, (_, kind, s) in wanted.items()}
+
+
+def convert_state_dict(state_dict: Mapping[str, Any], module: nn.Module | None = None,
+                       input_hw: tuple[int, int] = (INPUT_SIZE, INPUT_SIZE), in_channels: int = 3) -> dict:
+    """Convert a pytorch-fid / torchvision state dict (torch key -> array) into Flax variables for ``module``.
+
+    ``state_dict`` maps torch names (``Mixed_5b.branch1x1.conv.weight``, ``...bn.running_var`` ...) to numpy
+    arrays (or anything ``np.asarray`` accepts, e.g. CPU torch tensors). Conv weights OIHW become HWIO kernels;
+    BN weight/bias/running_mean/running_var become scale/bias/mean/var. ``fc.*`` and ``*.num_batches_tracked`` are
+    ignored. Any missing key, unexpected key or shape mismatch raises one ValueError that lists them all.
+    ``module``/``input_hw``/``in_channels`` let a single block be converted (tests); the default is the whole net.
+    """
+    wanted = _expected(InceptionV3() if module is None else module, tuple(input_hw), in_channels)
+    provided = {k for k in state_dict if not (k.endswith(_IGNORED_SUFFIXES) or k in _IGNORED_KEYS)}
+    missing = sorted(set(wanted) - provided)
+    extra = sorted(provided - set(wanted))
+    problems = [f"missing key: {k}" for k in missing] + [f"unexpected key: {k}" for k in extra]
+    out: dict = {}
+    for key, (names, kind, shape) in wanted.items():
+        if key not in state_dict:
+            continue
+        arr = np.asarray(state_dict[key], dtype=np.float32)
+        torch_shape = shape if kind != "conv" else (shape[3], shape[2], shape[0], shape[1])
+        if arr.shape != torch_shape:
+            problems.append(f"shape mismatch: {key} has shape {arr.shape}, expected {torch_shape}")
+            continue
+        if kind == "conv":
+            arr = arr.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        node = out
+        for n in names[:-1]:
+            node = node.setdefault(n, {})
+        node[names[-1]] = arr
+    if problems:
+        shown = "\n  ".join(problems[:40]) + ("" if len(problems) <= 40 else f"\n  ... and {len(problems) - 40} more")
+        raise ValueError(f"state dict does not match pytorch-fid's InceptionV3 ({len(problems)} problems):\n  {shown}")
+    return out
+
+
+def read_state_dict(path) -> dict[str, np.ndarray]:
+    """Read a converted state dict (``.safetensors`` or ``.npz``) from a local path or ``gs://`` (etils.epath)."""
+    from etils import epath
+
+    p = epath.Path(path)
+    if not p.exists():
+        raise FileNotFoundError(
+            f"Inception weights not found at {path}. Provide pytorch-fid's {FID_WEIGHTS_FILE} converted with "
+            f"`python -m amd_jax.eval.convert_inception {FID_WEIGHTS_FILE} inception_fid.safetensors`.")
+    data = p.read_bytes()
+    name = p.name.lower()
+    if name.endswith(".safetensors"):
+        from safetensors.numpy import load as st_load
+
+        return dict(st_load(data))
+    if name.endswith(".npz"):
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    if name.endswith((".pth", ".pt", ".bin")):
+        raise ValueError(f"{path} is a torch pickle; convert it first with "
+                         f"`python -m amd_jax.eval.convert_inception {p.name} inception_fid.safetensors`")
+    raise ValueError(f"unsupported weight file {path}: expected .safetensors or .npz")
+
+
+def load_inception(path) -> tuple[InceptionV3, dict]:
+    """Load converted pytorch-fid weights from ``path`` (local or gs://): returns (module, variables).
+
+    Use ``module.apply(variables, images)`` with NHWC float images in [0, 1], or ``feature_fn`` below.
+    """
+    variables = convert_state_dict(read_state_dict(path))
+    return InceptionV3(), jax.tree_util.tree_map(jnp.asarray, variables)
+
+
+def feature_fn(module: InceptionV3, variables) -> Any:
+    """A jitted ``images [N, H, W, 3] in [0, 1] -> features [N, 2048]`` closure over ``variables``."""
+    apply = jax.jit(module.apply)
+    return lambda images: apply(variables, images)
