@@ -1,0 +1,1 @@
+"""Frozen reward models scoring (image, prompt) pairs; see registry.REWARD_LOADERS."""
