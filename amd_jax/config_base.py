@@ -27,6 +27,7 @@ def base() -> ml_collections.ConfigDict:
     c.dmd.t_min = 0.02  # re-noise range as fractions of the time axis (DMD2: 20..980 of 1000)
     c.dmd.t_max = 0.98
     c.dmd.ttur = 5  # critic steps per generator step
+    c.dmd.normalizer = "sample"  # DMD2's per-sample mean|x - xr_cfg|; 'batch' | 'none' for low-dimensional data
 
     c.amd = ml_collections.ConfigDict()
     c.amd.s = 0.5  # DSA strength: alpha, beta in [1 - s, 1 + s]
@@ -69,6 +70,7 @@ def validate(c, num_devices: int, num_processes: int = 1) -> None:
             raise ConfigError(msg)
 
     need(c.method in ("dmd2", "amd"), f"method={c.method!r}: use --config.method=dmd2 or --config.method=amd.")
+    need(c.dmd.normalizer in ("sample", "batch", "none"), f"dmd.normalizer={c.dmd.normalizer!r}: use 'sample', 'batch' or 'none'.")
     need(c.dmd.ttur >= 1, f"dmd.ttur={c.dmd.ttur}: the critic/generator update ratio must be >= 1.")
     need(0.0 <= c.dmd.t_min <= c.dmd.t_max <= 1.0, f"dmd.t_min/t_max={c.dmd.t_min}/{c.dmd.t_max}: need 0 <= t_min <= t_max <= 1.")
     need(len(c.student.timesteps) >= 1, "student.timesteps is empty: give at least one timestep, e.g. (999,).")

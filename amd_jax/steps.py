@@ -51,8 +51,12 @@ class Steps:
     def __init__(self, config, models: Models):
         self.c = config
         self.m = models
-        self.adapt = config.method == "amd"  # DSA + RLS; dmd2 may still compute rewards to log zone statistics
-        self.use_reward = self.adapt or bool(config.reward.monitor)
+        amd = config.method == "amd"
+        # s = 0 / lambda = 0 compile to exactly DMD2's program, hence DMD2's bits. (The zero-delta arithmetic is
+        # bit-exact by itself, tests/test_method_amd.py, but XLA may fuse a different program differently by an ulp.)
+        self.dsa = amd and config.amd.s != 0
+        self.rls = amd and config.amd.rls_lambda != 0
+        self.use_reward = amd or bool(config.reward.monitor)  # dmd2 may still log rewards and zone statistics
         self.use_gan = bool(config.gan.enabled)
         self.student_tx = make_optimizer(config.optim, config.optim.student_lr)
         self.critic_tx = make_optimizer(config.optim, config.optim.critic_lr)
@@ -123,7 +127,7 @@ class Steps:
         if self.use_reward:
             adv, mask, std_g = self._advantage(rewards)
             metrics.update(_reward_metrics(rewards, adv, mask, std_g))
-        if self.adapt:
+        if self.dsa:
             alpha_d, beta_d = M.dsa_deltas(adv, mask, c.amd.s, c.amd.dsa_mode)
             metrics.update(_stats("alpha", 1.0 + alpha_d))
             metrics.update(_stats("beta", 1.0 + beta_d))
@@ -135,7 +139,7 @@ class Steps:
         xr_c = self.m.teacher.x0(tp, x_t, t, cond)
         xr_u = self.m.teacher.x0(tp, x_t, t, self.m.teacher.null_cond(cond))
         xf = self.m.critic.x0(state.critic["denoiser"], x_t, t, cond)
-        grad, norm = M.dmd_gradient(x, xr_c, xr_u, xf, c.dmd.guidance_scale, alpha_d, beta_d)
+        grad, norm = M.dmd_gradient(x, xr_c, xr_u, xf, c.dmd.guidance_scale, alpha_d, beta_d, c.dmd.normalizer)
         loss_dm = M.dmd_loss(x, grad)
         loss = loss_dm
         metrics.update(loss_dm=loss_dm, dmd_norm=jnp.mean(norm), dmd_grad_abs=jnp.mean(jnp.abs(grad)))
@@ -166,7 +170,7 @@ class Steps:
         cond, x = batch["cond"], sg(x)
         bsz = x.shape[0]
         metrics, weights = {}, None
-        if self.adapt:
+        if self.rls:
             adv, mask, _ = self._advantage(rewards)
             weights = M.rls_weights(adv, mask, c.amd.rls_lambda, c.amd.rls_mode)
             metrics.update(_stats("rls_weight", weights))

@@ -24,9 +24,26 @@ def cfg(xr_c: jax.Array, xr_u: jax.Array, omega: float) -> jax.Array:
     return xr_u + omega * (xr_c - xr_u)
 
 
-def dmd_normalizer(x: jax.Array, xr_cfg: jax.Array) -> jax.Array:
-    """DMD2's per-sample normaliser  n_i = mean_{C,H,W} |x_i - xr_cfg_i|  (shape [B, 1, ...])."""
-    return _sample_mean(jnp.abs(x.astype(jnp.float32) - xr_cfg))
+NORMALIZERS = ("sample", "batch", "none")
+
+
+def dmd_normalizer(x: jax.Array, xr_cfg: jax.Array, kind: str = "sample") -> jax.Array:
+    """The DMD gradient's normaliser, broadcastable to x.
+
+    sample [DMD2]:  n_i = mean_{C,H,W} |x_i - xr_cfg_i|   (shape [B, 1, ...])
+    batch  [choice]: n = mean_{B,C,H,W} |x - xr_cfg|      (one scalar for the global batch)
+    none   [choice]: n = 1
+    The per-sample form suits images (a mean over thousands of dimensions); for 2-D data it is a mean over two
+    numbers and explodes for samples that already sit where the teacher points, hence the other options.
+    """
+    d = jnp.abs(x.astype(jnp.float32) - xr_cfg)
+    if kind == "sample":
+        return _sample_mean(d)
+    if kind == "batch":
+        return jnp.mean(d).reshape((1,) * d.ndim)
+    if kind == "none":
+        return jnp.ones((1,) * d.ndim, jnp.float32)
+    raise ValueError(f"Unknown DMD normalizer {kind!r}: choose one of {NORMALIZERS}.")
 
 
 def decompose(xr_c: jax.Array, xr_u: jax.Array, xf: jax.Array, omega: float) -> tuple[jax.Array, jax.Array]:
@@ -38,10 +55,10 @@ def decompose(xr_c: jax.Array, xr_u: jax.Array, xf: jax.Array, omega: float) -> 
     return xr_c - xf, xr_c - xr_u
 
 
-def dmd_gradient(x, xr_c, xr_u, xf, omega, alpha_delta=None, beta_delta=None):
+def dmd_gradient(x, xr_c, xr_u, xf, omega, alpha_delta=None, beta_delta=None, normalizer="sample"):
     """The (stop-gradient) DMD2 gradient, optionally with AMD's Dynamic Score Adaptation.
 
-    DMD2:   grad = (xf - xr_cfg) / n,                 n = mean_{C,H,W} |x - xr_cfg|
+    DMD2:   grad = (xf - xr_cfg) / n,                 n = mean_{C,H,W} |x - xr_cfg|  (see dmd_normalizer)
     AMD:    grad = -(beta * DM + alpha * (omega - 1) * CA) / n,  alpha = 1 + alpha_delta, beta = 1 + beta_delta
 
     The AMD form is evaluated as (xf - xr_cfg) - beta_delta * DM - alpha_delta * (omega - 1) * CA, which equals
@@ -58,7 +75,7 @@ def dmd_gradient(x, xr_c, xr_u, xf, omega, alpha_delta=None, beta_delta=None):
             raw = raw - _broadcast(sg(beta_delta), dm) * dm
         if alpha_delta is not None:
             raw = raw - _broadcast(sg(alpha_delta), ca) * ((omega - 1.0) * ca)
-    n = dmd_normalizer(x, xr_cfg)
+    n = dmd_normalizer(x, xr_cfg, normalizer)
     return jnp.nan_to_num(raw / n), n
 
 
