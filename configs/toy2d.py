@@ -7,8 +7,9 @@ Hardware: any; 1 CPU device or 8 simulated ones (XLA_FLAGS=--xla_force_host_plat
 Result: DIR/eval.json (precision, mode coverage, sliced Wasserstein, MMD, mean reward, zone fraction) and
 DIR/samples/final.png (samples by class, Forbidden-Zone flags marked). Figures: README.md, "toy2d results".
 
-Data: 4 classes x 2 opposite modes on a ring (radius 2, std 0.15). Teacher: MLP, eps-prediction on SDXL's DDPM
-schedule, trained on first use into `teacher.dir` (default DIR/teacher). Reward proxy: the true log p(x | class).
+Data: 4 classes x 2 opposite modes on a ring (radius 2, std 0.15). Teacher: MLP, rectified-flow velocity
+prediction, trained on first use into `teacher.dir` (default DIR/teacher; its DDIM-50 quality goes to
+teacher.dir/eval.json). Student: one step from t = 1. Reward proxy: the true log p(x | class).
 """
 
 import ml_collections
@@ -20,12 +21,15 @@ def get_config():
     c = base()
     c.experiment = "toy2d"
     c.method = "amd"
-    c.total_steps = 1500
+    c.total_steps = 6000
     c.global_batch = 256
     c.data = ml_collections.ConfigDict({"num_classes": 4, "modes_per_class": 2, "radius": 2.0, "std": 0.15, "seed": 0})
-    c.model = ml_collections.ConfigDict({"hidden": 128, "depth": 3, "prediction_type": "eps"})
-    c.schedule.name = "ddpm"
-    c.student.timesteps = (999,)
+    # Rectified flow with velocity prediction (as SiT / Wan): a one-step student reads x0 = z - u(z, 1), well
+    # conditioned. (On SDXL's DDPM eps schedule the student's x0 = (z - sigma eps) / alpha amplifies errors 15x at
+    # t=999 and toy2d trains far slower: precision 0.33 vs 0.55 after 4.8k-6k steps in our runs.)
+    c.model = ml_collections.ConfigDict({"hidden": 128, "depth": 3, "prediction_type": "velocity"})
+    c.schedule.name = "rectified_flow"
+    c.student.timesteps = (1.0,)
 
     c.teacher = ml_collections.ConfigDict()
     c.teacher.dir = ""  # '' = WORKDIR/teacher; a shared path lets several runs reuse one teacher
@@ -44,8 +48,8 @@ def get_config():
     c.optim.weight_decay = 0.0
 
     c.reward.name = "toy2d_log_density"
-    c.checkpoint.every = 500
-    c.log.every = 100
-    c.log.sample_every = 500
+    c.checkpoint.every = 1000
+    c.log.every = 200
+    c.log.sample_every = 1000
     c.eval.num_samples = 4096
     return c
