@@ -36,9 +36,8 @@ class TrainState:
 
 def make_optimizer(opt_cfg, lr: float) -> optax.GradientTransformation:
     """AdamW with linear warm-up and global-norm clipping (DMD2's SDXL recipe)."""
-    sched = optax.linear_schedule(0.0, lr, max(int(opt_cfg.warmup_steps), 1))
-    if int(opt_cfg.warmup_steps) == 0:
-        sched = optax.constant_schedule(lr)
+    warmup = int(opt_cfg.warmup_steps)
+    sched = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else optax.constant_schedule(lr)
     return optax.chain(
         optax.clip_by_global_norm(opt_cfg.grad_clip),
         optax.adamw(sched, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay),

@@ -5,7 +5,6 @@ Resumes by itself from the newest checkpoint in DIR. Unknown --config keys are r
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -25,9 +24,9 @@ distributed.define_flags()
 
 def main(argv):
     del argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
-    for noisy in ("absl", "jax._src", "orbax"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from amd_jax.writers import setup_logging
+
+    setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)  # before any other JAX call
     from amd_jax.parallel.mesh import ConfigError
     from amd_jax.trainer import Trainer

@@ -18,6 +18,22 @@ from PIL import Image
 log = logging.getLogger("amd_jax")
 
 
+def setup_logging():
+    """INFO for amd_jax on stdout; libraries (absl, jax, orbax) only from WARNING up."""
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    for noisy in ("absl", "jax", "orbax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("amd_jax").setLevel(logging.INFO)
+    except ImportError:
+        pass
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")

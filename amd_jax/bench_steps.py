@@ -1,0 +1,61 @@
+"""Compile time and steady-state time of each step function, for a config on this machine's devices.
+
+    python -m amd_jax.bench_steps --config=configs/toy2d.py --workdir=/tmp/bench [--iters=200] [--devices=1]
+
+Builds the trainer exactly as training does (abstract state, shardings, AOT compile), then times each compiled
+step over --iters calls after one warm-up call, blocking on the result. Prints one JSON line per step with
+compile seconds, median and p90 milliseconds per call, and GFLOP per call from XLA's cost analysis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Scratch workdir (the teacher is trained there if missing).")
+_ITERS = flags.DEFINE_integer("iters", 200, "Timed calls per step.")
+_DEVICES = flags.DEFINE_integer("devices", 0, "Use only the first N devices (0 = all).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("USE_TF", "0")
+    import jax
+    import numpy as np
+
+    from amd_jax.trainer import Trainer, _put_batch
+
+    devices = jax.devices()[: _DEVICES.value] if _DEVICES.value else jax.devices()
+    trainer = Trainer(_CONFIG.value, _WORKDIR.value, devices=devices)
+    frozen = trainer._frozen()
+    state = trainer._init_state(frozen)
+    batch = _put_batch(trainer.models.data.global_batch(0, trainer.c.global_batch), trainer.mesh)
+    compiled, seconds, flops = trainer._compile(frozen, state, batch)
+    x, r = compiled["sample"](state, frozen, batch)
+    calls = {
+        "generator": lambda s: compiled["generator"](s, frozen, batch)[0],
+        "sample": lambda s: (compiled["sample"](s, frozen, batch), s)[1],
+        "critic": lambda s: compiled["critic"](s, frozen, batch, x, r)[0],
+    }
+    for name, call in calls.items():
+        state = jax.block_until_ready(call(state))  # warm-up
+        times = []
+        for _ in range(_ITERS.value):
+            t0 = time.perf_counter()
+            state = jax.block_until_ready(call(state))
+            times.append(time.perf_counter() - t0)
+        print(json.dumps({
+            "step": name, "devices": len(devices), "mesh": dict(trainer.mesh.shape),
+            "compile_s": round(seconds[name], 3), "median_ms": round(1e3 * float(np.median(times)), 3),
+            "p90_ms": round(1e3 * float(np.percentile(times, 90)), 3), "gflop_per_call": round(flops[name] / 1e9, 4),
+        }))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,127 @@
+"""Offline evaluation of a training run's checkpoints, decoupled from training (DMD2's evaluator style).
+
+    python -m amd_jax.evaluate --config=configs/NAME.py --workdir=DIR [--step=N] [--watch] [--num_samples=N]
+
+Restores the student of checkpoint N (default: the newest) from DIR onto this machine's mesh, generates
+`eval.num_samples` samples for the experiment's evaluation conditions, and writes DIR/eval/eval_<step>.json, the
+experiment's images (DIR/eval/<name>_<step>.png) and DIR/eval/results.md, a table over every evaluated step.
+`--watch` keeps polling DIR for new checkpoints and evaluates each once, so training never waits for evaluation;
+it stops after the checkpoint of `total_steps` (or after --watch_timeout seconds without a new one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("USE_TF", "0")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from amd_jax.parallel import distributed  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir (local or gs://).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
+_WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as training writes it.")
+_POLL = flags.DEFINE_integer("poll_seconds", 60, "Seconds between polls in --watch mode.")
+_WATCH_TIMEOUT = flags.DEFINE_integer("watch_timeout", 6 * 3600, "Stop watching after this long without news.")
+_NUM = flags.DEFINE_integer("num_samples", None, "Override eval.num_samples.")
+flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
+
+log = logging.getLogger("amd_jax")
+
+
+class Evaluator:
+    def __init__(self, config, workdir: str):
+        from etils import epath
+
+        from amd_jax.trainer import Trainer
+
+        self.trainer = Trainer(config, workdir)
+        self.out = epath.Path(workdir) / "eval"
+        self.frozen = self.trainer._frozen()
+        self.gen = self.trainer._generator(self.frozen)
+
+    def steps_done(self) -> set[int]:
+        return {int(p.stem.split("_")[1]) for p in self.out.glob("eval_*.json")} if self.out.exists() else set()
+
+    def checkpoint_steps(self) -> list[int]:
+        self.trainer.ckpt.manager.reload()
+        return sorted(self.trainer.ckpt.manager.all_steps())
+
+    def evaluate(self, step: int) -> dict:
+        from amd_jax import writers
+
+        t = self.trainer
+        t0 = time.time()
+        state, _ = t.ckpt.restore(step, t.abstract_state, t.state_sh)
+        x, cond, r, z = t.generate(self.gen, state.student, t.c.eval.num_samples, seed=777)
+        t_gen = time.time() - t0
+        metrics, images = t.exp.evaluate(t.c, t.models, x, cond, r, z, title=f"{t.c.method} step {step}")
+        metrics.update(step=step, method=t.c.method, seed=t.c.seed, generate_seconds=round(t_gen, 2))
+        writers.save_json(self.out / f"eval_{step:07d}.json", metrics)
+        for name, img in images.items():
+            writers.save_png(self.out / f"{name}_{step:07d}.png", img)
+        self.write_table()
+        log.info("evaluated step %d in %.1f s: %s", step, time.time() - t0, json.dumps(metrics, default=str))
+        return metrics
+
+    def write_table(self):
+        from amd_jax import writers
+
+        rows = [json.loads(p.read_text()) for p in sorted(self.out.glob("eval_*.json"))]
+        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k != "step"})
+        lines = ["| step | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        lines += [f"| {r['step']} | " + " | ".join(f"{r.get(k, float('nan')):.4g}" for k in keys) + " |" for r in rows]
+        if writers.jax.process_index() == 0:
+            (self.out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv):
+    del argv
+    from amd_jax.writers import setup_logging
+
+    setup_logging()
+    distributed.initialize_from_flags(flags.FLAGS)
+    from amd_jax.parallel.mesh import ConfigError
+
+    config = _CONFIG.value
+    if _NUM.value:
+        with config.unlocked():
+            config.eval.num_samples = _NUM.value
+    try:
+        distributed.check_consistent(config.to_json_best_effort())
+        ev = Evaluator(config, _WORKDIR.value)
+    except (ConfigError, distributed.ConsistencyError) as e:
+        sys.exit(f"Config error: {e}")
+    if not _WATCH.value:
+        steps = ev.checkpoint_steps()
+        step = _STEP.value if _STEP.value is not None else (steps[-1] if steps else None)
+        if step is None or step not in steps:
+            sys.exit(f"No checkpoint {'at step %s ' % step if step is not None else ''}in {_WORKDIR.value}; "
+                     f"available: {steps or 'none'}.")
+        ev.evaluate(step)
+        return
+    last_news = time.time()
+    while True:
+        todo = [s for s in ev.checkpoint_steps() if s not in ev.steps_done()]
+        for s in todo:
+            ev.evaluate(s)
+            last_news = time.time()
+        if config.total_steps in ev.steps_done():
+            log.info("evaluated the final checkpoint (step %d); done.", config.total_steps)
+            return
+        if time.time() - last_news > _WATCH_TIMEOUT.value:
+            log.info("no new checkpoint for %d s; stopping.", _WATCH_TIMEOUT.value)
+            return
+        time.sleep(_POLL.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
