@@ -4,7 +4,7 @@
 
 Builds the trainer exactly as training does (abstract state, shardings, AOT compile), then times each compiled
 step over --iters calls after one warm-up call, blocking on the result. Prints one JSON line per step with
-compile seconds, median and p90 milliseconds per call, and GFLOP per call from XLA's cost analysis.
+compile seconds, median and p90 milliseconds per call, and GFLOP per call and device from XLA's cost analysis.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def main(argv):
     import numpy as np
 
     from amd_jax.trainer import Trainer, _put_batch
+    from amd_jax.writers import setup_logging
+
+    setup_logging()
 
     devices = jax.devices()[: _DEVICES.value] if _DEVICES.value else jax.devices()
     trainer = Trainer(_CONFIG.value, _WORKDIR.value, devices=devices)
@@ -38,17 +41,17 @@ def main(argv):
     batch = _put_batch(trainer.models.data.global_batch(0, trainer.c.global_batch), trainer.mesh)
     compiled, seconds, flops = trainer._compile(frozen, state, batch)
     x, r = compiled["sample"](state, frozen, batch)
-    calls = {
-        "generator": lambda s: compiled["generator"](s, frozen, batch)[0],
-        "sample": lambda s: (compiled["sample"](s, frozen, batch), s)[1],
-        "critic": lambda s: compiled["critic"](s, frozen, batch, x, r)[0],
+    calls = {  # each returns (new state, everything it computed) so that blocking waits for all of it
+        "generator": lambda s: (lambda out: (out[0], out))(compiled["generator"](s, frozen, batch)),
+        "sample": lambda s: (s, compiled["sample"](s, frozen, batch)),
+        "critic": lambda s: (lambda out: (out[0], out))(compiled["critic"](s, frozen, batch, x, r)),
     }
     for name, call in calls.items():
-        state = jax.block_until_ready(call(state))  # warm-up
+        state = jax.block_until_ready(call(state))[0]  # warm-up
         times = []
         for _ in range(_ITERS.value):
             t0 = time.perf_counter()
-            state = jax.block_until_ready(call(state))
+            state = jax.block_until_ready(call(state))[0]
             times.append(time.perf_counter() - t0)
         print(json.dumps({
             "step": name, "devices": len(devices), "mesh": dict(trainer.mesh.shape),

@@ -85,8 +85,7 @@ class Steps:
     # ------------------------------------------------------------------------------------------- sampling
     def _student_sample(self, student_params, batch, rng):
         """x = G(x_{t_k}, t_k) for a random step k reached by backward simulation; gradient flows to G only."""
-        c, st = self.c, self.m.student
-        cond = batch["cond"]
+        st, cond = self.m.student, batch["cond"]
         bsz = jax.tree_util.tree_leaves(cond)[0].shape[0]
         k_z, k_k, k_sim = jax.random.split(rng, 3)
         ts = jnp.asarray(self.timesteps, jnp.int32 if st.schedule.discrete else jnp.float32)
