@@ -74,20 +74,21 @@ def load_or_train(config, models: Models):
     """The frozen teacher's parameters: restored from `config.teacher.dir` or, when absent, trained and saved there."""
     path = epath.Path(config.teacher.dir).resolve() if "://" not in config.teacher.dir else epath.Path(config.teacher.dir)
     abstract = jax.eval_shape(models.init_denoiser, jax.random.PRNGKey(0))
-    ckpt = ocp.StandardCheckpointer()
+    ckpt = ocp.StandardCheckpointer()  # every process saves and restores (Orbax synchronises them)
     if (path / "params").exists():
         log.info("Loading the teacher from %s", path)
-        return ckpt.restore(path / "params", abstract)
+        # host numpy on every process (a process-local device array cannot be used by a multi-host job)
+        return ckpt.restore(path / "params", jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract))
     if not config.teacher.train_if_missing:
         raise FileNotFoundError(
             f"No teacher checkpoint at {path}/params. Point --config.teacher.dir at one, or set "
             f"--config.teacher.train_if_missing=True to train it first."
         )
     log.info("No teacher at %s: training it (%d steps)", path, config.teacher.steps)
-    params = train_teacher(config, models)
+    params = jax.device_get(train_teacher(config, models))  # each process trains the same teacher on its own device
     if jax.process_index() == 0:
         path.mkdir(parents=True, exist_ok=True)
-    ckpt.save(path / "params", params)
+    ckpt.save(path / "params", params)  # host numpy: written once by the primary process
     ckpt.wait_until_finished()
     return params
 

@@ -29,28 +29,40 @@ log = logging.getLogger("amd_jax")
 
 
 class Preempted:
-    """Set by SIGTERM (TPU preemption, GKE eviction); the loop saves a checkpoint and exits cleanly."""
+    """SIGTERM (TPU preemption, GKE eviction): the loop saves a checkpoint and exits cleanly, on every process at once.
+
+    One process: a Python SIGTERM handler sets `flag`. Several processes: JAX's preemption sync manager (started by
+    jax.distributed.initialize) owns SIGTERM; a notice on ANY process makes all of them agree on the same stop step.
+    """
 
     def __init__(self):
         self.flag = False
+        self.multihost = jax.process_count() > 1
 
     def install(self):
+        if self.multihost:
+            return  # a Python handler would replace the sync manager's and break the agreement
         try:
             signal.signal(signal.SIGTERM, lambda *_: setattr(self, "flag", True))
         except ValueError:  # not in the main thread (e.g. some test runners)
             pass
 
+    def reached(self, step: int) -> bool:
+        """Call after every step (same step ids on all processes): True when this step must be saved and the run ended."""
+        if self.multihost:
+            self.flag = multihost_utils.reached_preemption_sync_point(step)
+        return self.flag
 
-def _put_batch(host: dict, mesh, shard_rows: bool = True):
-    """Host-global numpy pytree -> global jax arrays sharded over the batch axes (this process's rows only)."""
-    pid, nproc = jax.process_index(), jax.process_count()
+
+def _put_batch(host: dict, mesh):
+    """Host-global numpy pytree -> global jax arrays sharded over the batch axes.
+
+    Every process computes the whole global batch (a pure function of (seed, step)) and gives each of ITS devices
+    exactly the rows the batch sharding assigns to that device, whatever the device order of the mesh."""
 
     def one(a):
         a = np.asarray(a)
-        rows = a.shape[0] // nproc
-        return jax.make_array_from_process_local_data(
-            mesh_lib.batch_sharding(mesh, a.ndim), a[pid * rows : (pid + 1) * rows], a.shape
-        )
+        return jax.make_array_from_callback(a.shape, mesh_lib.batch_sharding(mesh, a.ndim), lambda idx: a[idx])
 
     return jax.tree_util.tree_map(one, host)
 
@@ -98,8 +110,10 @@ class Trainer:
 
     def _init_state(self, frozen):
         if self.resume_step is not None:
+            t0 = time.time()
             state, meta = self.ckpt.restore(self.resume_step, self.abstract_state, self.state_sh)
-            log.info("Resumed from step %d (data position %s)", self.resume_step, meta.get("data_position"))
+            log.info("Resumed from step %d (data position %s, saved on mesh %s) in %.2f s", self.resume_step,
+                     meta.get("data_position"), meta.get("mesh"), time.time() - t0)
             return state
         init = jax.jit(self.steps.init, out_shardings=self.state_sh)
         return init(frozen["teacher"], jax.random.PRNGKey(self.c.seed))
@@ -210,20 +224,25 @@ class Trainer:
             if step % c.log.every == 0 or step == c.total_steps:
                 scalars = _mean_metrics(window)
                 dt = (time.time() - t_window) / len(window)
-                scalars.update(step_time_s=dt, tflops_per_device=iter_flops / dt / 1e12 / self.mesh.size)
+                scalars.update(step_time_s=dt, tflops_per_device=iter_flops / dt / 1e12)  # cost analysis counts per device
                 writer.write_scalars(step, scalars)
                 log.info("step %d/%d %s | %s", step, c.total_steps, _fmt(scalars), progress.line(step))
                 window, t_window = [], time.time()
             if c.log.sample_every and step % c.log.sample_every == 0:
                 self._write_samples(gen, state, writer, step)
-            if step % c.checkpoint.every == 0 or step == c.total_steps or preempted.flag:
+            stop = preempted.reached(step)
+            if step % c.checkpoint.every == 0 or step == c.total_steps or stop:
+                t0 = time.time()
                 self.ckpt.save(step, state, meta(step), force=True)
-            if preempted.flag:
+                log.info("checkpoint %d: save started in %.2f s (async=%s)", step, time.time() - t0, c.checkpoint.async_save)
+            if stop:
                 log.warning("SIGTERM: saved step %d, exiting.", step)
                 break
             if stop_after is not None and step >= stop_after:
                 break
+        t0 = time.time()
         self.ckpt.wait()
+        log.info("checkpoints finished writing (waited %.2f s)", time.time() - t0)
         if step == c.total_steps and c.eval.at_end:
             self.final_eval(gen, state, writer, step)
         writer.flush()
