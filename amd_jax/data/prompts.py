@@ -1,0 +1,230 @@
+"""Prompt data through grain: caption files or TFDS, sharded by process, shuffled by seed, a pure function of step.
+
+Sources (`read_captions` / `tfds_captions`):
+    *.txt                 one caption per line (empty lines dropped)
+    *.jsonl / *.json      one JSON object per line; the caption is `field` (dotted path, e.g. 'caption' or 'meta.text')
+    *.parquet             column `field` (needs pyarrow, which is optional and not in requirements.txt)
+    tfds:NAME[:SPLIT]     an ALREADY PREPARED TFDS dataset read as a random-access array_record source (no
+                          TensorFlow needed to read; tensorflow_datasets must be installed), e.g. tfds:coco_captions
+Local paths or gs:// (etils.epath); several files may be given comma-separated. Each line / record is one caption.
+
+Order and resumption: the captions are a `grain.MapDataset`, `shuffle(seed).repeat()` (a new permutation per
+epoch). Global row g of the run is `ds[g]`, and global batch `step` holds rows step*B .. step*B + B - 1, so the data
+position is a pure function of the step: the trainer's checkpointed step IS the data position, on any mesh.
+
+Sharding by process: `global_batch(step, B)` returns host arrays of the GLOBAL shape (what the trainer's
+`_put_batch` expects) but reads, tokenizes and encodes only the rows this process's devices hold under the batch
+sharding (`local_rows`); the other rows are zeros that no device of this process ever reads.
+
+Conditioning: `encode(prompts) -> {name: array [n, ...]}` (for SDXL a jitted text encoder, see
+amd_jax/models/sdxl/experiment.py) or, faster, precomputed per-caption embeddings (`embeddings`: arrays [N, ...]
+indexed by the caption's index in the file, from an .npz / .safetensors written by `save_embeddings`).
+`real`: optional per-caption real samples [N, ...] (e.g. VAE latents for the GAN); without it 'real' is zeros of
+`real_shape` (the GAN must then be off).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from etils import epath
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _get_field(record: Any, field: str):
+    for part in field.split(".") if field else ():
+        record = record[part]
+    return record
+
+
+def _one_caption(value, index: int) -> str:
+    """A caption from a string, bytes, or a list of captions (COCO: 5 per image; the first is taken)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    value = list(np.asarray(value).reshape(-1)) if not isinstance(value, (list, tuple)) else list(value)
+    if not value:
+        raise ValueError(f"record {index} has no caption")
+    return _one_caption(value[0], index)
+
+
+def _read_one(path: str, field: str) -> list[str]:
+    p = epath.Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"caption file {path!r} does not exist")
+    name = p.name.lower()
+    if name.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise ImportError(f"{path}: reading parquet needs pyarrow (optional; `pip install pyarrow`).") from e
+        with p.open("rb") as f:
+            table = pq.read_table(f, columns=[field.split(".")[0]])
+        col = table.column(field.split(".")[0]).to_pylist()
+        rest = ".".join(field.split(".")[1:])
+        return [_one_caption(_get_field(v, rest), i) for i, v in enumerate(col)]
+    text = p.read_text(encoding="utf-8")
+    if name.endswith((".jsonl", ".json")):
+        out = []
+        for i, line in enumerate(text.splitlines()):
+            if line.strip():
+                try:
+                    out.append(_one_caption(_get_field(json.loads(line), field), i))
+                except (KeyError, TypeError) as e:
+                    raise KeyError(f"{path} line {i + 1}: no field {field!r} (set data.field).") from e
+        return out
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_captions(paths: str | Sequence[str], field: str = "caption") -> list[str]:
+    """All captions of one or several (comma-separated) local or gs:// files, in file order."""
+    paths = [s.strip() for s in paths.split(",")] if isinstance(paths, str) else list(paths)
+    captions = [c for p in paths if p for c in _read_one(p, field)]
+    if not captions:
+        raise ValueError(f"no captions in {paths}")
+    return captions
+
+
+class _TfdsCaptions:
+    """Random-access captions of a prepared TFDS dataset (array_record files; TensorFlow not needed to read)."""
+
+    def __init__(self, source, field: str):
+        self.source, self.field = source, field
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        return _one_caption(_get_field(self.source[int(i)], self.field), int(i))
+
+
+def tfds_captions(spec: str, data_dir: str | None = None, field: str = "captions.text"):
+    """'tfds:NAME[:SPLIT]' -> random-access captions (coco_captions: field 'captions.text', first caption)."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(
+            f"data.path={spec!r} needs tensorflow_datasets (optional; `pip install tensorflow-datasets==4.9.10`) and "
+            "the dataset prepared in array_record format under data.tfds_dir (building it needs TensorFlow)."
+        ) from e
+    _, name, *rest = spec.split(":")
+    split = rest[0] if rest else "train"
+    source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+    return _TfdsCaptions(source, field)
+
+
+def load_array_file(path: str) -> dict[str, np.ndarray]:
+    """All arrays of an .npz / .npy / .safetensors file (local or gs://)."""
+    p = epath.Path(path)
+    if p.name.endswith(".safetensors"):
+        import safetensors.numpy
+
+        return dict(safetensors.numpy.load(p.read_bytes()))
+    with p.open("rb") as f:
+        data = np.load(f, allow_pickle=False)
+        return {"array": np.asarray(data)} if isinstance(data, np.ndarray) else {k: np.asarray(data[k]) for k in data}
+
+
+def save_embeddings(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Write precomputed per-caption conditioning ({'prompt_embeds': [N,77,D], 'text_embeds': [N,P]}) as .npz."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    epath.Path(path).write_bytes(buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------ the source
+class PromptSource:
+    """`global_batch(step, B) -> {'cond': {...}, 'real': ...}`: a pure function of (seed, step), process-sharded."""
+
+    def __init__(self, captions, seed: int, encode: Callable[[list[str]], dict] | None = None,
+                 embeddings: dict[str, np.ndarray] | None = None, tokenize: dict[str, Callable] | None = None,
+                 constants: dict[str, np.ndarray] | None = None, real: np.ndarray | None = None,
+                 real_shape: tuple[int, ...] = (1,), local_rows: Callable[[int], np.ndarray] | None = None):
+        import grain
+
+        self.captions = captions
+        self.num_captions = len(captions)
+        if embeddings is not None:
+            for k, v in embeddings.items():
+                if len(v) != self.num_captions:
+                    raise ValueError(f"precomputed {k} has {len(v)} rows for {self.num_captions} captions")
+        if real is not None and len(real) != self.num_captions:
+            raise ValueError(f"real samples have {len(real)} rows for {self.num_captions} captions")
+        if encode is None and embeddings is None:
+            raise ValueError("PromptSource needs `encode` or precomputed `embeddings`")
+        self.encode, self.embeddings, self.tokenize = encode, embeddings, dict(tokenize or {})
+        self.constants, self.real, self.real_shape = dict(constants or {}), real, tuple(real_shape)
+        self._local_rows = local_rows
+        # (caption index, caption) per global row: shuffled per epoch from the seed, random access.
+        self.ds = (grain.MapDataset.range(self.num_captions).shuffle(seed=int(seed)).repeat(None)
+                   .map(lambda i: (int(i), captions[int(i)])))
+
+    def local_rows(self, batch_size: int) -> np.ndarray:
+        if self._local_rows is None:
+            return np.arange(batch_size)
+        return np.asarray(self._local_rows(batch_size))
+
+    def rows(self, start: int, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        items = [self.ds[start + int(r)] for r in rows]
+        return np.asarray([i for i, _ in items], np.int64), [c for _, c in items]
+
+    def cond_for(self, index: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
+        """Conditioning rows for these captions (precomputed rows or encoded now) + tokens + constants."""
+        n = len(prompts)
+        if self.embeddings is not None:
+            cond = {k: np.asarray(v[index]) for k, v in self.embeddings.items()}
+        else:
+            cond = {k: np.asarray(v) for k, v in self.encode(prompts).items()}
+        for k, tok in self.tokenize.items():
+            cond[k] = np.asarray(tok(prompts))
+        for k, v in self.constants.items():
+            cond[k] = np.broadcast_to(np.asarray(v), (n,) + np.shape(v)).copy()
+        return cond
+
+    def global_batch(self, step: int, batch_size: int) -> dict:
+        rows = self.local_rows(batch_size)
+        index, prompts = self.rows(int(step) * batch_size, rows)
+        local = self.cond_for(index, prompts)
+        if self.real is not None:
+            local_real = np.asarray(self.real[index], np.float32)
+        else:
+            local_real = np.zeros((len(rows),) + self.real_shape, np.float32)
+        if len(rows) == batch_size and np.array_equal(rows, np.arange(batch_size)):
+            return {"cond": local, "real": local_real}
+
+        def full(a):  # global shape; rows of other processes stay zero (never read by this process's devices)
+            out = np.zeros((batch_size,) + a.shape[1:], a.dtype)
+            out[rows] = a
+            return out
+
+        return {"cond": {k: full(v) for k, v in local.items()}, "real": full(local_real)}
+
+    def prompts(self, step: int, batch_size: int) -> list[str]:
+        """The global batch's captions (all rows; for logging / evaluation)."""
+        return self.rows(int(step) * batch_size, np.arange(batch_size))[1]
+
+
+def process_rows_fn(mesh_axes, mesh_shape) -> Callable[[int], np.ndarray]:
+    """Rows of a global batch that this process's devices hold, under the trainer's batch sharding (same mesh
+    construction as the trainer with its default devices)."""
+    cache = {}
+
+    def rows(batch_size: int) -> np.ndarray:
+        import jax
+
+        if jax.process_count() == 1:
+            return np.arange(batch_size)
+        if batch_size not in cache:
+            from amd_jax.parallel import mesh as mesh_lib
+
+            mesh = mesh_lib.make_mesh(mesh_axes, mesh_shape, jax.devices())
+            idx = mesh_lib.batch_sharding(mesh, 1).addressable_devices_indices_map((batch_size,))
+            cache[batch_size] = np.unique(np.concatenate([np.arange(batch_size)[s] for s in idx.values()]))
+        return cache[batch_size]
+
+    return rows

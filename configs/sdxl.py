@@ -1,0 +1,113 @@
+"""sdxl: DMD2 / AMD distillation of SDXL base into a 4-step student at 1024 px (METHOD.md section 2 recipe).
+
+NOT RUN HERE: this config has only been checked by shape (tests/test_sdxl_train.py traces its full training
+state and FSDP sharding with jax.eval_shape); the same code path runs end to end at tiny size (configs/sdxl_tiny.py).
+
+Run (Cloud TPU pod, every host; see launch/ for the multi-host wrapper):
+    python -m amd_jax.train --config=configs/sdxl.py --workdir=gs://BUCKET/runs/sdxl_amd \
+        --config.model.path=gs://BUCKET/models/stable-diffusion-xl-base-1.0 \
+        --config.reward.path=gs://BUCKET/models/hpsv2 \
+        --config.data.path=gs://BUCKET/data/captions.txt
+    DMD2 baseline: add --config.method=dmd2.  1-step student: --config.student.timesteps='(999,)'.
+Inputs:
+    model.path   diffusers SDXL folder (unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2), local
+                 or gs://; `model.variant='fp16'` reads the *.fp16.safetensors files (half the download).
+    reward.path  HPSv2 folder: open_clip_model.safetensors converted from HPS_v2_compressed.pt (recipe in
+                 amd_jax/models/rewards/weights.py) + the ViT-H-14 tokenizer (vocab.json, merges.txt).
+    data.path    captions: .txt (one per line) / .jsonl (data.field) / .parquet (needs pyarrow) / tfds:coco_captions
+                 (prepared array_record). data.embeddings: optional precomputed prompt embeddings
+                 (experiments_sdxl.precompute_embeddings). data.real: per-caption real latents [N, 4, 128, 128]
+                 (VAE-encoded images, e.g. LAION-aesthetics as DMD2) -- REQUIRED while gan.enabled=True.
+Hardware: sized for a TPU v5p / v4 pod slice with >= 64 chips (global batch 128 = 2 per chip at 64 chips).
+    Training state (student + critic fp32 + both AdamW states, 2 x 2.57 B params) ~ 61.6 GB + bf16 teacher 5.1 GB,
+    sharded over fsdp=16: ~4.2 GB per chip plus activations (1024 px UNet at 2 samples per chip; not measured).
+    With 256 chips the batch 128 cannot be split (data*fsdp must divide it): raise global_batch to 256.
+Cost note: AMD decodes every generated batch with the VAE at 1024 px and scores it with HPSv2 (ViT-H), on top of
+DMD2's 1 student + 3 UNet passes (+ GAN); expect it to be noticeably slower per step than DMD2.
+"""
+
+import ml_collections
+
+from amd_jax.config_base import base
+
+
+def get_config():
+    c = base()
+    c.experiment = "sdxl"
+    c.method = "amd"
+    c.seed = 0
+    c.total_steps = 19000  # DMD2 SDXL: ~19k iterations (generator updated every 5th)
+    c.global_batch = 128
+
+    c.model = ml_collections.ConfigDict()
+    c.model.path = ""  # diffusers folder of stabilityai/stable-diffusion-xl-base-1.0 (local or gs://)
+    c.model.variant = ""  # '' | 'fp16'
+    c.model.resolution = 1024  # latents 128 x 128
+    c.model.teacher_dtype = "bfloat16"  # frozen real teacher stored in bf16 (DMD2)
+    c.model.compute_dtype = "bfloat16"  # UNet activations (student, critic, teacher); params stay fp32 for training
+    c.model.text_dtype = "float32"
+    c.model.uncond = "zeros"  # DMD2: zero text + pooled embeddings; 'empty_prompt' as an option
+    c.model.exact_gelu = True
+
+    c.data = ml_collections.ConfigDict()
+    c.data.path = ""
+    c.data.field = "caption"  # JSONL / parquet field (tfds:coco_captions: 'captions.text')
+    c.data.tfds_dir = ""
+    c.data.embeddings = ""  # optional .npz / .safetensors of prompt_embeds [N,77,2048] + text_embeds [N,1280]
+    c.data.real = ""  # per-caption real latents for the GAN
+    c.data.seed = -1  # -1 = config.seed
+
+    c.student.timesteps = (999, 749, 499, 249)  # 4-step with backward simulation
+    c.schedule.name = "ddpm"
+
+    c.dmd.guidance_scale = 8.0
+    c.dmd.t_min, c.dmd.t_max = 0.02, 0.98
+    c.dmd.ttur = 5
+    c.dmd.normalizer = "sample"
+
+    # AMD knobs (METHOD.md section 4); method=dmd2 ignores them.
+    c.amd.s = 0.5
+    c.amd.dsa_mode = "soft"
+    c.amd.tau = 0.5
+    c.amd.group_size = 1  # whole global batch = one group
+    c.amd.rls_lambda = 1.0
+    c.amd.rls_mode = "hard"
+
+    c.reward.name = "hpsv2"
+    c.reward.path = ""  # HPSv2 weight folder (local or gs://)
+    c.reward.monitor = True
+    c.reward.vae_dtype = "float32"  # SDXL VAE overflows in fp16; bf16 is an untested speed option
+
+    c.gan.enabled = True
+    c.gan.generator_weight = 5e-3
+    c.gan.critic_weight = 1e-2
+    c.gan.hidden = 256
+
+    c.optim.student_lr = 5e-7
+    c.optim.critic_lr = 5e-7
+    c.optim.b1, c.optim.b2 = 0.9, 0.999
+    c.optim.weight_decay = 0.01
+    c.optim.warmup_steps = 500
+    c.optim.grad_clip = 10.0
+
+    # data-parallel over 'data', FSDP over 'fsdp' (the batch is split over both). Every UNet leaf with >= 2^18
+    # elements (1 MiB fp32) is sharded on its largest dim divisible by 16; smaller leaves (norms, biases, small
+    # convs: <1% of the bytes) are replicated to save all-gathers.
+    c.mesh.axes = ("data", "fsdp")
+    c.mesh.shape = (-1, 16)
+    c.sharding.rules = ()
+    c.sharding.fsdp_min_size = 2**18
+
+    c.checkpoint.every = 500
+    c.checkpoint.keep = 3
+    c.checkpoint.async_save = True
+    c.log.every = 10
+    c.log.sample_every = 1000
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_samples = 1024
+    c.eval.at_end = True
+    c.eval.prompts = ""  # caption file for evaluation ('' = the first captions of data.path)
+    c.eval.grid_size = 64
+    c.eval.grid_cols = 8
+    return c

@@ -1,0 +1,287 @@
+"""SDXL distillation end to end at tiny size, the full-size state by shape, and the prompt pipeline.
+
+- Prompt data (amd_jax/data/prompts.py): a pure function of (seed, step), each caption once per epoch, the
+  process's rows only, precomputed embeddings, file formats and clear errors.
+- configs/sdxl_tiny.py through the Trainer on 8 simulated devices (data=4 x fsdp=2): AMD iterations with the
+  4-step student (backward simulation), CFG, the VAE-decoded reward, TTUR 2 (generator at step 0 only), critic
+  every step; finite losses, student and critic changed, params really FSDP-sharded, a checkpoint written.
+- configs/sdxl.py's FULL training state by jax.eval_shape (2,567,463,684-param UNet): student + critic fp32 + both
+  AdamW states + GAN head + bf16 teacher, and its per-device bytes under FSDP on abstract 8/64/256-device meshes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AbstractMesh, AxisType
+
+from amd_jax.config_base import load
+from amd_jax.data import prompts as P
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIX = os.path.join(ROOT, "tests", "fixtures")
+CAPTIONS = os.path.join(FIX, "captions_tiny.txt")
+
+
+# ------------------------------------------------------------------------------------------- data
+def _fake_encode(prompts):
+    """A deterministic stand-in for the text encoders: embeddings that identify the prompt."""
+    h = np.asarray([sum(map(ord, p)) for p in prompts], np.float32)
+    return {"prompt_embeds": np.tile(h[:, None, None], (1, 3, 2)), "text_embeds": h[:, None] * np.ones((1, 2))}
+
+
+def _source(seed=0, **kw):
+    caps = P.read_captions(CAPTIONS)
+    return caps, P.PromptSource(caps, seed, encode=_fake_encode, constants={"time_ids": np.arange(6.0)}, **kw)
+
+
+def test_prompt_batches_are_a_pure_function_of_step_and_cover_each_epoch():
+    caps, src = _source(seed=3)
+    assert len(caps) == 12 and caps[0] == "a photo of a cat"
+    b = src.global_batch(5, 4)
+    assert set(b) == {"cond", "real"} and b["cond"]["prompt_embeds"].shape == (4, 3, 2)
+    assert b["cond"]["time_ids"].shape == (4, 6)
+    again = _source(seed=3)[1].global_batch(5, 4)  # a fresh source (a resumed run) gives the same batch
+    for k in b["cond"]:
+        np.testing.assert_array_equal(b["cond"][k], again["cond"][k])
+    # every caption exactly once per epoch (12 captions = 3 batches of 4), a new order in the next epoch
+    epoch0 = [p for s in range(3) for p in src.prompts(s, 4)]
+    epoch1 = [p for s in range(3, 6) for p in src.prompts(s, 4)]
+    assert sorted(epoch0) == sorted(caps) == sorted(epoch1)
+    assert epoch0 != epoch1 and epoch0 != caps
+    assert _source(seed=4)[1].prompts(0, 12) != src.prompts(0, 12)  # the seed matters
+    # the conditioning rows are those of the batch's captions
+    np.testing.assert_array_equal(b["cond"]["prompt_embeds"], _fake_encode(src.prompts(5, 4))["prompt_embeds"])
+
+
+def test_each_process_reads_only_its_rows():
+    _, full = _source(seed=1)
+    calls = []
+
+    def encode(prompts):
+        calls.append(len(prompts))
+        return _fake_encode(prompts)
+
+    caps = P.read_captions(CAPTIONS)
+    mine = P.PromptSource(caps, 1, encode=encode, constants={"time_ids": np.arange(6.0)},
+                          local_rows=lambda b: np.arange(b // 2, b))  # "process 1 of 2"
+    a, b = full.global_batch(2, 8), mine.global_batch(2, 8)
+    assert calls == [4]  # only this process's 4 rows were encoded
+    for k in a["cond"]:
+        assert b["cond"][k].shape == a["cond"][k].shape
+        np.testing.assert_array_equal(b["cond"][k][4:], a["cond"][k][4:])
+        assert not np.any(b["cond"][k][:4])
+
+
+def test_precomputed_embeddings_real_latents_and_formats(tmp_path):
+    caps = P.read_captions(CAPTIONS)
+    n = len(caps)
+    emb = {"prompt_embeds": np.random.RandomState(0).randn(n, 3, 2).astype(np.float32),
+           "text_embeds": np.arange(n, dtype=np.float32)[:, None]}
+    P.save_embeddings(str(tmp_path / "emb.npz"), emb)
+    loaded = P.load_array_file(str(tmp_path / "emb.npz"))
+    real = np.arange(n, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    src = P.PromptSource(caps, 0, embeddings=loaded, real=real)
+    batch = src.global_batch(1, 4)
+    idx = [caps.index(p) for p in src.prompts(1, 4)]
+    np.testing.assert_array_equal(batch["cond"]["prompt_embeds"], emb["prompt_embeds"][idx])
+    np.testing.assert_array_equal(batch["real"][:, 0, 0], np.asarray(idx, np.float32))
+    with pytest.raises(ValueError, match="rows"):
+        P.PromptSource(caps[:5], 0, embeddings=loaded)
+    # JSONL with a nested field; empty lines in text files are dropped
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"meta": {"text": c}}) for c in caps[:3]) + "\n\n")
+    assert P.read_captions(str(tmp_path / "c.jsonl"), "meta.text") == caps[:3]
+    with pytest.raises(KeyError, match="data.field"):
+        P.read_captions(str(tmp_path / "c.jsonl"), "caption")
+    (tmp_path / "c.txt").write_text("a\n\n b \n")
+    assert P.read_captions(f"{tmp_path / 'c.txt'},{tmp_path / 'c.txt'}") == ["a", "b", "a", "b"]
+    with pytest.raises(FileNotFoundError):
+        P.read_captions(str(tmp_path / "missing.txt"))
+
+
+def test_parquet_captions(tmp_path):
+    pa = pytest.importorskip("pyarrow")  # optional dependency
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"caption": ["x", "y"]}), str(tmp_path / "c.parquet"))
+    assert P.read_captions(str(tmp_path / "c.parquet")) == ["x", "y"]
+
+
+def test_tfds_missing_is_a_clear_error():
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="tensorflow_datasets"):
+            P.tfds_captions("tfds:coco_captions")
+    else:
+        with pytest.raises(Exception):  # installed, but nothing is prepared here
+            P.tfds_captions("tfds:coco_captions_not_prepared_here", "/nonexistent")
+
+
+# ------------------------------------------------------------------------------------------- tiny run
+def _metrics(records, step):
+    for r in records:
+        m = re.match(rf"step {step}/\d+ (.*) \|", r.getMessage())
+        if m:
+            return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    raise AssertionError(f"no log line for step {step}")
+
+
+def test_sdxl_tiny_trains_with_fsdp_via_the_trainer(tmp_path, caplog):
+    from amd_jax.models.sdxl import unet as sdxl_unet
+    from amd_jax.models.sdxl import weights
+    from amd_jax.trainer import Trainer
+
+    assert jax.device_count() == 8
+    config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"),
+                  {"total_steps": 3, "checkpoint.every": 3, "checkpoint.async_save": False})
+    assert config.mesh.shape == (4, 2) and config.dmd.ttur == 2 and len(config.student.timesteps) == 4
+    assert config.method == "amd" and config.reward.name == "hpsv2" and config.dmd.guidance_scale == 8.0
+    caplog.set_level(logging.INFO, logger="amd_jax")
+    trainer = Trainer(config, str(tmp_path / "run"))
+    assert trainer.models.sample_shape == (4, 16, 16)
+    state = trainer.run()
+
+    for r in caplog.records:
+        if r.getMessage().startswith("Compiled in"):
+            print(r.getMessage())
+    m1, m2, m3 = (_metrics(caplog.records, s) for s in (1, 2, 3))
+    print("step 1:", {k: m1[k] for k in ("loss_dm", "loss_critic", "reward_mean", "zone_fraction", "step_time_s")})
+    print("step 2:", {k: m2[k] for k in ("loss_critic", "step_time_s")})
+    # TTUR 2: steps 0 and 2 ran the generator (AMD: reward, DSA) and the critic; step 1 the critic only.
+    # (The student's first update has lr 0, the start of the linear warm-up; its second one moves it.)
+    for k in ("loss_dm", "loss_generator", "loss_critic", "reward_mean", "grad_norm_student", "dmd_norm"):
+        assert np.isfinite(m1[k]), (k, m1[k])
+    assert m1["grad_norm_student"] > 0 and m1["reward_std"] > 0 and m1["alpha_max"] > m1["alpha_min"]
+    assert "loss_dm" not in m2 and np.isfinite(m2["loss_critic"]) and m2["grad_norm_critic"] > 0
+    assert np.isfinite(m3["loss_dm"]) and np.isfinite(m3["loss_critic"])
+
+    # the student and critic moved away from the (bf16-stored) teacher they started from
+    _, teacher = weights.load_unet(os.path.join(FIX, "sdxl_tiny"))
+    init = jax.tree_util.tree_map(lambda a: np.asarray(a.astype(jnp.float32)),
+                                  sdxl_unet.cast_params(teacher, jnp.bfloat16))
+    for name, tree in (("student", state.student), ("critic", state.critic["denoiser"])):
+        diffs = [float(np.max(np.abs(np.asarray(a) - b)))
+                 for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(init))]
+        assert max(diffs) > 0, name
+        assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(tree))
+
+    # FSDP: the big kernels are split over 'fsdp' (2 shards), the optimizer moments follow them
+    leaves = jax.tree_util.tree_leaves(state.student)
+    sharded = [a for a in leaves if "fsdp" in jax.tree_util.tree_leaves(tuple(a.sharding.spec))]
+    assert len(sharded) > len(leaves) // 4, (len(sharded), len(leaves))
+    a = max(sharded, key=lambda x: x.size)
+    assert math.prod(a.addressable_shards[0].data.shape) * 2 == a.size
+    mu = [x for x in jax.tree_util.tree_leaves(state.student_opt) if x.shape == a.shape]
+    assert any("fsdp" in jax.tree_util.tree_leaves(tuple(x.sharding.spec)) for x in mu)
+
+    from amd_jax import checkpoint as ckpt_lib
+
+    ck = ckpt_lib.Checkpointer(str(tmp_path / "run"), 3, False)
+    assert ck.latest_step() == 3
+    ck.close()
+
+
+# ------------------------------------------------------------------------------------------- full size
+def test_full_sdxl_state_shapes_and_fsdp_bytes_per_device(tmp_path):
+    """configs/sdxl.py's whole training state by shape, and its per-device bytes under the config's sharding."""
+    from test_sdxl_models import SDXL_BASE_UNET_CONFIG
+
+    from amd_jax import experiments_sdxl
+    from amd_jax.parallel.sharding import tree_shardings
+    from amd_jax.steps import Steps
+
+    (tmp_path / "sdxl" / "unet").mkdir(parents=True)
+    (tmp_path / "sdxl" / "unet" / "config.json").write_text(json.dumps(SDXL_BASE_UNET_CONFIG))
+    np.save(tmp_path / "real.npy", np.zeros((12, 4, 128, 128), np.float16))
+    config = load(os.path.join(ROOT, "configs", "sdxl.py"), {
+        "model.path": str(tmp_path / "sdxl"), "data.path": CAPTIONS, "data.real": str(tmp_path / "real.npy"),
+        "reward.path": str(tmp_path / "unused")})
+    assert config.model.resolution == 1024 and config.global_batch == 128 and config.gan.enabled
+    assert config.optim.student_lr == config.optim.critic_lr == 5e-7 and config.dmd.ttur == 5
+    models = experiments_sdxl.build(config)
+    assert models.sample_shape == (4, 128, 128)
+    steps = Steps(config, models)
+    key = jax.random.PRNGKey(0)
+    teacher = jax.eval_shape(models.init_denoiser, key)
+    n_unet = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(teacher))
+    assert n_unet == 2_567_463_684
+    state = jax.eval_shape(steps.init, teacher, key)
+    teacher_bf16 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.bfloat16), teacher)
+    trees = {"student": state.student, "critic": state.critic, "student_opt": state.student_opt,
+             "critic_opt": state.critic_opt, "teacher_bf16": teacher_bf16}
+    nbytes = lambda a: math.prod(a.shape) * jnp.dtype(a.dtype).itemsize
+    total = {k: sum(nbytes(a) for a in jax.tree_util.tree_leaves(t)) for k, t in trees.items()}
+    assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves((state.student, state.critic)))
+    assert total["student"] == 4 * n_unet and total["student_opt"] >= 8 * n_unet
+    assert total["critic"] > total["student"]  # + the GAN head
+    grand = sum(total.values())
+    print(f"\nfull state: {grand / 2**30:.2f} GiB " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in total.items()))
+
+    fsdp_cfg = config.mesh.shape[1]
+    rules, min_size = tuple(config.sharding.rules), config.sharding.fsdp_min_size
+    for n_dev in (8, 64, 256):
+        for fsdp in sorted({min(fsdp_cfg, n_dev), n_dev}):
+            mesh = AbstractMesh((n_dev // fsdp, fsdp), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+            per_dev = sh_total = sh_dev = 0
+            for t in trees.values():
+                shardings = tree_shardings(t, mesh, rules, min_size)
+                for a, s in zip(jax.tree_util.tree_leaves(t), jax.tree_util.tree_leaves(shardings)):
+                    b = math.prod(s.shard_shape(a.shape)) * jnp.dtype(a.dtype).itemsize
+                    per_dev += b
+                    if b < nbytes(a):
+                        sh_total, sh_dev = sh_total + nbytes(a), sh_dev + b
+            rep = per_dev - sh_dev
+            print(f"{n_dev:4d} devices (data={n_dev // fsdp}, fsdp={fsdp}): {per_dev / 2**30:7.3f} GiB per device "
+                  f"(sharded leaves {sh_dev / 2**30:.3f} = {sh_total / 2**30:.2f} GiB / {fsdp}, replicated "
+                  f"{rep / 2**30:.3f}); total/fsdp = {grand / fsdp / 2**30:.3f} GiB")
+            assert sh_dev * fsdp == sh_total  # the sharded leaves are split exactly fsdp ways
+            if fsdp == min(fsdp_cfg, n_dev):  # the config's setting: almost everything is sharded
+                assert sh_total > 0.98 * grand and per_dev < 1.03 * grand / fsdp
+
+
+def test_sdxl_tiny_eval_conds_and_evaluate():
+    from amd_jax import experiments
+
+    config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))
+    exp = experiments.get("sdxl")
+    models = exp.build(config)
+    cond = exp.eval_conds(config, models, 10)  # not a multiple of the encoder's chunk (global_batch 8)
+    assert cond["prompt_embeds"].shape == (10, 77, 96) and cond["text_embeds"].shape == (10, 64)
+    assert cond["reward_tokens"].shape == (10, 16) and cond["time_ids"].shape == (10, 6)
+    assert np.array_equal(cond["time_ids"][0], [128, 128, 0, 0, 128, 128])
+    # the same prompt encodes the same in the eval chunk and in a training batch
+    np.testing.assert_allclose(cond["prompt_embeds"][8], models.data.assets.encode([P.read_captions(CAPTIONS)[8]])
+                               ["prompt_embeds"][0], atol=1e-5)
+    x = np.random.RandomState(0).randn(10, 4, 16, 16).astype(np.float32)
+    rewards, zone = np.linspace(0, 1, 10), np.arange(10) < 3
+    metrics, images = exp.evaluate(config, models, x, cond, rewards, zone)
+    assert metrics["num_samples"] == 10 and abs(metrics["reward_mean"] - 0.5) < 1e-9
+    assert metrics["zone_fraction"] == pytest.approx(0.3)
+    grid = images["samples"]  # 8 images of 32 px (tiny VAE), 8 per row, 1 px frames
+    assert grid.shape == (34, 8 * 34, 3) and grid.dtype == np.uint8
+    assert tuple(grid[0, 0]) == (255, 0, 0) and tuple(grid[0, 3 * 34]) == (255, 255, 255)
+    assert grid[1:33, 1:33].std() > 0
+
+
+def test_empty_prompt_unconditional_option():
+    from amd_jax import experiments_sdxl
+
+    config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"), {"model.uncond": "empty_prompt"})
+    models = experiments_sdxl.build(config)
+    e = models.data.assets.encode([""])
+    cond = {"prompt_embeds": jnp.ones((2, 77, 96)), "text_embeds": jnp.ones((2, 64)), "time_ids": jnp.ones((2, 6))}
+    out = jax.jit(models.teacher.null_cond)(cond)  # traced, as inside the steps
+    np.testing.assert_allclose(out["prompt_embeds"][1], e["prompt_embeds"][0], atol=1e-6)
+    np.testing.assert_allclose(out["text_embeds"][0], e["text_embeds"][0], atol=1e-6)
+    assert float(jnp.abs(out["prompt_embeds"]).max()) > 0  # not the zero (DMD2) branch
+    zeros = experiments_sdxl.build(load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))).teacher.null_cond(cond)
+    assert float(jnp.abs(zeros["prompt_embeds"]).max()) == 0 and np.array_equal(zeros["time_ids"], cond["time_ids"])
