@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax
 import numpy as np
 from etils import epath
 
@@ -45,7 +46,8 @@ def _toy2d() -> Experiment:
     def frozen(config, models):
         params = teacher.load_or_train(config, models)
         report = epath.Path(config.teacher.dir) / "eval.json"
-        if not report.exists():  # the teacher's own quality, once: 50-step DDIM with the distillation's CFG scale
+        # the teacher's own quality, once, by process 0 only: 50-step DDIM with the distillation's CFG scale
+        if jax.process_index() == 0 and not report.exists():
             conds = eval_conds(config, models, config.eval.num_samples)
             x = teacher.sample_teacher(models, params, conds, config.dmd.guidance_scale, steps=50)
             metrics, _ = evaluate(config, models, x, conds, None, None)
@@ -60,7 +62,60 @@ def _toy2d() -> Experiment:
     )
 
 
-EXPERIMENTS: dict[str, Callable[[], Experiment]] = {"toy2d": _toy2d}
+def _images() -> Experiment:
+    """MNIST / digits: UNet teacher trained on first use, frozen classifier reward, held-out CNN evaluator."""
+    from amd_jax import teacher
+    from amd_jax.eval import mnist as ev
+    from amd_jax.models import mnist
+
+    held = {}  # the held-out evaluator and the reward report, built once by frozen() (or lazily by evaluate())
+
+    def _dir(config, key, default):  # '' = a sibling of the teacher's dir, shared by runs that share the teacher
+        return config[key].dir if config[key].get("dir") else str(epath.Path(config.teacher.dir).parent / default)
+
+    def evaluator(config, models):
+        if "ev" not in held:
+            e = config.eval
+            held["ev"] = ev.Evaluator(models.data, _dir(config, "eval", "classifier"), e.classifier_steps,
+                                      e.feature_dim, e.classifier_width)
+        return held["ev"]
+
+    def eval_conds(config, models, n):
+        return {"label": (np.arange(n) % models.data.num_classes).astype(np.int32)}
+
+    def evaluate(config, models, x, cond, rewards, zone, title=""):
+        metrics = evaluator(config, models).metrics(x, cond["label"], rewards)
+        if zone is not None:
+            metrics["zone_fraction"] = float(np.mean(zone))
+        return metrics, {"samples": ev.sample_grid(x, cond["label"], scale=config.eval.grid_scale, zone=zone)}
+
+    def frozen(config, models):
+        reward, held["reward"] = mnist.load_reward(config, models.data, _dir(config, "reward", "reward"))
+        mnist.ensure_teacher(config, models)  # per-step jit: teacher.train_teacher's scan is slow for convs on CPU
+        params = teacher.load_or_train(config, models)
+        evaluator(config, models)
+        report = epath.Path(config.teacher.dir) / "eval.json"
+        # the teacher's own quality, once, by process 0 only: many-step DDIM with the distillation's CFG scale
+        if jax.process_index() == 0 and not report.exists():
+            conds = eval_conds(config, models, config.eval.teacher_num_samples)
+            x = teacher.sample_teacher(models, params, conds, config.dmd.guidance_scale, steps=config.eval.teacher_steps)
+            r = np.asarray(jax.jit(models.reward)(reward, jax.numpy.asarray(x), conds))
+            metrics, images = evaluate(config, models, x, conds, r, None)
+            writers.save_json(report, {**metrics, "sampler": f"ddim{config.eval.teacher_steps}",
+                                       "guidance_scale": config.dmd.guidance_scale, "reward_model": held["reward"]})
+            writers.save_png(report.parent / "samples.png", images["samples"])
+        return {"teacher": params, "reward": reward}
+
+    return Experiment(build=mnist.build, frozen=frozen, eval_conds=eval_conds, evaluate=evaluate)
+
+
+def _sdxl() -> Experiment:
+    from amd_jax import experiments_sdxl
+
+    return experiments_sdxl.experiment()
+
+
+EXPERIMENTS: dict[str, Callable[[], Experiment]] = {"sdxl": _sdxl, "toy2d": _toy2d, "mnist": _images, "digits": _images}
 
 
 def get(name: str) -> Experiment:

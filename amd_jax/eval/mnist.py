@@ -1,0 +1,177 @@
+"""Held-out evaluators for MNIST / digits: a project-trained CNN classifier and metrics in its feature space.
+
+The CNN is trained by the project on the dataset's TRAIN split (never seen by distillation; the AMD reward is a
+different model), cached under a directory given in the config (``eval.classifier_dir``) and trained on first use.
+Metrics of generated samples x [N, H, W, 1] with their conditioning labels:
+  - class_accuracy: fraction classified as their conditioning label by the CNN
+  - fid:            Frechet distance between CNN penultimate features of x and of the real TEST set
+                    (``amd_jax.eval.fid.frechet_distance``; real test set against itself = 0)
+  - precision / recall: k-NN manifolds (Kynkaanniemi et al. 2019, k=3) in the same feature space
+  - diversity:      mean pairwise feature distance within a class, averaged over classes
+                    (``amd_jax.eval.fid.diversity_by_group``); diversity_ratio = that / the test set's own
+  - reward_mean:    the training reward, for reference only
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+
+from amd_jax.data.mnist import ImageData
+from amd_jax.eval import fid as fid_lib
+
+log = logging.getLogger(__name__)
+
+
+class CNN(nn.Module):
+    """conv-conv-pool-conv-pool-dense(features)-dense(classes); features are the post-ReLU penultimate layer."""
+
+    num_classes: int = 10
+    width: int = 32
+    feature_dim: int = 128
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = nn.relu(nn.Conv(self.width, (3, 3))(x))
+        h = nn.relu(nn.Conv(self.width, (3, 3))(h))
+        h = nn.max_pool(h, (2, 2), (2, 2))
+        h = nn.relu(nn.Conv(2 * self.width, (3, 3))(h))
+        h = nn.max_pool(h, (2, 2), (2, 2))
+        feats = nn.relu(nn.Dense(self.feature_dim)(h.reshape(h.shape[0], -1)))
+        feats_d = nn.Dropout(0.3, deterministic=not train)(feats)
+        return nn.Dense(self.num_classes)(feats_d), feats
+
+
+def train_classifier(net: CNN, x, y, steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0):
+    """Adam on cross-entropy with i.i.d. minibatches (pure function of seed); returns params."""
+    params = net.init(jax.random.PRNGKey(seed), jnp.zeros((1, *x.shape[1:]), jnp.float32))["params"]
+    tx = optax.adam(optax.cosine_decay_schedule(lr, steps))
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, xb, yb, rng):
+        def loss(p):
+            logits, _ = net.apply({"params": p}, xb, train=True, rngs={"dropout": rng})
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        val, g = jax.value_and_grad(loss)(params)
+        upd, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, upd), opt, val
+
+    rng = np.random.default_rng(seed)
+    for i in range(steps):
+        idx = rng.integers(0, len(y), batch_size)
+        params, opt, val = step(params, opt, x[idx], y[idx], jax.random.PRNGKey(i))
+        if i % 500 == 0 or i == steps - 1:
+            log.info("classifier step %d/%d loss %.4f", i + 1, steps, float(val))
+    return params
+
+
+def knn_precision_recall(fake: np.ndarray, real: np.ndarray, k: int = 3, chunk: int = 1024) -> tuple[float, float]:
+    """Improved precision/recall (Kynkaanniemi et al. 2019): each set's manifold = union of its k-NN balls."""
+    fake, real = np.asarray(fake, np.float64), np.asarray(real, np.float64)
+
+    def dists(a, b):
+        return np.sqrt(np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * a @ b.T, 0.0))
+
+    def radii(a):
+        return np.concatenate([np.sort(dists(a[i:i + chunk], a), 1)[:, k] for i in range(0, len(a), chunk)])
+
+    def inside(q, ref, r):
+        return np.concatenate([np.any(dists(q[i:i + chunk], ref) <= r[None], 1) for i in range(0, len(q), chunk)])
+
+    return float(inside(fake, real, radii(real)).mean()), float(inside(real, fake, radii(fake)).mean())
+
+
+class Evaluator:
+    """The held-out classifier of one dataset, its test-set reference statistics and the metrics of samples."""
+
+    def __init__(self, data: ImageData, directory: str, steps: int, feature_dim: int = 128, width: int = 32,
+                 batch_size: int = 128, max_real: int = 10_000, seed: int = 0):
+        self.data, self.net = data, CNN(data.num_classes, width, feature_dim)
+        path = epath.Path(directory)
+        weights = path / "classifier.msgpack"
+        abstract = jax.eval_shape(lambda: self.net.init(jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape)))["params"])
+        self._apply = jax.jit(lambda p, x: self.net.apply({"params": p}, x))
+        if weights.exists():
+            self.params = flax.serialization.from_bytes(abstract, weights.read_bytes())
+            self.report = json.loads((path / "classifier.json").read_text())
+        else:
+            t0 = time.time()
+            self.params = train_classifier(self.net, data.train_x, data.train_y, steps, batch_size, seed=seed)
+            acc = float(np.mean(self.predict(data.test_x) == data.test_y))
+            self.report = {"test_accuracy": acc, "num_test": int(len(data.test_y)), "train_steps": steps,
+                           "train_seconds": round(time.time() - t0, 1), "dataset": data.name}
+            log.info("held-out classifier (%s): test accuracy %.4f", data.name, acc)
+            if jax.process_index() == 0:
+                path.mkdir(parents=True, exist_ok=True)
+                weights.write_bytes(flax.serialization.to_bytes(jax.device_get(self.params)))
+                (path / "classifier.json").write_text(json.dumps(self.report, indent=1))
+        idx = np.random.default_rng(seed).permutation(len(data.test_y))[:max_real]
+        self.real_x, self.real_y = data.test_x[idx], data.test_y[idx]
+        self.real_feats = self.features(self.real_x)
+        self.real_stats = fid_lib.feature_statistics(self.real_feats)
+        self.real_diversity = fid_lib.diversity_by_group(self.real_feats[:2000], self.real_y[:2000])[0]
+
+    def logits_and_features(self, x, batch: int = 500):
+        x = np.asarray(x, np.float32)
+        outs = []
+        for i in range(0, len(x), batch):
+            b = x[i:i + batch]
+            n = len(b)
+            if n < batch:  # fixed shape: one compilation
+                b = np.concatenate([b, np.zeros((batch - n, *b.shape[1:]), np.float32)])
+            lg, ft = self._apply(self.params, b)
+            outs.append((np.asarray(lg)[:n], np.asarray(ft)[:n]))
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]).astype(np.float64)
+
+    def predict(self, x):
+        return self.logits_and_features(x)[0].argmax(-1)
+
+    def features(self, x):
+        return self.logits_and_features(x)[1]
+
+    def metrics(self, x, labels, rewards=None) -> dict:
+        logits, feats = self.logits_and_features(x)
+        labels = np.asarray(labels)
+        n = min(len(feats), len(self.real_feats))  # equal set sizes: the k-NN radii depend on the set size
+        prec, rec = knn_precision_recall(feats[:n], self.real_feats[:n])
+        div = fid_lib.diversity_by_group(feats[:2000], labels[:2000])[0]
+        out = {
+            "class_accuracy": float(np.mean(logits.argmax(-1) == labels)),
+            "fid": fid_lib.frechet_distance(*fid_lib.feature_statistics(feats), *self.real_stats),
+            "precision": prec,
+            "recall": rec,
+            "diversity": div,
+            "diversity_ratio": div / self.real_diversity,
+            "num_samples": int(len(x)),
+            "classifier_test_accuracy": self.report["test_accuracy"],
+        }
+        if rewards is not None:
+            out["reward_mean"] = float(np.mean(rewards))
+        return out
+
+
+def sample_grid(x, labels, num_classes: int = 10, per_class: int = 10, scale: int = 2, zone=None) -> np.ndarray:
+    """RGB uint8 grid: row c = the first `per_class` samples of class c; zone-flagged samples framed in red."""
+    x = np.clip((np.asarray(x)[..., 0] + 1.0) * 127.5, 0, 255).astype(np.uint8)
+    labels = np.asarray(labels)
+    h, w = x.shape[1] * scale, x.shape[2] * scale
+    pad = 2
+    grid = np.full((num_classes * (h + pad) + pad, per_class * (w + pad) + pad, 3), 128, np.uint8)
+    for c in range(num_classes):
+        for j, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
+            y0, x0 = pad + c * (h + pad), pad + j * (w + pad)
+            if zone is not None and zone[i] > 0.5:
+                grid[y0 - pad:y0 + h + pad, x0 - pad:x0 + w + pad] = (255, 0, 0)
+            grid[y0:y0 + h, x0:x0 + w] = np.kron(x[i], np.ones((scale, scale), np.uint8))[..., None]
+    return grid

