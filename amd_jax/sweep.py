@@ -2,6 +2,10 @@
 
     python -m amd_jax.sweep --config=configs/toy2d.py --workdir=workdirs/toy2d_sweep --seeds=0,1,2 \
         --variant=dmd2:method=dmd2 --variant=amd:method=amd [--set=total_steps=3000 ...]
+    python -m amd_jax.sweep --config=configs/digits.py --workdir=workdirs/digits_bench --variant_set=benchmark
+
+`--variant_set` names a list in VARIANT_SETS (the benchmark's DMD2 vs AMD, the ablations s = 0, DSA only, RLS only,
+a sweep of s, and 4-step students); `--variant` adds variants of your own.
 
 Every run is `python -m amd_jax.train` in its own process with `--config.seed=SEED` (the student's noise, the
 re-noising and the GAN head's init; the data and the teacher stay fixed), in WORKDIR/VARIANT/seed_SEED; all runs share one teacher (WORKDIR/teacher, trained by
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -25,15 +30,35 @@ _CONFIG = flags.DEFINE_string("config", None, "Config file, as for amd_jax.train
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root of the sweep.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _VARIANTS = flags.DEFINE_multi_string("variant", ["dmd2:method=dmd2", "amd:method=amd"], "NAME:key=value,key=value")
+_VARIANT_SET = flags.DEFINE_string("variant_set", "", "A name of VARIANT_SETS; replaces the default --variant list.")
 _SET = flags.DEFINE_multi_string("set", [], "key=value overrides applied to every run.")
+
+FOUR_STEP = "student.timesteps=(1.0,0.75,0.5,0.25)"  # rectified flow: t = 1 is pure noise
+VARIANT_SETS = {
+    "main": ["dmd2:method=dmd2", "amd:method=amd"],
+    # METHOD.md section 6: the ablations. amd_s0 (s = 0, lambda = 0) must reproduce dmd2 exactly.
+    "benchmark": [
+        "dmd2:method=dmd2",
+        "amd:method=amd",
+        "amd_s0:method=amd,amd.s=0.0,amd.rls_lambda=0.0",
+        "dsa_only:method=amd,amd.rls_lambda=0.0",
+        "rls_only:method=amd,amd.s=0.0",
+        "amd_s0.25:method=amd,amd.s=0.25",
+        "amd_s1.0:method=amd,amd.s=1.0",
+        f"dmd2_4step:method=dmd2,{FOUR_STEP}",
+        f"amd_4step:method=amd,{FOUR_STEP}",
+    ],
+}
+CURVES = ("zone_fraction", "reward_mean", "sample_eval/fid", "sample_eval/class_accuracy", "loss_fake")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
     name, _, body = text.partition(":")
-    if not name or any(not kv.count("=") for kv in filter(None, body.split(","))):
+    pairs = [kv for kv in re.split(r",(?![^()]*\))", body) if kv]  # commas inside (...) belong to a tuple value
+    if not name or any("=" not in kv for kv in pairs):
         raise ValueError(f"--variant={text!r}: expected NAME:key=value[,key=value...]")
-    return name, [kv for kv in body.split(",") if kv]
+    return name, pairs
 
 
 def interval(values) -> tuple[float, float]:
@@ -62,7 +87,10 @@ def main(argv):
     os.makedirs(root, exist_ok=True)
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(root, ".jax_cache")}
     common = [f"--config.{kv}" for kv in _SET.value] + [f"--config.teacher.dir={os.path.join(root, 'teacher')}"]
-    variants = [parse_variant(v) for v in _VARIANTS.value]
+    given = _VARIANTS.value if not _VARIANT_SET.value or flags.FLAGS["variant"].present else []
+    if _VARIANT_SET.value and _VARIANT_SET.value not in VARIANT_SETS:
+        raise SystemExit(f"--variant_set={_VARIANT_SET.value!r}: choose one of {sorted(VARIANT_SETS)}.")
+    variants = [parse_variant(v) for v in VARIANT_SETS.get(_VARIANT_SET.value, []) + given]
     results = {}
     for name, overrides in variants:
         results[name] = []
@@ -80,11 +108,70 @@ def main(argv):
             with open(out) as f:
                 results[name].append(json.load(f))
     summary, table = summarize(results)
+    if "dmd2" in results and "amd_s0" in results:
+        numbers = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float))}
+        same = [numbers(a) == numbers(b) for a, b in zip(results["dmd2"], results["amd_s0"])]
+        table += f"\namd_s0 (s = 0, lambda = 0) identical to dmd2 (every eval.json value): {same}\n"
+    figures = [plot_curves(root, [n for n, _ in variants], _SEEDS.value),
+               sample_grids(root, [n for n, _ in variants], _SEEDS.value[0])]
     with open(os.path.join(root, "results.json"), "w") as f:
         json.dump({"summary": summary, "runs": results}, f, indent=2)
     with open(os.path.join(root, "results.md"), "w") as f:
         f.write(table)
     print(table)
+    print("figures:", ", ".join(f for f in figures if f))
+
+
+def plot_curves(root: str, names: list[str], seeds: list[str], keys=CURVES) -> str | None:
+    """WORKDIR/curves.png: per metric, each variant's mean over seeds (band: min..max) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from amd_jax.writers import read_jsonl
+
+    runs = {n: [read_jsonl(os.path.join(root, n, f"seed_{s}", "metrics.jsonl")) for s in seeds] for n in names}
+    keys = [k for k in keys if any(k in row for rows in runs.values() for r in rows for row in r)]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, per_seed in runs.items():
+            curves = [{row["step"]: row[key] for row in rows if key in row} for rows in per_seed]
+            steps = sorted(set.intersection(*[set(c) for c in curves])) if all(curves) else []
+            if not steps:
+                continue
+            v = np.asarray([[c[s] for s in steps] for c in curves])
+            ax.plot(steps, v.mean(0), label=name)
+            ax.fill_between(steps, v.min(0), v.max(0), alpha=0.2)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    out = os.path.join(root, "curves.png")
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def sample_grids(root: str, names: list[str], seed: str) -> str | None:
+    """WORKDIR/grids.png: the final sample grid of one seed of every variant, side by side, titled."""
+    from PIL import Image, ImageDraw
+
+    found = [(n, os.path.join(root, n, f"seed_{seed}", "samples", "samples_final.png")) for n in names]
+    images = [(n, Image.open(p).convert("RGB")) for n, p in found if os.path.exists(p)]
+    if not images:
+        return None
+    w, h, pad = max(i.width for _, i in images), max(i.height for _, i in images), 14
+    sheet = Image.new("RGB", (len(images) * (w + 4), h + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, (name, img) in enumerate(images):
+        sheet.paste(img, (j * (w + 4), pad))
+        draw.text((j * (w + 4) + 2, 1), f"{name} (seed {seed})", fill="black")
+    out = os.path.join(root, "grids.png")
+    sheet.save(out)
+    return out
 
 
 if __name__ == "__main__":

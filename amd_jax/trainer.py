@@ -192,7 +192,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- loop
     def run(self, stop_after: int | None = None):
         c = self.c
-        writer = writers.SummaryWriter(str(self.workdir / "tensorboard"))
+        writer = writers.SummaryWriter(str(self.workdir / "tensorboard"), jsonl=str(self.workdir / "metrics.jsonl"))
         if self.resume_step is None:
             writer.write_hparams(c.to_dict())
         frozen = self._frozen()
@@ -251,9 +251,12 @@ class Trainer:
         return state
 
     def _write_samples(self, gen, state, writer, step):
+        """Samples of the current student and the experiment's metrics on them (at most 1024: a quick look, the
+        training curves of sweep.py; the final eval uses eval.num_samples)."""
         n = min(self.c.eval.num_samples, 1024)
         x, cond, r, z = self.generate(gen, state.student, n, seed=2024)
-        _, images = self.exp.evaluate(self.c, self.models, x, cond, r, z, title=f"{self.c.method} step {step}")
+        metrics, images = self.exp.evaluate(self.c, self.models, x, cond, r, z, title=f"{self.c.method} step {step}")
+        writer.write_scalars(step, {f"sample_eval/{k}": v for k, v in metrics.items() if _is_number(v)})
         writer.write_images(step, images)
         for name, img in images.items():
             writers.save_png(self.workdir / "samples" / f"{name}_{step:07d}.png", img)
@@ -263,12 +266,16 @@ class Trainer:
         metrics, images = self.exp.evaluate(self.c, self.models, x, cond, r, z, title=f"{self.c.method} step {step}")
         metrics.update(step=step, method=self.c.method, seed=self.c.seed)
         writers.save_json(self.workdir / "eval.json", metrics)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if _is_number(v)})
         writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
         for name, img in images.items():
             writers.save_png(self.workdir / "samples" / f"{name}_final.png", img)
         log.info("eval: %s", _fmt(metrics))
         return metrics
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
 
 
 def _mean_metrics(window: list[dict]) -> dict[str, float]:

@@ -41,10 +41,15 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 class SummaryWriter:
-    """write_scalars / write_images / write_hparams into WORKDIR/tensorboard, like clu's metric writers."""
+    """write_scalars / write_images / write_hparams into WORKDIR/tensorboard, like clu's metric writers.
 
-    def __init__(self, logdir: str, enabled: bool | None = None):
+    `jsonl`: also append every write_scalars call as one JSON line {"step": ..., name: value, ...} to that file,
+    the plain-text copy that sweep.py reads for its training curves (no TensorBoard reader needed).
+    """
+
+    def __init__(self, logdir: str, enabled: bool | None = None, jsonl: str | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self._jsonl = epath.Path(jsonl) if jsonl else None
         if not self.enabled:
             return
         from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -62,6 +67,9 @@ class SummaryWriter:
         if self.enabled:
             S = self._summary_pb2.Summary
             self._add(step, [S.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()])
+            if self._jsonl is not None:
+                with self._jsonl.open("a") as f:
+                    f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
 
     def write_images(self, step: int, images: dict[str, np.ndarray]):
         if self.enabled:
@@ -106,6 +114,19 @@ def save_json(path, obj):
         p = epath.Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def read_jsonl(path) -> list[dict]:
+    """The lines a SummaryWriter(jsonl=path) wrote; a step written twice (a resumed run) keeps its last values."""
+    p = epath.Path(path)
+    if not p.exists():
+        return []
+    by_step: dict[int, dict] = {}
+    for line in p.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_step.setdefault(row["step"], {}).update(row)
+    return [by_step[s] for s in sorted(by_step)]
 
 
 class Progress:
