@@ -32,6 +32,7 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _VARIANTS = flags.DEFINE_multi_string("variant", ["dmd2:method=dmd2", "amd:method=amd"], "NAME:key=value,key=value")
 _VARIANT_SET = flags.DEFINE_string("variant_set", "", "A name of VARIANT_SETS; replaces the default --variant list.")
 _SET = flags.DEFINE_multi_string("set", [], "key=value overrides applied to every run.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Run nothing: tabulate the runs that have finished.")
 
 FOUR_STEP = "student.timesteps=(1.0,0.75,0.5,0.25)"  # rectified flow: t = 1 is pure noise
 VARIANT_SETS = {
@@ -91,13 +92,11 @@ def main(argv):
     if _VARIANT_SET.value and _VARIANT_SET.value not in VARIANT_SETS:
         raise SystemExit(f"--variant_set={_VARIANT_SET.value!r}: choose one of {sorted(VARIANT_SETS)}.")
     variants = [parse_variant(v) for v in VARIANT_SETS.get(_VARIANT_SET.value, []) + given]
-    results = {}
-    for name, overrides in variants:
-        results[name] = []
-        for seed in _SEEDS.value:
+    # seed-major: an interrupted sweep has every variant on its first seeds (paired comparisons), not one variant
+    for seed in [] if _REPORT_ONLY.value else _SEEDS.value:
+        for name, overrides in variants:
             wd = os.path.join(root, name, f"seed_{seed}")
-            out = os.path.join(wd, "eval.json")
-            if not os.path.exists(out):
+            if not os.path.exists(os.path.join(wd, "eval.json")):
                 cmd = [sys.executable, "-m", "amd_jax.train", f"--config={_CONFIG.value}", f"--workdir={wd}",
                        f"--config.seed={seed}", *common,
                        *[f"--config.{kv}" for kv in overrides]]
@@ -105,8 +104,15 @@ def main(argv):
                 os.makedirs(wd, exist_ok=True)
                 with open(os.path.join(wd, "train.log"), "a") as log:
                     subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-            with open(out) as f:
-                results[name].append(json.load(f))
+    results = {}
+    for name, _ in variants:
+        results[name] = []
+        for seed in _SEEDS.value:
+            path = os.path.join(root, name, f"seed_{seed}", "eval.json")
+            if os.path.exists(path) or not _REPORT_ONLY.value:
+                with open(path) as f:
+                    results[name].append(json.load(f))
+    results = {name: runs for name, runs in results.items() if runs}
     summary, table = summarize(results)
     if "dmd2" in results and "amd_s0" in results:
         numbers = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float))}
@@ -138,8 +144,8 @@ def plot_curves(root: str, names: list[str], seeds: list[str], keys=CURVES) -> s
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, per_seed in runs.items():
-            curves = [{row["step"]: row[key] for row in rows if key in row} for rows in per_seed]
-            steps = sorted(set.intersection(*[set(c) for c in curves])) if all(curves) else []
+            curves = [c for c in ({row["step"]: row[key] for row in rows if key in row} for rows in per_seed) if c]
+            steps = sorted(set.intersection(*[set(c) for c in curves])) if curves else []
             if not steps:
                 continue
             v = np.asarray([[c[s] for s in steps] for c in curves])

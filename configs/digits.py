@@ -39,7 +39,7 @@ def get_config():
     c = base()
     c.experiment = "digits"
     c.method = "amd"
-    c.total_steps = 200
+    c.total_steps = 800
     c.global_batch = 64
     c.data = ml_collections.ConfigDict({"name": "digits", "seed": 0, "test_fraction": 0.2, "split_seed": 0})
     c.model = ml_collections.ConfigDict(
@@ -65,9 +65,9 @@ def get_config():
 
     c.reward.name = "softmax_regression"
     c.reward.dir = ""  # '' = a 'reward' dir next to the teacher's
-    c.checkpoint.every = 100
-    c.log.every = 20
-    c.log.sample_every = 100
+    c.checkpoint.every = 400
+    c.log.every = 50
+    c.log.sample_every = 100  # + metrics on 1024 samples: the curves of amd_jax.sweep
     c.eval.num_samples = 1024
     c.eval.dir = ""  # the held-out classifier's cache; '' = a 'classifier' dir next to the teacher's
     c.eval.classifier_steps = 600
