@@ -63,7 +63,8 @@ class Evaluator:
         state, _ = t.ckpt.restore(step, t.abstract_state, t.state_sh)
         x, cond, r, z = t.generate(self.gen, state.student, t.c.eval.num_samples, seed=777)
         t_gen = time.time() - t0
-        metrics, images = t.exp.evaluate(t.c, t.models, x, cond, r, z, title=f"{t.c.method} step {step}")
+        save = {"save_dir": self.out / f"images_{step:07d}"} if t.c.eval.get("save_images") else {}  # SDXL only
+        metrics, images = t.exp.evaluate(t.c, t.models, x, cond, r, z, title=f"{t.c.method} step {step}", **save)
         metrics.update(step=step, method=t.c.method, seed=t.c.seed, generate_seconds=round(t_gen, 2))
         writers.save_json(self.out / f"eval_{step:07d}.json", metrics)
         for name, img in images.items():

@@ -24,7 +24,9 @@ class Experiment:
     build: Callable[[Any], Models]
     frozen: Callable[[Any, Models], dict]  # (config, models) -> {'teacher': params, 'reward': params | None}
     eval_conds: Callable[[Any, Models, int], dict]  # (config, models, n) -> host cond pytree of n samples
-    evaluate: Callable[..., tuple[dict, dict]]  # (config, models, x, cond, rewards, zone, title) -> metrics, images
+    # (config, models, x, cond, rewards, zone, title[, save_dir]) -> metrics, images; save_dir only where the
+    # config has eval.save_images (SDXL: every decoded image as a PNG)
+    evaluate: Callable[..., tuple[dict, dict]]
 
 
 def _toy2d() -> Experiment:

@@ -18,7 +18,7 @@ Reward: `reward(params, latents, cond)` decodes the latents with the frozen VAE 
 {'vae': ..., 'scorer': ...}; the step functions stop its gradient.
 GAN (gan.enabled): a small conv head (conv3x3 -> GroupNorm -> SiLU -> conv3x3 to 1 -> mean over H, W) on the
 critic UNet's mid-block features. Its 'real' samples are per-caption latents from `data.real` (VAE-encoded
-images), required when the GAN is on.
+images, `encode_real_latents` / `python -m amd_jax.prepare_sdxl`), required when the GAN is on.
 """
 
 from __future__ import annotations
@@ -119,6 +119,11 @@ class Assets:
             return W.vae_from_config(cfg, _dtype(self.c.reward.vae_dtype))
 
         return self._once("vae_module", make)
+
+    def eval_suite(self):
+        from amd_jax.eval.t2i import TextToImageSuite
+
+        return self._once("eval_suite", lambda: TextToImageSuite(self.c.eval))
 
     def scorer(self):
         from amd_jax.models.rewards.registry import load_reward
@@ -229,16 +234,19 @@ def frozen(config, models) -> dict:
     return out
 
 
-def eval_prompts(config, models, n: int) -> list[str]:
+def eval_prompts(config, models, n: int) -> tuple[list[str], np.ndarray]:
+    """n prompts, each caption `eval.samples_per_prompt` (K) times in a row, and each one's caption index."""
+    k = max(int(config.eval.samples_per_prompt), 1)
     if config.eval.prompts:
         caps = P.read_captions(config.eval.prompts, config.data.field)
     else:  # the first captions of the data file (unshuffled)
-        caps = [models.data.captions[i] for i in range(min(n, models.data.num_captions))]
-    return [caps[i % len(caps)] for i in range(n)]
+        caps = [models.data.captions[i] for i in range(min(-(-n // k), models.data.num_captions))]
+    groups = (np.arange(n) // k) % len(caps)
+    return [caps[g] for g in groups], groups
 
 
 def eval_conds(config, models, n: int) -> dict:
-    prompts = eval_prompts(config, models, n)
+    prompts, _ = eval_prompts(config, models, n)
     src, assets = models.data, models.data.assets
     cond = {}
     bsz = max(int(config.global_batch), 1)
@@ -288,8 +296,12 @@ def image_grid(images: np.ndarray, cols: int = 8, zone=None) -> np.ndarray:
     return grid
 
 
-def evaluate(config, models, x, cond, rewards, zone, title=""):
-    n = min(len(x), int(config.eval.grid_size))
+def evaluate(config, models, x, cond, rewards, zone, title="", save_dir=None):
+    """The training reward's statistics, the eval suite's metrics (amd_jax/eval/t2i.py: FID, scorers, diversity)
+    on every decoded image, and a grid of the first eval.grid_size; save_dir: also every image as a PNG."""
+    suite = models.data.assets.eval_suite()
+    full = bool(suite.scorer_paths or suite.inception_path or save_dir)
+    n = len(x) if full else min(len(x), int(config.eval.grid_size))
     metrics = {"num_samples": int(len(x))}
     if rewards is not None:
         r = np.asarray(rewards, np.float64)
@@ -297,13 +309,56 @@ def evaluate(config, models, x, cond, rewards, zone, title=""):
     if zone is not None:
         metrics["zone_fraction"] = float(np.mean(zone))
     images = decode_images(config, models, np.asarray(x)[:n])
-    return metrics, {"samples": image_grid(images, int(config.eval.grid_cols), None if zone is None else zone[:n])}
+    if full:
+        prompts, groups = eval_prompts(config, models, len(x))
+        metrics.update(suite.metrics(images, prompts, groups))
+        if save_dir is not None:
+            from amd_jax.eval.t2i import save_images
+
+            save_images(save_dir, images, prompts)
+    g = min(len(x), int(config.eval.grid_size))
+    return metrics, {"samples": image_grid(images[:g], int(config.eval.grid_cols), None if zone is None else zone[:g])}
 
 
 def experiment():
     from amd_jax.experiments import Experiment
 
     return Experiment(build=build, frozen=frozen, eval_conds=eval_conds, evaluate=evaluate)
+
+
+def load_image(path, resolution: int) -> np.ndarray:
+    """An image file (local or gs://) -> float32 [3, r, r] in [-1, 1]: resize the short side to r (bicubic,
+    antialiased) and centre-crop, as SDXL training pipelines do."""
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(epath.Path(path).read_bytes())).convert("RGB")
+    scale = resolution / min(img.size)
+    w, h = max(resolution, round(img.width * scale)), max(resolution, round(img.height * scale))
+    img = img.resize((w, h), Image.BICUBIC)
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    img = img.crop((left, top, left + resolution, top + resolution))
+    return (np.asarray(img, np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
+
+
+def encode_real_latents(config, image_paths: list[str], out_path: str, batch_size: int = 8) -> np.ndarray:
+    """The GAN's real samples (data.real): VAE posterior means of the images, row i for caption i, saved as
+    {'latents': [N, 4, r/8, r/8]} .npz (r = model.resolution). One row per caption of data.path."""
+    assets = Assets(config)
+    module, params = assets.vae()
+    enc = jax.jit(functools.partial(sdxl_vae.encode, module))
+    # image size = latent size x the VAE's downsampling (SDXL: 128 x 8 = model.resolution; the tiny VAE: x 2)
+    r, parts = int(config.model.resolution) // 8 * 2 ** (len(module.block_out_channels) - 1), []
+    for i in range(0, len(image_paths), batch_size):
+        chunk = np.stack([load_image(p, r) for p in image_paths[i:i + batch_size]])
+        pad = batch_size - len(chunk)  # fixed batch: one compilation
+        z = np.asarray(enc(params, np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])))
+        parts.append(z[: len(chunk)])
+        log.info("encoded %d/%d images", i + len(chunk), len(image_paths))
+    latents = np.concatenate(parts)
+    P.save_embeddings(out_path, {"latents": latents})
+    return latents
 
 
 def precompute_embeddings(config, out_path: str, batch_size: int = 64) -> None:

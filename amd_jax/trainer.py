@@ -179,12 +179,15 @@ class Trainer:
         """n samples for the experiment's evaluation conditions, in global batches; host numpy outputs."""
         conds = self.exp.eval_conds(self.c, self.models, n)
         bsz, outs = self.c.global_batch, []
+        progress, batches = writers.Progress(0, n // bsz), n // bsz
         for i in range(0, n, bsz):
             host = jax.tree_util.tree_map(lambda a: a[i : i + bsz], conds)
             if jax.tree_util.tree_leaves(host)[0].shape[0] < bsz:
                 break
             x, r, z = gen(params, _put_batch(host, self.mesh), jax.random.PRNGKey(seed + i))
             outs.append(jax.tree_util.tree_map(lambda v: np.asarray(multihost_utils.process_allgather(v, tiled=True)), (x, r, z)))
+            if batches >= 50 and len(outs) * 10 // batches > (len(outs) - 1) * 10 // batches:  # long runs: every 10%
+                log.info("generated %d/%d samples, %s", len(outs) * bsz, batches * bsz, progress.line(len(outs)))
         x, r, z = (None if outs[0][j] is None else np.concatenate([o[j] for o in outs]) for j in range(3))
         used = jax.tree_util.tree_map(lambda a: a[: len(x)], conds)
         return x, used, r, z

@@ -15,9 +15,9 @@ Inputs:
     reward.path  HPSv2 folder: open_clip_model.safetensors converted from HPS_v2_compressed.pt (recipe in
                  amd_jax/models/rewards/weights.py) + the ViT-H-14 tokenizer (vocab.json, merges.txt).
     data.path    captions: .txt (one per line) / .jsonl (data.field) / .parquet (needs pyarrow) / tfds:coco_captions
-                 (prepared array_record). data.embeddings: optional precomputed prompt embeddings
-                 (experiments_sdxl.precompute_embeddings). data.real: per-caption real latents [N, 4, 128, 128]
-                 (VAE-encoded images, e.g. LAION-aesthetics as DMD2) -- REQUIRED while gan.enabled=True.
+                 (prepared array_record). data.embeddings: optional precomputed prompt embeddings; data.real:
+                 per-caption real latents [N, 4, 128, 128] (VAE-encoded images, e.g. LAION-aesthetics as DMD2),
+                 REQUIRED while gan.enabled=True. Both are written by `python -m amd_jax.prepare_sdxl` (its doc).
 Hardware: sized for a TPU v5p / v4 pod slice with >= 64 chips (global batch 128 = 2 per chip at 64 chips).
     Training state (student + critic fp32 + both AdamW states, 2 x 2.57 B params) ~ 61.6 GB + bf16 teacher 5.1 GB,
     sharded over fsdp=16: ~4.2 GB per chip plus activations (1024 px UNet at 2 samples per chip; not measured).
@@ -110,4 +110,12 @@ def get_config():
     c.eval.prompts = ""  # caption file for evaluation ('' = the first captions of data.path)
     c.eval.grid_size = 64
     c.eval.grid_cols = 8
+    # Offline evaluation (amd_jax/eval/t2i.py): scorer name -> weight folder, '' = not scored (give at least one
+    # that training never saw, e.g. --config.eval.scorers.pickscore=gs://B/models/pickscore); FID against reference
+    # statistics (both paths or neither); diversity over K samples per prompt.
+    c.eval.scorers = ml_collections.ConfigDict({"hpsv2": "", "pickscore": "", "clip_l14": "", "clip_g14": ""})
+    c.eval.inception = ""  # converted pytorch-fid InceptionV3 weights (.safetensors / .npz)
+    c.eval.fid_ref = ""  # mu/sigma .npz of the reference images (fid.save_stats), e.g. COCO-10k
+    c.eval.samples_per_prompt = 1  # >= 2 adds 'diversity'
+    c.eval.save_images = False  # the offline job writes every image + prompts.txt to DIR/eval/images_<step>/
     return c

@@ -189,6 +189,20 @@ def test_sdxl_tiny_trains_with_fsdp_via_the_trainer(tmp_path, caplog):
     assert ck.latest_step() == 3
     ck.close()
 
+    # the offline evaluation job on that checkpoint: 4-step samples, a held-out scorer, every image saved
+    from amd_jax.evaluate import Evaluator
+
+    config.eval.scorers.clip_l14 = os.path.join(FIX, "clip", "hf_tiny")
+    config.eval.save_images = True
+    metrics = Evaluator(config, str(tmp_path / "run")).evaluate(3)
+    assert metrics["step"] == 3 and metrics["num_samples"] == 8 and np.isfinite(metrics["clip_l14_mean"])
+    assert np.isfinite(metrics["reward_mean"]) and 0 <= metrics["zone_fraction"] <= 1
+    out = tmp_path / "run" / "eval"
+    assert json.loads((out / "eval_0000003.json").read_text())["clip_l14_mean"] == metrics["clip_l14_mean"]
+    assert len(list((out / "images_0000003").glob("*.png"))) == 8
+    assert (out / "images_0000003" / "prompts.txt").read_text().splitlines() == P.read_captions(CAPTIONS)[:8]
+    assert (out / "results.md").read_text().startswith("| step |")
+
 
 # ------------------------------------------------------------------------------------------- full size
 def test_full_sdxl_state_shapes_and_fsdp_bytes_per_device(tmp_path):
@@ -285,3 +299,104 @@ def test_empty_prompt_unconditional_option():
     assert float(jnp.abs(out["prompt_embeds"]).max()) > 0  # not the zero (DMD2) branch
     zeros = experiments_sdxl.build(load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))).teacher.null_cond(cond)
     assert float(jnp.abs(zeros["prompt_embeds"]).max()) == 0 and np.array_equal(zeros["time_ids"], cond["time_ids"])
+
+
+def test_sdxl_eval_suite_scores_fid_diversity_and_saved_images(tmp_path):
+    """The offline SDXL evaluation: every image decoded, scored by two scorers (one the training reward never
+    was), FID against reference statistics, per-prompt diversity, images + prompts saved. Each figure is checked
+    against the same quantity computed directly (scorers and Inception are checked against PyTorch elsewhere)."""
+    import importlib.util
+
+    from PIL import Image
+    from scipy.spatial.distance import pdist
+
+    from amd_jax import experiments_sdxl
+    from amd_jax.eval import fid, inception
+
+    spec = importlib.util.spec_from_file_location("mk", os.path.join(FIX, "make_inception_fixture.py"))
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    meta = json.loads(open(os.path.join(FIX, "inception", "keys.json")).read())
+    np.savez(tmp_path / "inception.npz", **mk.make_random_state_dict(meta["keys"], meta["seed"]))
+
+    config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))
+    x = np.random.RandomState(1).randn(8, 4, 16, 16).astype(np.float32)
+    config.eval.samples_per_prompt = 2
+    models = experiments_sdxl.build(config)
+    images = experiments_sdxl.decode_images(config, models, x)  # [8, 32, 32, 3] uint8
+    features = inception.feature_fn(*inception.load_inception(str(tmp_path / "inception.npz")))
+    feats = fid.extract_features(features, images, batch_size=16, mode="clean")  # the suite's batch: one compile
+    ref = np.random.RandomState(2).randint(0, 256, (8, 32, 32, 3)).astype(np.uint8)  # another image set
+    ref_feats = fid.extract_features(features, ref, batch_size=16, mode="clean")
+    fid.save_stats(tmp_path / "ref.npz", *fid.feature_statistics(ref_feats))
+
+    config.eval.scorers.hpsv2 = os.path.join(FIX, "clip", "openclip_tiny")  # = the training reward here
+    config.eval.scorers.clip_l14 = os.path.join(FIX, "clip", "hf_tiny")  # held out
+    config.eval.inception, config.eval.fid_ref = str(tmp_path / "inception.npz"), str(tmp_path / "ref.npz")
+    models = experiments_sdxl.build(config)
+    cond = experiments_sdxl.eval_conds(config, models, 8)
+    metrics, grid = experiments_sdxl.evaluate(config, models, x, cond, None, None, save_dir=tmp_path / "imgs")
+
+    prompts = (tmp_path / "imgs" / "prompts.txt").read_text().splitlines()
+    caps = P.read_captions(CAPTIONS)
+    assert prompts == [caps[0], caps[0], caps[1], caps[1], caps[2], caps[2], caps[3], caps[3]]  # K = 2 in a row
+    for i in (0, 7):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "imgs" / f"{i:06d}.png")), images[i])
+    suite = models.data.assets.eval_suite()
+    for name in ("hpsv2", "clip_l14"):
+        s = suite.scorers[name]
+        direct = np.asarray(s.score(s.params, images.astype(np.float32) / 127.5 - 1.0, s.tokenize(prompts)))
+        assert metrics[f"{name}_mean"] == pytest.approx(float(direct.mean()), abs=1e-5)
+        assert metrics[f"{name}_std"] == pytest.approx(float(direct.std()), abs=1e-5)
+    want = fid.frechet_distance(*fid.feature_statistics(feats), *fid.feature_statistics(ref_feats))
+    assert metrics["fid"] == pytest.approx(want, rel=1e-6) and metrics["fid"] > 0
+    per_prompt = [pdist(feats[2 * g:2 * g + 2].astype(np.float64)).mean() for g in range(4)]
+    assert metrics["diversity"] == pytest.approx(float(np.mean(per_prompt)), rel=1e-5)
+    assert grid["samples"].shape[0] == 34
+    config.eval.fid_ref = ""
+    with pytest.raises(Exception, match="both"):
+        experiments_sdxl.build(config).data.assets.eval_suite()
+
+
+def test_prepare_real_latents_for_the_gan(tmp_path):
+    """prepare_sdxl's latents: resize + centre crop, VAE posterior mean per caption, accepted as data.real."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from amd_jax import experiments_sdxl
+    from amd_jax.models.sdxl import vae as sdxl_vae
+
+    caps = P.read_captions(CAPTIONS)
+    rng = np.random.RandomState(0)
+    paths = []
+    for i in range(len(caps)):  # the tiny VAE takes 32 px images (latents 16 x 16)
+        size = (32, 32) if i == 0 else (48, 40)
+        Image.fromarray(rng.randint(0, 256, (size[1], size[0], 3)).astype(np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    Image.fromarray(np.full((20, 60, 3), 200, np.uint8)).save(tmp_path / "flat.png")
+    flat = experiments_sdxl.load_image(str(tmp_path / "flat.png"), 32)  # short side 20 -> 32, centre crop
+    assert flat.shape == (3, 32, 32) and np.allclose(flat, 200 / 127.5 - 1, atol=1e-5)
+    exact = experiments_sdxl.load_image(paths[0], 32)  # already 32 x 32: no resampling
+    np.testing.assert_allclose(exact, np.asarray(Image.open(paths[0]), np.float32).transpose(2, 0, 1) / 127.5 - 1)
+
+    config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))
+    latents = experiments_sdxl.encode_real_latents(config, paths, str(tmp_path / "real.npz"), batch_size=4)
+    assert latents.shape == (len(caps), 4, 16, 16)
+    module, params = experiments_sdxl.Assets(config).vae()
+    direct = np.asarray(sdxl_vae.encode(module, params, jnp.asarray(exact[None])))[0]
+    np.testing.assert_allclose(latents[0], direct, atol=1e-5)  # batching and padding change nothing
+
+    config.gan.enabled, config.data.real = True, str(tmp_path / "real.npz")
+    src = experiments_sdxl.build(config).data
+    batch = src.global_batch(0, 4)
+    rows = [caps.index(p) for p in src.prompts(0, 4)]
+    np.testing.assert_array_equal(batch["real"], latents[rows])  # each caption gets its own image's latents
+
+    (tmp_path / "short.txt").write_text("\n".join(paths[:3]))  # fewer images than captions: refused, nothing written
+    cmd = [sys.executable, "-m", "amd_jax.prepare_sdxl", f"--config={os.path.join(ROOT, 'configs', 'sdxl_tiny.py')}",
+           f"--images={tmp_path / 'short.txt'}", f"--latents={tmp_path / 'out.npz'}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert res.returncode != 0 and "lists 3 images but data.path has 12 captions" in res.stderr
+    assert not (tmp_path / "out.npz").exists()
