@@ -12,8 +12,8 @@ Run (Cloud TPU pod, every host; see launch/ for the multi-host wrapper):
 Inputs:
     model.path   diffusers SDXL folder (unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2), local
                  or gs://; `model.variant='fp16'` reads the *.fp16.safetensors files (half the download).
-    reward.path  HPSv2 folder: open_clip_model.safetensors converted from HPS_v2_compressed.pt (recipe in
-                 amd_jax/models/rewards/weights.py) + the ViT-H-14 tokenizer (vocab.json, merges.txt).
+    reward.path  HPSv2 folder: open_clip_model.safetensors converted from HPS_v2_compressed.pt
+                 (python -m amd_jax.models.rewards.convert_openclip) + the ViT-H-14 tokenizer (vocab.json, merges.txt).
     data.path    captions: .txt (one per line) / .jsonl (data.field) / .parquet (needs pyarrow) / tfds:coco_captions
                  (prepared array_record). data.embeddings: optional precomputed prompt embeddings; data.real:
                  per-caption real latents [N, 4, 128, 128] (VAE-encoded images, e.g. LAION-aesthetics as DMD2),

@@ -275,6 +275,30 @@ def test_npz_weights_load_identically(tmp_path, oc_scorer, ref):
         np.testing.assert_array_equal(a, b)
 
 
+def test_converted_checkpoint_folder_scores_like_open_clip(tmp_path, ref):
+    """convert_openclip.write_folder on a DDP-style state dict ('module.' keys, float64): the folder it writes
+    loads as 'hpsv2' and scores the reference images as open_clip did; a bad checkpoint writes nothing."""
+    from amd_jax.models.rewards import convert_openclip
+
+    sd = {f"module.{k}": v.astype(np.float64)  # a checkpoint saved from DDP, in another float type
+          for k, v in load_file(os.path.join(OC_DIR, "open_clip_model.safetensors")).items()}
+    with open(os.path.join(OC_DIR, "open_clip_config.json")) as f:
+        meta = json.load(f)
+    bad = dict(sd)
+    bad.pop("module.visual.proj")
+    with pytest.raises(ValueError, match=r"missing tensors.*visual\.proj"):
+        convert_openclip.write_folder(bad, tmp_path / "bad", meta["model_cfg"], OC_DIR)
+    assert not (tmp_path / "bad").exists()
+
+    out = convert_openclip.write_folder(sd, tmp_path / "hps", meta["model_cfg"], OC_DIR, meta["preprocess_cfg"])
+    assert sorted(p.name for p in out.iterdir()) == ["merges.txt", "open_clip_config.json",
+                                                     "open_clip_model.safetensors", "vocab.json"]
+    scorer = load_reward("hpsv2", str(out))
+    got = np.array([float(scorer.score(scorer.params, _to_pm1(ref[f"image{i}"]), ref["oc_tokens"][i:i + 1])[0])
+                    for i in range(N_IMAGES)])
+    np.testing.assert_allclose(got, ref["oc_hps_score"], atol=5e-4, rtol=0)  # as test_jitted_score_end_to_end
+
+
 # ------------------------------------------------------------------------------------ full-size trees
 
 

@@ -6,7 +6,7 @@ Every loader returns an object with ``params`` and a pure ``score(params, images
 Weight folders (local path or gs://; only .safetensors / .npz tensors are read, never pickles or remote code):
 
 * ``hpsv2``: open_clip ViT-H-14 + HPS checkpoint. ``open_clip_model.safetensors`` = the ``state_dict`` of
-  ``HPS_v2_compressed.pt`` (or v2.1) converted once with torch (recipe in weights.py), open_clip tensor names;
+  ``HPS_v2_compressed.pt`` (or v2.1) converted once with torch (``convert_openclip.py``), open_clip tensor names;
   tokenizer ``vocab.json`` + ``merges.txt`` (or ``tokenizer.json``), e.g. from laion/CLIP-ViT-H-14-laion2B-s32B-b79K.
   Optional ``open_clip_config.json``; without it the built-in ViT-H-14 config and OpenAI mean/std are used.
 * ``pickscore``: transformers folder of yuvalkirstain/PickScore_v1: ``config.json``, ``model.safetensors``,
