@@ -161,8 +161,8 @@ def plot_curves(root: str, names: list[str], seeds: list[str], keys=CURVES) -> s
     return out
 
 
-def sample_grids(root: str, names: list[str], seed: str) -> str | None:
-    """WORKDIR/grids.png: the final sample grid of one seed of every variant, side by side, titled."""
+def sample_grids(root: str, names: list[str], seed: str, cols: int = 3) -> str | None:
+    """WORKDIR/grids.png: the final sample grid of one seed of every variant, `cols` to a row, titled."""
     from PIL import Image, ImageDraw
 
     found = [(n, os.path.join(root, n, f"seed_{seed}", "samples", "samples_final.png")) for n in names]
@@ -170,11 +170,14 @@ def sample_grids(root: str, names: list[str], seed: str) -> str | None:
     if not images:
         return None
     w, h, pad = max(i.width for _, i in images), max(i.height for _, i in images), 14
-    sheet = Image.new("RGB", (len(images) * (w + 4), h + pad), "white")
+    cols = min(cols, len(images))
+    rows = -(-len(images) // cols)
+    sheet = Image.new("RGB", (cols * (w + 4), rows * (h + pad)), "white")
     draw = ImageDraw.Draw(sheet)
     for j, (name, img) in enumerate(images):
-        sheet.paste(img, (j * (w + 4), pad))
-        draw.text((j * (w + 4) + 2, 1), f"{name} (seed {seed})", fill="black")
+        x, y = (j % cols) * (w + 4), (j // cols) * (h + pad)
+        sheet.paste(img, (x, y + pad))
+        draw.text((x + 2, y + 1), f"{name} (seed {seed})", fill="black")
     out = os.path.join(root, "grids.png")
     sheet.save(out)
     return out

@@ -67,3 +67,7 @@ def test_results_table_curves_and_grids(tmp_path):
     assert grid.size == (2 * (10 + 4), 12 + 14)  # two variants found, titled strip on top
     assert np.asarray(grid)[14 + 5, 5, 0] == 40  # seed 1's grid pasted below the title
     assert not os.path.exists(tmp_path / "missing")
+    for name in ("c", "d"):
+        _fake_run(tmp_path, name, 1, 1.0, 0.1)
+    sheet = Image.open(sweep.sample_grids(str(tmp_path), ["dmd2", "amd", "c", "d"], "1"))
+    assert sheet.size == (3 * (10 + 4), 2 * (12 + 14))  # 3 to a row
