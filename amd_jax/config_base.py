@@ -56,7 +56,8 @@ def base() -> ml_collections.ConfigDict:
     c.sharding = ml_collections.ConfigDict({"rules": (), "fsdp_min_size": 2**14})
 
     c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3, "async_save": True})
-    c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500})
+    # sample_every: images + the experiment's metrics on `sample_count` fresh samples (the in-training curves)
+    c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500, "sample_count": 1024})
     c.eval = ml_collections.ConfigDict({"num_samples": 4096, "at_end": True})
     return c
 

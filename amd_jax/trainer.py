@@ -254,9 +254,9 @@ class Trainer:
         return state
 
     def _write_samples(self, gen, state, writer, step):
-        """Samples of the current student and the experiment's metrics on them (at most 1024: a quick look, the
-        training curves of sweep.py; the final eval uses eval.num_samples)."""
-        n = min(self.c.eval.num_samples, 1024)
+        """Samples of the current student and the experiment's metrics on them (log.sample_count of them: a quick
+        look, the training curves of sweep.py; the final eval uses eval.num_samples)."""
+        n = min(self.c.eval.num_samples, self.c.log.sample_count)
         x, cond, r, z = self.generate(gen, state.student, n, seed=2024)
         metrics, images = self.exp.evaluate(self.c, self.models, x, cond, r, z, title=f"{self.c.method} step {step}")
         writer.write_scalars(step, {f"sample_eval/{k}": v for k, v in metrics.items() if _is_number(v)})
