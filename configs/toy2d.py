@@ -1,11 +1,12 @@
 """toy2d: distil a 2-D class-conditional diffusion teacher into a one-step student with DMD2 or AMD.
 
-Run (this CPU, about 3 minutes including the teacher's first-use training):
+Run (this CPU: about a minute with the teacher's first-use training, ~25 s once it exists; measured at load 4-6):
     python -m amd_jax.train --config=configs/toy2d.py --workdir=workdirs/toy2d
     python -m amd_jax.train --config=configs/toy2d.py --config.method=dmd2 --workdir=workdirs/toy2d_dmd2
 Hardware: any; 1 CPU device or 8 simulated ones (XLA_FLAGS=--xla_force_host_platform_device_count=8).
 Result: DIR/eval.json (precision, mode coverage, sliced Wasserstein, MMD, mean reward, zone fraction) and
-DIR/samples/final.png (samples by class, Forbidden-Zone flags marked). Figures: README.md, "toy2d results".
+DIR/samples/samples_final.png (samples by class, Forbidden-Zone flags marked). 3-seed results and the ablations:
+README.md, "Results measured here" (python -m amd_jax.sweep --config=configs/toy2d.py --variant_set=benchmark ...).
 
 Data: 4 classes x 2 opposite modes on a ring (radius 2, std 0.15). Teacher: MLP, rectified-flow velocity
 prediction, trained on first use into `teacher.dir` (default DIR/teacher; its DDIM-50 quality goes to
