@@ -163,6 +163,7 @@ def _check(config):
 def build(config) -> Models:
     _check(config)
     assets = Assets(config)
+    assets.eval_suite()  # checks eval.* now (loads nothing), not after training
     ucfg = assets.unet_config()
     module = W.unet_from_config(ucfg, _dtype(config.model.compute_dtype))
     den = sdxl_unet.make_denoiser(module, exact_gelu=bool(config.model.exact_gelu))

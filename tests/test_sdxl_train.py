@@ -354,8 +354,8 @@ def test_sdxl_eval_suite_scores_fid_diversity_and_saved_images(tmp_path):
     assert metrics["diversity"] == pytest.approx(float(np.mean(per_prompt)), rel=1e-5)
     assert grid["samples"].shape[0] == 34
     config.eval.fid_ref = ""
-    with pytest.raises(Exception, match="both"):
-        experiments_sdxl.build(config).data.assets.eval_suite()
+    with pytest.raises(Exception, match="both"):  # at build time, before any training
+        experiments_sdxl.build(config)
 
 
 def test_prepare_real_latents_for_the_gan(tmp_path):
