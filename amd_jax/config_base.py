@@ -97,6 +97,16 @@ def validate(c, num_devices: int, num_processes: int = 1) -> None:
         c.global_batch % num_processes == 0,
         f"global_batch={c.global_batch} is not divisible by the {num_processes} processes.",
     )
+    need(
+        c.eval.num_samples >= c.global_batch,
+        f"eval.num_samples={c.eval.num_samples} is smaller than one global batch ({c.global_batch}): samples are "
+        "generated a global batch at a time; raise eval.num_samples.",
+    )
+    need(
+        not c.log.sample_every or c.log.sample_count >= c.global_batch,
+        f"log.sample_count={c.log.sample_count} is smaller than one global batch ({c.global_batch}): raise it, or "
+        "set log.sample_every=0.",
+    )
     k = c.amd.group_size
     need(
         k in (0, 1) or c.global_batch % k == 0,

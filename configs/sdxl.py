@@ -103,7 +103,7 @@ def get_config():
     c.checkpoint.async_save = True
     c.log.every = 10
     c.log.sample_every = 1000
-    c.log.sample_count = 64  # decoded (and scored by eval.scorers, if set) in training; full eval: amd_jax.evaluate
+    c.log.sample_count = 128  # one global batch, decoded (and scored by eval.scorers, if set) in training
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_samples = 1024

@@ -59,7 +59,8 @@ def test_global_batch_not_divisible_by_the_data_axes(tmp_path):
 @pytest.mark.parametrize(
     "key,value,match",
     [("method", "dmd3", "--config.method=dmd2"), ("amd.rls_mode", "sharp", "rls_mode"),
-     ("amd.group_size", 5, "group_size=5 does not divide"), ("dmd.ttur", 0, "ttur")],
+     ("amd.group_size", 5, "group_size=5 does not divide"), ("dmd.ttur", 0, "ttur"),
+     ("eval.num_samples", 4, "raise eval.num_samples"), ("log.sample_count", 4, "log.sample_every=0")],
 )
 def test_invalid_knobs(key, value, match, tmp_path):
     config = tiny_toy2d_config(**{key: value})
