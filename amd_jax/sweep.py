@@ -32,6 +32,7 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _VARIANTS = flags.DEFINE_multi_string("variant", ["dmd2:method=dmd2", "amd:method=amd"], "NAME:key=value,key=value")
 _VARIANT_SET = flags.DEFINE_string("variant_set", "", "A name of VARIANT_SETS; replaces the default --variant list.")
 _SET = flags.DEFINE_multi_string("set", [], "key=value overrides applied to every run.")
+_COLUMNS = flags.DEFINE_list("columns", [], "Metrics shown in results.md, in this order (default: all).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Run nothing: tabulate the runs that have finished.")
 
 FOUR_STEP = "student.timesteps=(1.0,0.75,0.5,0.25)"  # rectified flow: t = 1 is pure noise
@@ -70,11 +71,12 @@ def interval(values) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
-def summarize(results: dict[str, list[dict]]) -> tuple[dict, str]:
-    """results[variant] = list of eval.json dicts -> (summary dict, markdown table)."""
+def summarize(results: dict[str, list[dict]], columns=()) -> tuple[dict, str]:
+    """results[variant] = list of eval.json dicts -> (summary dict, markdown table of `columns` or of all)."""
     metrics = sorted({k for runs in results.values() for r in runs for k, v in r.items()
                       if isinstance(v, (int, float)) and k not in ("seed", "step", "num_samples")})
     summary = {name: {m: interval([r[m] for r in runs if m in r]) for m in metrics} for name, runs in results.items()}
+    metrics = [m for m in columns if m in metrics] if columns else metrics
     lines = ["| variant | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for name, runs in results.items():
         cells = [f"{summary[name][m][0]:.4g} ± {summary[name][m][1]:.2g}" for m in metrics]
@@ -113,7 +115,7 @@ def main(argv):
                 with open(path) as f:
                     results[name].append(json.load(f))
     results = {name: runs for name, runs in results.items() if runs}
-    summary, table = summarize(results)
+    summary, table = summarize(results, _COLUMNS.value)
     if "dmd2" in results and "amd_s0" in results:
         numbers = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float))}
         same = [numbers(a) == numbers(b) for a, b in zip(results["dmd2"], results["amd_s0"])]

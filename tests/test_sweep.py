@@ -56,6 +56,7 @@ def test_results_table_curves_and_grids(tmp_path):
     assert summary["amd"]["fid"] == (8.0, 0.0)
     assert table.splitlines()[0] == "| variant | seeds | fid | zone_fraction |"  # 'seed' and 'method' left out
     assert table.splitlines()[2] == "| dmd2 | 3 | 12 ± 5 | 0.2 ± 0.25 |"
+    assert sweep.summarize(results, ["zone_fraction", "absent"])[1].splitlines()[0] == "| variant | seeds | zone_fraction |"
 
     rows = writers.read_jsonl(tmp_path / "dmd2" / "seed_1" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [10, 20]
