@@ -62,6 +62,14 @@ def base() -> ml_collections.ConfigDict:
     return c
 
 
+def teacher(steps: int, batch_size: int, lr: float, label_dropout: float = 0.1, seed: int = 0):
+    """The `teacher` block of small experiments (amd_jax/teacher.py): a teacher trained on first use.
+
+    dir '' = WORKDIR/teacher; a shared path lets several runs (a sweep) reuse one teacher."""
+    return ml_collections.ConfigDict({"dir": "", "train_if_missing": True, "steps": steps, "batch_size": batch_size,
+                                      "lr": lr, "label_dropout": label_dropout, "seed": seed})
+
+
 def validate(c, num_devices: int, num_processes: int = 1) -> None:
     """Every check that needs no compilation. Raises ConfigError naming the key and the fix."""
     from amd_jax.parallel.mesh import resolve_mesh_shape

@@ -15,7 +15,7 @@ teacher.dir/eval.json). Student: one step from t = 1. Reward proxy: the true log
 
 import ml_collections
 
-from amd_jax.config_base import base
+from amd_jax.config_base import base, teacher
 
 
 def get_config():
@@ -32,14 +32,7 @@ def get_config():
     c.schedule.name = "rectified_flow"
     c.student.timesteps = (1.0,)
 
-    c.teacher = ml_collections.ConfigDict()
-    c.teacher.dir = ""  # '' = WORKDIR/teacher; a shared path lets several runs reuse one teacher
-    c.teacher.train_if_missing = True
-    c.teacher.steps = 6000
-    c.teacher.batch_size = 512
-    c.teacher.lr = 2e-3
-    c.teacher.label_dropout = 0.1
-    c.teacher.seed = 0
+    c.teacher = teacher(steps=6000, batch_size=512, lr=2e-3)
 
     c.dmd.guidance_scale = 2.0
     c.dmd.ttur = 5
