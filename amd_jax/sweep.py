@@ -26,14 +26,6 @@ import numpy as np
 from absl import app, flags
 from scipy import stats
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file, as for amd_jax.train.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Root of the sweep.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
-_VARIANTS = flags.DEFINE_multi_string("variant", ["dmd2:method=dmd2", "amd:method=amd"], "NAME:key=value,key=value")
-_VARIANT_SET = flags.DEFINE_string("variant_set", "", "A name of VARIANT_SETS; replaces the default --variant list.")
-_SET = flags.DEFINE_multi_string("set", [], "key=value overrides applied to every run.")
-_COLUMNS = flags.DEFINE_list("columns", [], "Metrics shown in results.md, in this order (default: all).")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Run nothing: tabulate the runs that have finished.")
 
 FOUR_STEP = "student.timesteps=(1.0,0.75,0.5,0.25)"  # rectified flow: t = 1 is pure noise
 VARIANT_SETS = {
@@ -52,7 +44,19 @@ VARIANT_SETS = {
     ],
 }
 CURVES = ("zone_fraction", "reward_mean", "sample_eval/fid", "sample_eval/class_accuracy", "loss_fake")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags():
+    """The command line (defined on demand, so that importing this module defines no flags)."""
+    flags.DEFINE_string("config", None, "Config file, as for amd_jax.train.")
+    flags.DEFINE_string("workdir", None, "Root of the sweep.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+    flags.DEFINE_multi_string("variant", ["dmd2:method=dmd2", "amd:method=amd"], "NAME:key=value,key=value")
+    flags.DEFINE_string("variant_set", "", "A name of VARIANT_SETS; replaces the default --variant list.")
+    flags.DEFINE_multi_string("set", [], "key=value overrides applied to every run.")
+    flags.DEFINE_list("columns", [], "Metrics shown in results.md, in this order (default: all).")
+    flags.DEFINE_bool("report_only", False, "Run nothing: tabulate the runs that have finished.")
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -86,20 +90,21 @@ def summarize(results: dict[str, list[dict]], columns=()) -> tuple[dict, str]:
 
 def main(argv):
     del argv
-    root = os.path.abspath(_WORKDIR.value)
+    F = flags.FLAGS
+    root = os.path.abspath(F.workdir)
     os.makedirs(root, exist_ok=True)
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(root, ".jax_cache")}
-    common = [f"--config.{kv}" for kv in _SET.value] + [f"--config.teacher.dir={os.path.join(root, 'teacher')}"]
-    given = _VARIANTS.value if not _VARIANT_SET.value or flags.FLAGS["variant"].present else []
-    if _VARIANT_SET.value and _VARIANT_SET.value not in VARIANT_SETS:
-        raise SystemExit(f"--variant_set={_VARIANT_SET.value!r}: choose one of {sorted(VARIANT_SETS)}.")
-    variants = [parse_variant(v) for v in VARIANT_SETS.get(_VARIANT_SET.value, []) + given]
+    common = [f"--config.{kv}" for kv in F.set] + [f"--config.teacher.dir={os.path.join(root, 'teacher')}"]
+    given = F.variant if not F.variant_set or flags.FLAGS["variant"].present else []
+    if F.variant_set and F.variant_set not in VARIANT_SETS:
+        raise SystemExit(f"--variant_set={F.variant_set!r}: choose one of {sorted(VARIANT_SETS)}.")
+    variants = [parse_variant(v) for v in VARIANT_SETS.get(F.variant_set, []) + given]
     # seed-major: an interrupted sweep has every variant on its first seeds (paired comparisons), not one variant
-    for seed in [] if _REPORT_ONLY.value else _SEEDS.value:
+    for seed in [] if F.report_only else F.seeds:
         for name, overrides in variants:
             wd = os.path.join(root, name, f"seed_{seed}")
             if not os.path.exists(os.path.join(wd, "eval.json")):
-                cmd = [sys.executable, "-m", "amd_jax.train", f"--config={_CONFIG.value}", f"--workdir={wd}",
+                cmd = [sys.executable, "-m", "amd_jax.train", f"--config={F.config}", f"--workdir={wd}",
                        f"--config.seed={seed}", *common,
                        *[f"--config.{kv}" for kv in overrides]]
                 print("+", " ".join(cmd), flush=True)
@@ -109,19 +114,19 @@ def main(argv):
     results = {}
     for name, _ in variants:
         results[name] = []
-        for seed in _SEEDS.value:
+        for seed in F.seeds:
             path = os.path.join(root, name, f"seed_{seed}", "eval.json")
-            if os.path.exists(path) or not _REPORT_ONLY.value:
+            if os.path.exists(path) or not F.report_only:
                 with open(path) as f:
                     results[name].append(json.load(f))
     results = {name: runs for name, runs in results.items() if runs}
-    summary, table = summarize(results, _COLUMNS.value)
+    summary, table = summarize(results, F.columns)
     if "dmd2" in results and "amd_s0" in results:
         numbers = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float))}
         same = [numbers(a) == numbers(b) for a, b in zip(results["dmd2"], results["amd_s0"])]
         table += f"\namd_s0 (s = 0, lambda = 0) identical to dmd2 (every eval.json value): {same}\n"
-    figures = [plot_curves(root, [n for n, _ in variants], _SEEDS.value),
-               sample_grids(root, [n for n, _ in variants], _SEEDS.value[0])]
+    figures = [plot_curves(root, [n for n, _ in variants], F.seeds),
+               sample_grids(root, [n for n, _ in variants], F.seeds[0])]
     with open(os.path.join(root, "results.json"), "w") as f:
         json.dump({"summary": summary, "runs": results}, f, indent=2)
     with open(os.path.join(root, "results.md"), "w") as f:
@@ -186,4 +191,5 @@ def sample_grids(root: str, names: list[str], seed: str, cols: int = 3) -> str |
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
