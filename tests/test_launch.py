@@ -11,7 +11,7 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, "launch")
-OVERRIDES = ["--config.total_steps=2000", "--config.prompt=a cat's hat"]
+OVERRIDES = ["--config.total_steps=2000", "--config.teacher.dir=gs://my-bucket/cat's teacher"]
 COMMON = ["--slice", "v5p-64", "--config", "configs/toy2d.py", "--workdir", "gs://my-bucket/amd/run1"]
 IMAGE = "us-docker.pkg.dev/my-proj/amd/amd-jax:latest"
 TRAIN = ["-m", "amd_jax.train", "--config=configs/toy2d.py", "--workdir=gs://my-bucket/amd/run1", *OVERRIDES]
