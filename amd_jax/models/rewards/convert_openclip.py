@@ -58,6 +58,8 @@ def main(argv=None):
 
     out = write_folder(torch_to_numpy(args.src), args.out_dir, oc.OPENCLIP_CONFIGS[args.arch], args.tokenizer or None)
     print(f"wrote {out}")
+    if not any((out / name).exists() for name in TOKENIZER_FILES):
+        print(f"no tokenizer copied: put vocab.json + merges.txt (or tokenizer.json) into {out} before loading it")
 
 
 if __name__ == "__main__":
