@@ -29,13 +29,15 @@ class Experiment:
     evaluate: Callable[..., tuple[dict, dict]]
 
 
+def eval_conds(config, models, n):
+    """Class-conditional experiments (toy2d, MNIST, digits): n labels cycling through the classes."""
+    return {"label": (np.arange(n) % models.data.num_classes).astype(np.int32)}
+
+
 def _toy2d() -> Experiment:
     from amd_jax import teacher
     from amd_jax.eval import toy2d as ev
     from amd_jax.models import toy2d
-
-    def eval_conds(config, models, n):
-        return {"label": (np.arange(n) % models.data.num_classes).astype(np.int32)}
 
     def evaluate(config, models, x, cond, rewards, zone, title=""):
         labels = cond["label"]
@@ -81,9 +83,6 @@ def _images() -> Experiment:
             held["ev"] = ev.Evaluator(models.data, _dir(config, "eval", "classifier"), e.classifier_steps,
                                       e.feature_dim, e.classifier_width)
         return held["ev"]
-
-    def eval_conds(config, models, n):
-        return {"label": (np.arange(n) % models.data.num_classes).astype(np.int32)}
 
     def evaluate(config, models, x, cond, rewards, zone, title=""):
         metrics = evaluator(config, models).metrics(x, cond["label"], rewards)
