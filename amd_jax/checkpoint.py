@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import serialization
 
-from amd_jax.parallel.mesh import ConfigError
+from amd_jax.errors import ConfigError
 from amd_jax.parallel.sharding import path_str
 
 

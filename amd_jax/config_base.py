@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from amd_jax.parallel.mesh import ConfigError
+from amd_jax.errors import ConfigError
 
 
 def base() -> ml_collections.ConfigDict:

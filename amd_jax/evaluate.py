@@ -90,7 +90,7 @@ def main(argv):
 
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)
-    from amd_jax.parallel.mesh import ConfigError
+    from amd_jax.errors import ConfigError
 
     config = _CONFIG.value
     if _NUM.value:

@@ -121,7 +121,7 @@ EXPERIMENTS: dict[str, Callable[[], Experiment]] = {"sdxl": _sdxl, "toy2d": _toy
 
 def get(name: str) -> Experiment:
     if name not in EXPERIMENTS:
-        from amd_jax.parallel.mesh import ConfigError
+        from amd_jax.errors import ConfigError
 
         raise ConfigError(f"experiment={name!r} is not registered: choose one of {sorted(EXPERIMENTS)}.")
     return EXPERIMENTS[name]()

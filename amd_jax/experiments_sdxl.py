@@ -40,7 +40,7 @@ from amd_jax.models.sdxl import text as sdxl_text
 from amd_jax.models.sdxl import unet as sdxl_unet
 from amd_jax.models.sdxl import vae as sdxl_vae
 from amd_jax.models.sdxl import weights as W
-from amd_jax.parallel.mesh import ConfigError
+from amd_jax.errors import ConfigError
 
 log = logging.getLogger("amd_jax")
 

@@ -28,7 +28,7 @@ def main(argv):
 
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)  # before any other JAX call
-    from amd_jax.parallel.mesh import ConfigError
+    from amd_jax.errors import ConfigError
     from amd_jax.trainer import Trainer
 
     try:

@@ -8,7 +8,8 @@ import sys
 import jax
 import pytest
 
-from amd_jax.parallel.mesh import ConfigError, resolve_mesh_shape
+from amd_jax.errors import ConfigError
+from amd_jax.parallel.mesh import resolve_mesh_shape
 from amd_jax.trainer import Trainer
 from tiny import ROOT, tiny_toy2d_config
 

@@ -34,7 +34,7 @@ class TextToImageSuite:
         self.inception_path = eval_cfg.get("inception", "")
         self.fid_ref = eval_cfg.get("fid_ref", "")
         if bool(self.inception_path) != bool(self.fid_ref):
-            from amd_jax.parallel.mesh import ConfigError
+            from amd_jax.errors import ConfigError
 
             raise ConfigError("FID needs both eval.inception (converted pytorch-fid weights) and eval.fid_ref "
                               "(reference mu/sigma .npz); set both or neither.")

@@ -8,12 +8,10 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from amd_jax.errors import ConfigError
+
 # Axes over which the batch is split (FSDP also splits the batch, as in maxdiffusion).
 BATCH_AXES = ("data", "fsdp")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; raised before anything is compiled."""
 
 
 def resolve_mesh_shape(axes, shape, num_devices: int) -> tuple[int, ...]:

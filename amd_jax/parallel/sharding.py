@@ -14,7 +14,7 @@ import re
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from amd_jax.parallel.mesh import ConfigError
+from amd_jax.errors import ConfigError
 
 
 def path_str(path) -> str:

@@ -1,0 +1,8 @@
+"""The project's errors, in one place. Each message names the problem and the fix; entry points print it and exit
+non-zero without a traceback."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration or input that cannot run; raised before anything expensive (compiling, training) starts."""
