@@ -13,8 +13,10 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from amd_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Scratch workdir (the teacher is trained there if missing).")
@@ -35,7 +37,7 @@ def main(argv):
     setup_logging()
 
     devices = jax.devices()[: _DEVICES.value] if _DEVICES.value else jax.devices()
-    trainer = Trainer(_CONFIG.value, _WORKDIR.value, devices=devices)
+    trainer = Trainer(_CONFIG.value, cli.prepare(_CONFIG.value, _WORKDIR.value), devices=devices)
     frozen = trainer._frozen()
     state = trainer._init_state(frozen)
     batch = _put_batch(trainer.models.data.global_batch(0, trainer.c.global_batch), trainer.mesh)
@@ -61,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -19,9 +19,10 @@ import time
 
 os.environ.setdefault("USE_TF", "0")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from amd_jax import cli  # noqa: E402
 from amd_jax.parallel import distributed  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.", lock_config=True)
@@ -97,8 +98,9 @@ def main(argv):
         with config.unlocked():
             config.eval.num_samples = _NUM.value
     try:
+        workdir = cli.prepare(config, _WORKDIR.value)
         distributed.check_consistent(config.to_json_best_effort())
-        ev = Evaluator(config, _WORKDIR.value)
+        ev = Evaluator(config, workdir)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
     if not _WATCH.value:
@@ -125,4 +127,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

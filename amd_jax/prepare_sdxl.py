@@ -17,8 +17,10 @@ import sys
 
 os.environ.setdefault("USE_TF", "0")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from amd_jax import cli, paths  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "An SDXL config (configs/sdxl.py).", lock_config=True)
 _EMBEDDINGS = flags.DEFINE_string("embeddings", "", "Write the prompt embeddings of every caption of data.path here.")
@@ -37,21 +39,24 @@ def main(argv):
 
     setup_logging()
     c = _CONFIG.value
-    if not (_EMBEDDINGS.value or _LATENTS.value) or bool(_IMAGES.value) != bool(_LATENTS.value):
+    paths.resolve_config_paths(c)
+    embeddings, images, latents = (paths.absolute(f.value) for f in (_EMBEDDINGS, _IMAGES, _LATENTS))
+    if not (embeddings or latents) or bool(images) != bool(latents):
         sys.exit("Give --embeddings=OUT, and/or --images=LIST with --latents=OUT.")
-    if _EMBEDDINGS.value:
-        X.precompute_embeddings(c, _EMBEDDINGS.value)
-    if _LATENTS.value:
-        paths = [line.strip() for line in epath.Path(_IMAGES.value).read_text().splitlines() if line.strip()]
+    if embeddings:
+        X.precompute_embeddings(c, embeddings)
+    if latents:
+        image_paths = [paths.absolute(line.strip()) for line in epath.Path(images).read_text().splitlines()
+                       if line.strip()]
         n_caps = len(P.read_captions(c.data.path, c.data.field))
-        if len(paths) != n_caps:
-            sys.exit(f"{_IMAGES.value} lists {len(paths)} images but data.path has {n_caps} captions: "
+        if len(image_paths) != n_caps:
+            sys.exit(f"{images} lists {len(image_paths)} images but data.path has {n_caps} captions: "
                      "give one image per caption, in caption order.")
-        missing = [p for p in paths if not epath.Path(p).exists()]
+        missing = [p for p in image_paths if not epath.Path(p).exists()]
         if missing:
             sys.exit(f"{len(missing)} image file(s) not found, e.g. {missing[0]}: nothing was written.")
-        X.encode_real_latents(c, paths, _LATENTS.value)
+        X.encode_real_latents(c, image_paths, latents)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -23,8 +23,10 @@ import subprocess
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from scipy import stats
+
+from amd_jax import cli, paths
 
 
 FOUR_STEP = "student.timesteps=(1.0,0.75,0.5,0.25)"  # rectified flow: t = 1 is pure noise
@@ -91,7 +93,7 @@ def summarize(results: dict[str, list[dict]], columns=()) -> tuple[dict, str]:
 def main(argv):
     del argv
     F = flags.FLAGS
-    root = os.path.abspath(F.workdir)
+    root, config = paths.workdir(F.workdir), paths.absolute(F.config)
     os.makedirs(root, exist_ok=True)
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(root, ".jax_cache")}
     common = [f"--config.{kv}" for kv in F.set] + [f"--config.teacher.dir={os.path.join(root, 'teacher')}"]
@@ -104,13 +106,16 @@ def main(argv):
         for name, overrides in variants:
             wd = os.path.join(root, name, f"seed_{seed}")
             if not os.path.exists(os.path.join(wd, "eval.json")):
-                cmd = [sys.executable, "-m", "amd_jax.train", f"--config={F.config}", f"--workdir={wd}",
+                cmd = [sys.executable, "-m", "amd_jax.train", f"--config={config}", f"--workdir={wd}",
                        f"--config.seed={seed}", *common,
                        *[f"--config.{kv}" for kv in overrides]]
                 print("+", " ".join(cmd), flush=True)
                 os.makedirs(wd, exist_ok=True)
                 with open(os.path.join(wd, "train.log"), "a") as log:
-                    subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+                    code = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+                if code:
+                    sys.exit(f"Run {name} seed {seed} failed (exit status {code}); its log: {log.name}. "
+                             "Finished runs are kept: fix the cause and run the sweep again to go on.")
     results = {}
     for name, _ in variants:
         results[name] = []
@@ -192,4 +197,4 @@ def sample_grids(root: str, names: list[str], seed: str, cols: int = 3) -> str |
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

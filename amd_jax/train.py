@@ -10,9 +10,10 @@ import sys
 
 os.environ.setdefault("USE_TF", "0")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from amd_jax import cli  # noqa: E402
 from amd_jax.parallel import distributed  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -32,12 +33,13 @@ def main(argv):
     from amd_jax.trainer import Trainer
 
     try:
+        workdir = cli.prepare(_CONFIG.value, _WORKDIR.value)
         distributed.check_consistent(_CONFIG.value.to_json_best_effort())
-        trainer = Trainer(_CONFIG.value, _WORKDIR.value)
+        trainer = Trainer(_CONFIG.value, workdir)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
     trainer.run(stop_after=_STOP_AFTER.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
