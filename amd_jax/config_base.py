@@ -55,6 +55,9 @@ def base() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict({"axes": ("data", "fsdp"), "shape": (-1, 1)})
     c.sharding = ml_collections.ConfigDict({"rules": (), "fsdp_min_size": 2**14})
 
+    # max_nonfinite: stop after this many consecutive iterations whose update was skipped for a NaN/inf loss or
+    # gradient (steps.py skips them; the newest checkpoint then still holds the last finite state)
+    c.train = ml_collections.ConfigDict({"max_nonfinite": 20})
     c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3, "async_save": True})
     # sample_every: images + the experiment's metrics on `sample_count` fresh samples (the in-training curves)
     c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500, "sample_count": 1024})

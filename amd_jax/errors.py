@@ -6,3 +6,7 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A configuration or input that cannot run; raised before anything expensive (compiling, training) starts."""
+
+
+class NonFiniteError(RuntimeError):
+    """Training or evaluation produced NaN/inf: the run stops (non-zero exit) and keeps its newest finite checkpoint."""

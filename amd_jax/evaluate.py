@@ -50,7 +50,11 @@ class Evaluator:
         self.gen = self.trainer._generator(self.frozen)
 
     def steps_done(self) -> set[int]:
-        return {int(p.stem.split("_")[1]) for p in self.out.glob("eval_*.json")} if self.out.exists() else set()
+        """Steps with a results file eval_<step>.json (not the .failed.json of a refused evaluation)."""
+        return {int(p.stem[5:]) for p in self._results()}
+
+    def _results(self):
+        return sorted(p for p in self.out.glob("eval_*.json") if p.stem[5:].isdigit()) if self.out.exists() else []
 
     def checkpoint_steps(self) -> list[int]:
         self.trainer.ckpt.manager.reload()
@@ -67,7 +71,7 @@ class Evaluator:
         save = {"save_dir": self.out / f"images_{step:07d}"} if t.c.eval.get("save_images") else {}  # SDXL only
         metrics, images = t.exp.evaluate(t.c, t.models, x, cond, r, z, title=f"{t.c.method} step {step}", **save)
         metrics.update(step=step, method=t.c.method, seed=t.c.seed, generate_seconds=round(t_gen, 2))
-        writers.save_json(self.out / f"eval_{step:07d}.json", metrics)
+        writers.save_eval_json(self.out / f"eval_{step:07d}.json", metrics)
         for name, img in images.items():
             writers.save_png(self.out / f"{name}_{step:07d}.png", img)
         self.write_table()
@@ -77,7 +81,7 @@ class Evaluator:
     def write_table(self):
         from amd_jax import writers
 
-        rows = [json.loads(p.read_text()) for p in sorted(self.out.glob("eval_*.json"))]
+        rows = [json.loads(p.read_text()) for p in self._results()]
         keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k != "step"})
         lines = ["| step | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         lines += [f"| {r['step']} | " + " | ".join(f"{r.get(k, float('nan')):.4g}" for k in keys) + " |" for r in rows]
@@ -91,7 +95,7 @@ def main(argv):
 
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)
-    from amd_jax.errors import ConfigError
+    from amd_jax.errors import ConfigError, NonFiniteError
 
     config = _CONFIG.value
     if _NUM.value:
@@ -103,6 +107,14 @@ def main(argv):
         ev = Evaluator(config, workdir)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
+    try:
+        _evaluate_steps(ev, config)
+    except NonFiniteError as e:
+        sys.exit(f"Evaluation failed: {e}")
+
+
+def _evaluate_steps(ev: Evaluator, config):
+    """--step (default the newest), or every new checkpoint with --watch."""
     if not _WATCH.value:
         steps = ev.checkpoint_steps()
         step = _STEP.value if _STEP.value is not None else (steps[-1] if steps else None)

@@ -4,7 +4,10 @@ One iteration (DMD2's order, TTUR = `dmd.ttur`):
     if step % ttur == 0:  state, x, r = generator_step(state, frozen, batch)   # student update
     else:                 x, r = sample_step(state, frozen, batch)             # samples only
     state = critic_step(state, frozen, batch, x, r)                             # fake teacher, every step
-The critic trains on the same stop-gradient samples the generator produced in this iteration. `frozen` holds the
+The critic trains on the same stop-gradient samples the generator produced in this iteration. An update whose loss
+or gradient norm is not finite is skipped inside the step (parameters and optimizer state unchanged, the iteration
+counted) and reported as `skipped_generator` / `skipped_critic`; the trainer stops a run that keeps skipping.
+`frozen` holds the
 teacher's and the reward model's parameters: arguments of every step, never part of the saved state.
 The trainer jit-compiles these functions with explicit shardings; here they are plain functions.
 """
@@ -154,10 +157,13 @@ class Steps:
 
     def generator_step(self, state: TrainState, frozen, batch):
         grad_fn = jax.value_and_grad(self.generator_loss, has_aux=True)
-        (_, (x, rewards, metrics)), grads = grad_fn(state.student, state, frozen, batch)
+        (loss, (x, rewards, metrics)), grads = grad_fn(state.student, state, frozen, batch)
         updates, opt = self.student_tx.update(grads, state.student_opt, state.student)
-        metrics["grad_norm_student"] = optax.tree.norm(grads)
-        state = state.replace(student=optax.apply_updates(state.student, updates), student_opt=opt)
+        grad_norm = optax.tree.norm(grads)
+        ok = _finite(loss, grad_norm)
+        student = _if_finite(ok, optax.apply_updates(state.student, updates), state.student)
+        state = state.replace(student=student, student_opt=_if_finite(ok, opt, state.student_opt))
+        metrics.update(grad_norm_student=grad_norm, skipped_generator=1.0 - ok.astype(jnp.float32))
         return state, x, rewards, metrics
 
     # --------------------------------------------------------------------------------------------- critic
@@ -196,11 +202,26 @@ class Steps:
 
     def critic_step(self, state: TrainState, frozen, batch, x, rewards):
         grad_fn = jax.value_and_grad(self.critic_loss, has_aux=True)
-        (_, metrics), grads = grad_fn(state.critic, state, frozen, batch, x, rewards)
+        (loss, metrics), grads = grad_fn(state.critic, state, frozen, batch, x, rewards)
         updates, opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
-        metrics["grad_norm_critic"] = optax.tree.norm(grads)
-        state = state.replace(critic=optax.apply_updates(state.critic, updates), critic_opt=opt, step=state.step + 1)
+        grad_norm = optax.tree.norm(grads)
+        ok = _finite(loss, grad_norm)
+        critic = _if_finite(ok, optax.apply_updates(state.critic, updates), state.critic)
+        state = state.replace(critic=critic, critic_opt=_if_finite(ok, opt, state.critic_opt), step=state.step + 1)
+        metrics.update(grad_norm_critic=grad_norm, skipped_critic=1.0 - ok.astype(jnp.float32))
         return state, metrics
+
+
+def _finite(loss, grad_norm):
+    """True when the update can be applied: a finite loss and a finite global gradient norm (a NaN or inf anywhere
+    in the gradient makes its norm non-finite)."""
+    return jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+
+def _if_finite(ok, new, old):
+    """`new` when ok, else `old` unchanged: the skipped update. An elementwise select that XLA fuses into the
+    optimizer's own elementwise update, so it costs no extra pass over the parameters."""
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
 def _stats(name, v):

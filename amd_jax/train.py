@@ -29,7 +29,7 @@ def main(argv):
 
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)  # before any other JAX call
-    from amd_jax.errors import ConfigError
+    from amd_jax.errors import ConfigError, NonFiniteError
     from amd_jax.trainer import Trainer
 
     try:
@@ -38,7 +38,10 @@ def main(argv):
         trainer = Trainer(_CONFIG.value, workdir)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
-    trainer.run(stop_after=_STOP_AFTER.value)
+    try:
+        trainer.run(stop_after=_STOP_AFTER.value)
+    except NonFiniteError as e:
+        sys.exit(f"Run stopped: {e}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 from amd_jax import checkpoint as ckpt_lib
 from amd_jax import experiments, writers
 from amd_jax.config_base import validate
+from amd_jax.errors import NonFiniteError
 from amd_jax.method import group_advantage, sample, zone_mask
 from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.parallel.sharding import tree_shardings
@@ -52,6 +53,43 @@ class Preempted:
         if self.multihost:
             self.flag = multihost_utils.reached_preemption_sync_point(step)
         return self.flag
+
+
+class NonFiniteGuard:
+    """Stops a run whose updates keep being skipped for a NaN/inf loss or gradient (steps.py skips them).
+
+    `observe` reads the previous iteration's skip flags while the current one runs on the device (a one-step lag:
+    no host synchronisation bubble) and raises NonFiniteError after `limit` consecutive iterations with a skipped
+    update. The state never holds a skipped update, so every checkpoint written stays finite."""
+
+    def __init__(self, limit: int, config):
+        self.limit, self.c = limit, config
+        self.pending, self.consecutive, self.total = None, 0, 0
+
+    def observe(self, step: int, metrics: dict):
+        previous, self.pending = self.pending, (step, [metrics[k] for k in ("skipped_generator", "skipped_critic")
+                                                       if k in metrics])
+        if previous is not None:
+            self._count(*previous)
+
+    def flush(self):
+        if self.pending is not None:
+            self._count(*self.pending)
+            self.pending = None
+
+    def _count(self, step: int, flags):
+        skipped = int(sum(float(f) for f in flags))
+        self.total += skipped
+        self.consecutive = self.consecutive + 1 if skipped else 0
+        if self.consecutive >= self.limit:
+            o = self.c.optim
+            raise NonFiniteError(
+                f"{self.consecutive} consecutive iterations (up to step {step}) had a NaN/inf loss or gradient; their "
+                f"updates were skipped and the run stops (train.max_nonfinite={self.limit}). The checkpoints hold "
+                f"the last finite state. Likely knobs: optim.student_lr={o.student_lr}, optim.critic_lr="
+                f"{o.critic_lr}, optim.grad_clip={o.grad_clip}, optim.warmup_steps={o.warmup_steps}, "
+                f"dmd.guidance_scale={self.c.dmd.guidance_scale}; lower the learning rates and resume, or start a "
+                "new --workdir.")
 
 
 def _put_batch(host: dict, mesh):
@@ -211,38 +249,50 @@ class Trainer:
 
         preempted = Preempted()
         preempted.install()
+        guard = NonFiniteGuard(c.train.max_nonfinite, c)
         progress, window, t_window = writers.Progress(start, c.total_steps), [], time.time()
         meta = lambda s: {"data_position": s, "config": c.to_dict(), "mesh": dict(self.mesh.shape)}
         step = start
-        while step < c.total_steps:
-            batch = batch0 if step == start else _put_batch(self.models.data.global_batch(step, c.global_batch), self.mesh)
-            if step % ttur == 0:
-                state, x, r, gm = compiled["generator"](state, frozen, batch)
-            else:
-                (x, r), gm = compiled["sample"](state, frozen, batch), {}
-            state, cm = compiled["critic"](state, frozen, batch, x, r)
-            step += 1
-            window.append({**gm, **cm})
+        try:
+            while step < c.total_steps:
+                batch = batch0 if step == start else _put_batch(self.models.data.global_batch(step, c.global_batch),
+                                                                 self.mesh)
+                if step % ttur == 0:
+                    state, x, r, gm = compiled["generator"](state, frozen, batch)
+                else:
+                    (x, r), gm = compiled["sample"](state, frozen, batch), {}
+                state, cm = compiled["critic"](state, frozen, batch, x, r)
+                step += 1
+                window.append({**gm, **cm})
+                guard.observe(step, window[-1])
 
-            if step % c.log.every == 0 or step == c.total_steps:
-                scalars = _mean_metrics(window)
-                dt = (time.time() - t_window) / len(window)
-                scalars.update(step_time_s=dt, tflops_per_device=iter_flops / dt / 1e12)  # cost analysis counts per device
-                writer.write_scalars(step, scalars)
-                log.info("step %d/%d %s | %s", step, c.total_steps, _fmt(scalars), progress.line(step))
-                window, t_window = [], time.time()
-            if c.log.sample_every and step % c.log.sample_every == 0:
-                self._write_samples(gen, state, writer, step)
-            stop = preempted.reached(step)
-            if step % c.checkpoint.every == 0 or step == c.total_steps or stop:
-                t0 = time.time()
-                self.ckpt.save(step, state, meta(step), force=True)
-                log.info("checkpoint %d: save started in %.2f s (async=%s)", step, time.time() - t0, c.checkpoint.async_save)
-            if stop:
-                log.warning("SIGTERM: saved step %d, exiting.", step)
-                break
-            if stop_after is not None and step >= stop_after:
-                break
+                if step % c.log.every == 0 or step == c.total_steps:
+                    scalars = _mean_metrics(window)  # waits for this step anyway: count its skips now too
+                    guard.flush()
+                    dt = (time.time() - t_window) / len(window)
+                    scalars.update(step_time_s=dt, tflops_per_device=iter_flops / dt / 1e12,  # cost analysis: per device
+                                   nonfinite_skipped=guard.total)
+                    writer.write_scalars(step, scalars)
+                    log.info("step %d/%d %s | %s", step, c.total_steps, _fmt(scalars), progress.line(step))
+                    window, t_window = [], time.time()
+                if c.log.sample_every and step % c.log.sample_every == 0:
+                    self._write_samples(gen, state, writer, step)
+                stop = preempted.reached(step)
+                if step % c.checkpoint.every == 0 or step == c.total_steps or stop:
+                    t0 = time.time()
+                    self.ckpt.save(step, state, meta(step), force=True)
+                    log.info("checkpoint %d: save started in %.2f s (async=%s)", step, time.time() - t0,
+                             c.checkpoint.async_save)
+                if stop:
+                    log.warning("SIGTERM: saved step %d, exiting.", step)
+                    break
+                if stop_after is not None and step >= stop_after:
+                    break
+            guard.flush()
+        except NonFiniteError:
+            self.ckpt.close()  # the saves already started finish writing; no new one is made
+            writer.close()
+            raise
         t0 = time.time()
         self.ckpt.wait()
         log.info("checkpoints finished writing (waited %.2f s)", time.time() - t0)
@@ -259,7 +309,7 @@ class Trainer:
         n = min(self.c.eval.num_samples, self.c.log.sample_count)
         x, cond, r, z = self.generate(gen, state.student, n, seed=2024)
         metrics, images = self.exp.evaluate(self.c, self.models, x, cond, r, z, title=f"{self.c.method} step {step}")
-        writer.write_scalars(step, {f"sample_eval/{k}": v for k, v in metrics.items() if _is_number(v)})
+        writer.write_scalars(step, {f"sample_eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
         writer.write_images(step, images)
         for name, img in images.items():
             writers.save_png(self.workdir / "samples" / f"{name}_{step:07d}.png", img)
@@ -268,17 +318,13 @@ class Trainer:
         x, cond, r, z = self.generate(gen, state.student, self.c.eval.num_samples, seed=777)
         metrics, images = self.exp.evaluate(self.c, self.models, x, cond, r, z, title=f"{self.c.method} step {step}")
         metrics.update(step=step, method=self.c.method, seed=self.c.seed)
-        writers.save_json(self.workdir / "eval.json", metrics)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if _is_number(v)})
+        writers.save_eval_json(self.workdir / "eval.json", metrics)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
         writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
         for name, img in images.items():
             writers.save_png(self.workdir / "samples" / f"{name}_final.png", img)
         log.info("eval: %s", _fmt(metrics))
         return metrics
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
 
 
 def _mean_metrics(window: list[dict]) -> dict[str, float]:

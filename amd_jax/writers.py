@@ -116,6 +116,28 @@ def save_json(path, obj):
         p.write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
+def save_eval_json(path, metrics: dict):
+    """Write evaluation results, refusing NaN/inf as results: non-finite metrics go to `<name>.failed.json`
+    (values as strings, so the file stays valid JSON) and NonFiniteError is raised, so the run is marked failed."""
+    bad = sorted(k for k, v in metrics.items() if is_number(v) and not np.isfinite(v))
+    if not bad:
+        save_json(path, metrics)
+        return
+    p = epath.Path(path)
+    failed = p.parent / f"{p.stem}.failed.json"
+    save_json(failed, {"failed": f"non-finite metrics: {', '.join(bad)}",
+                       **{k: str(v) if k in bad else v for k, v in metrics.items()}})
+    from amd_jax.errors import NonFiniteError
+
+    raise NonFiniteError(f"The evaluation gave non-finite metrics ({', '.join(f'{k}={metrics[k]}' for k in bad)}); "
+                         f"they are not results: {p.name} was not written, {failed} holds them. The student diverged: "
+                         "lower optim.student_lr / optim.critic_lr or evaluate an earlier checkpoint.")
+
+
+def is_number(v) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+
+
 def read_jsonl(path) -> list[dict]:
     """The lines a SummaryWriter(jsonl=path) wrote; a step written twice (a resumed run) keeps its last values."""
     p = epath.Path(path)

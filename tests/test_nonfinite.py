@@ -1,0 +1,134 @@
+"""The non-finite guard: skipped updates inside the jitted steps, the loop's stop, and evaluations that refuse NaN.
+
+- A finite update is exactly the plain optax update (the guard changes no bit of a healthy run).
+- A NaN loss or gradient leaves parameters and optimizer state bit-identical, still counts the iteration, and
+  reports the skip.
+- NonFiniteGuard stops after `limit` consecutive skipped iterations, not before; a clean iteration resets it.
+- End to end (toy2d_tiny, --config.optim.student_lr=1e6): the run exits non-zero naming the knobs, writes no
+  eval.json, and every checkpoint it wrote holds only finite values.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from amd_jax import writers
+from amd_jax.checkpoint import Checkpointer
+from amd_jax.errors import NonFiniteError
+from amd_jax.models import toy2d
+from amd_jax.steps import Steps
+from amd_jax.trainer import NonFiniteGuard, Trainer
+from procs import Train
+from tiny import tiny_toy2d_config
+
+
+def _leaves(tree):
+    return [np.asarray(a) for a in jax.tree_util.tree_leaves(tree)]
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(x, y, equal_nan=True) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = tiny_toy2d_config()
+    models = toy2d.build(config)
+    steps = Steps(config, models)
+    teacher = models.init_denoiser(jax.random.PRNGKey(1))
+    frozen = {"teacher": teacher, "reward": None}
+    state = jax.jit(steps.init)(teacher, jax.random.PRNGKey(0))
+    batch = jax.tree_util.tree_map(jnp.asarray, models.data.global_batch(0, config.global_batch))
+    return steps, frozen, state, batch
+
+
+def _poison(state, part: str):
+    """A NaN in one weight of the student or the critic."""
+    leaves, tree = jax.tree_util.tree_flatten(getattr(state, part))
+    leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(jnp.nan)
+    return state.replace(**{part: jax.tree_util.tree_unflatten(tree, leaves)})
+
+
+def test_finite_update_is_the_plain_optax_update(setup):
+    """The guarded step against the step as written before the guard (same outputs, so XLA sees the same program
+    but for the select), both jitted: a healthy update keeps every bit."""
+    steps, frozen, state, batch = setup
+    for _ in range(3):  # past the warm-up's zero learning rate
+        state, x, r, _ = jax.jit(steps.generator_step)(state, frozen, batch)
+        state, _ = jax.jit(steps.critic_step)(state, frozen, batch, x, r)
+
+    def unguarded(state, frozen, batch):
+        (_, (x, rewards, metrics)), grads = jax.value_and_grad(steps.generator_loss, has_aux=True)(
+            state.student, state, frozen, batch)
+        updates, opt = steps.student_tx.update(grads, state.student_opt, state.student)
+        metrics["grad_norm_student"] = optax.tree.norm(grads)
+        return state.replace(student=optax.apply_updates(state.student, updates), student_opt=opt), x, rewards, metrics
+
+    new, _, _, m = jax.jit(steps.generator_step)(state, frozen, batch)
+    ref = jax.jit(unguarded)(state, frozen, batch)[0]
+    assert float(m["skipped_generator"]) == 0.0
+    assert _same(new.student, ref.student) and _same(new.student_opt, ref.student_opt)
+    assert not _same(new.student, state.student)  # the update did something
+
+
+def test_nan_critic_update_is_skipped(setup):
+    steps, frozen, state, batch = setup
+    bad = _poison(state, "critic")  # the critic's denoising loss is NaN
+    x, r = jax.jit(steps.sample_step)(bad, frozen, batch)
+    new, m = jax.jit(steps.critic_step)(bad, frozen, batch, x, r)
+    assert float(m["skipped_critic"]) == 1.0 and not np.isfinite(float(m["loss_critic"]))
+    assert _same(new.critic, bad.critic) and _same(new.critic_opt, bad.critic_opt)
+    assert int(new.step) == int(bad.step) + 1  # the iteration still counts: the next one draws new noise
+
+
+def test_nan_generator_update_is_skipped(setup):
+    steps, frozen, state, batch = setup
+    # (a NaN fake score alone would not do: DMD2's gradient goes through nan_to_num, method/dmd.py)
+    bad = _poison(state, "student")  # the student's samples and so its loss are NaN
+    new, _, _, m = jax.jit(steps.generator_step)(bad, frozen, batch)
+    assert float(m["skipped_generator"]) == 1.0 and not np.isfinite(float(m["grad_norm_student"]))
+    assert _same(new.student, bad.student) and _same(new.student_opt, bad.student_opt)
+
+
+def test_guard_stops_after_limit_consecutive_skips():
+    guard = NonFiniteGuard(3, tiny_toy2d_config())
+    flags = [0, 1, 1, 0, 1, 1]  # never 3 in a row
+    for step, f in enumerate(flags, 1):
+        guard.observe(step, {"skipped_critic": np.float32(f)})
+    guard.flush()
+    assert guard.total == 4 and guard.consecutive == 2
+    guard.observe(7, {"skipped_generator": np.float32(1), "skipped_critic": np.float32(1)})
+    with pytest.raises(NonFiniteError, match=r"3 consecutive iterations \(up to step 7\).*optim.student_lr"):
+        guard.flush()
+
+
+def test_eval_json_refuses_non_finite_metrics(tmp_path):
+    writers.save_eval_json(tmp_path / "eval.json", {"fid": 1.5, "method": "amd"})
+    assert json.loads((tmp_path / "eval.json").read_text())["fid"] == 1.5
+    with pytest.raises(NonFiniteError, match="fid=nan"):
+        writers.save_eval_json(tmp_path / "eval_2.json", {"fid": float("nan"), "recall": 0.5})
+    assert not (tmp_path / "eval_2.json").exists()
+    failed = json.loads((tmp_path / "eval_2.failed.json").read_text())  # valid JSON: NaN stored as a string
+    assert failed["fid"] == "nan" and failed["recall"] == 0.5 and "fid" in failed["failed"]
+
+
+def test_diverging_run_stops_with_finite_checkpoints(tmp_path):
+    workdir = tmp_path / "run"
+    args = ["--config.optim.student_lr=1e6", "--config.total_steps=40", "--config.train.max_nonfinite=4",
+            "--config.checkpoint.every=2", "--config.checkpoint.keep=3"]
+    with Train(workdir, args) as run:
+        code = run.wait(timeout=300)[0]
+        out = run.out()
+    assert code != 0 and "Run stopped: 4 consecutive iterations" in out and "optim.student_lr=1000000.0" in out
+    assert not (workdir / "eval.json").exists()
+    config = tiny_toy2d_config(**{"optim.student_lr": 1e6})
+    trainer = Trainer(config, str(workdir))
+    steps = sorted(trainer.ckpt.manager.all_steps())
+    assert steps and max(steps) < 40
+    for step in steps:
+        state, _ = Checkpointer(str(workdir)).restore(step, trainer.abstract_state, trainer.state_sh)
+        assert all(np.all(np.isfinite(a)) for a in _leaves(state) if np.issubdtype(a.dtype, np.floating))
