@@ -1,0 +1,63 @@
+"""What the entry points do with what a user types: paths made absolute once, bad flags in one line."""
+
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from amd_jax import cli, paths
+from amd_jax.errors import ConfigError
+from procs import REPO, _env
+
+
+def test_absolute_resolves_local_paths_and_keeps_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert paths.absolute("workdirs/a") == str(tmp_path / "workdirs" / "a")
+    assert paths.absolute("./a/../b") == str(tmp_path / "b")
+    assert paths.absolute("~/x") == str(tmp_path / "home" / "x")
+    for kept in ("gs://bucket/run", "s3://b/k", "tfds:coco_captions", "", "/abs/path"):
+        assert paths.absolute(kept) == kept
+
+
+def test_workdir_refuses_empty():
+    for bad in (None, "", "   "):
+        with pytest.raises(ConfigError, match="--workdir is empty"):
+            paths.workdir(bad)
+
+
+def test_config_paths_resolved_in_place(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = ml_collections.ConfigDict({
+        "teacher": {"dir": "t", "steps": 3},
+        "data": {"path": "tfds:mnist", "real": "r.npz", "name": "digits"},
+        "eval": {"scorers": {"hpsv2": "gs://b/h", "pickscore": "p"}, "dir": ""},
+    })
+    c.lock()
+    changed = paths.resolve_config_paths(c)
+    assert sorted(changed) == ["data.real", "eval.scorers.pickscore", "teacher.dir"]
+    assert c.teacher.dir == str(tmp_path / "t") and c.eval.scorers.pickscore == str(tmp_path / "p")
+    assert c.data.path == "tfds:mnist" and c.data.name == "digits" and c.eval.dir == "" and c.teacher.steps == 3
+
+
+def test_unknown_config_keys_named_with_nearest():
+    argv = ["prog", "--config=configs/toy2d_tiny.py", "--config.amd.ss=1", "--config.optim.lrr=2", "--config.seed=3"]
+    msg = cli.unknown_config_keys([a.replace("configs/", os.path.join(REPO, "configs") + "/") for a in argv])
+    assert "'amd.ss'" in msg and "did you mean amd.s?" in msg
+    assert "'optim.lrr'" in msg and "optim.student_lr" in msg  # no close name: the block's keys are listed
+    assert "'seed'" not in msg  # a valid key is not reported
+    assert cli.unknown_config_keys(["prog", "--config=" + os.path.join(REPO, "configs/toy2d_tiny.py"),
+                                    "--config.amd.s=1", "--config.student.timesteps=(1.0,)"]) == ""
+
+
+def test_bad_flag_is_one_line_without_traceback():
+    for bad, expected in (("--config.amd.ss=1", "did you mean amd.s?"),
+                          ("--config.total_steps=abc", "invalid literal")):
+        out = subprocess.run([sys.executable, "-m", "amd_jax.train", "--config=configs/toy2d_tiny.py",
+                              "--workdir=/tmp/unused", bad], cwd=REPO, env=_env(1), capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Flag error:") and expected in lines[0]
