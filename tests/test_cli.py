@@ -61,3 +61,23 @@ def test_bad_flag_is_one_line_without_traceback():
         assert out.returncode == 2 and "Traceback" not in out.stderr
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("Flag error:") and expected in lines[0]
+
+
+def test_relative_and_home_workdirs_in_train_evaluate_and_sweep(tmp_path):
+    """Orbax refuses relative paths: each entry point must resolve './run', 'run' and '~/run' itself."""
+    env = {**_env(1), "HOME": str(tmp_path)}
+    config = os.path.join(REPO, "configs", "toy2d_tiny.py")
+    short = ["--config.total_steps=4", "--config.checkpoint.every=4", "--config.log.sample_every=0"]
+
+    def run(module, *args):
+        out = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+    run("amd_jax.train", f"--config={config}", "--workdir=./run", *short)
+    assert (tmp_path / "run" / "eval.json").exists() and (tmp_path / "run" / "checkpoints" / "4").is_dir()
+    run("amd_jax.evaluate", f"--config={config}", "--workdir=~/run", *short)
+    assert (tmp_path / "run" / "eval" / "eval_0000004.json").exists()
+    run("amd_jax.sweep", "--config=" + os.path.relpath(config, tmp_path), "--workdir=sweep", "--seeds=0",
+        "--variant=dmd2:method=dmd2", *[f"--set={a[len('--config.'):]}" for a in short])
+    assert (tmp_path / "sweep" / "dmd2" / "seed_0" / "eval.json").exists() and (tmp_path / "sweep" / "results.md").exists()
