@@ -1,6 +1,6 @@
 """Defaults shared by every experiment; a config file in configs/ starts from `base()` and overrides.
 
-Every [choice] of METHOD.md is a knob here (amd.*). `validate` refuses a config that cannot run, before anything
+Every [choice] of docs/METHOD.md is a knob here (amd.*). `validate` refuses a config that cannot run, before anything
 is compiled, with the fix in the message.
 """
 

@@ -32,7 +32,7 @@ from amd_jax import cli, paths
 FOUR_STEP = "student.timesteps=(1.0,0.75,0.5,0.25)"  # rectified flow: t = 1 is pure noise
 VARIANT_SETS = {
     "main": ["dmd2:method=dmd2", "amd:method=amd"],
-    # METHOD.md section 6: the ablations. amd_s0 (s = 0, lambda = 0) must reproduce dmd2 exactly.
+    # docs/METHOD.md section 6: the ablations. amd_s0 (s = 0, lambda = 0) must reproduce dmd2 exactly.
     "benchmark": [
         "dmd2:method=dmd2",
         "amd:method=amd",

@@ -1,4 +1,4 @@
-"""sdxl: DMD2 / AMD distillation of SDXL base into a 4-step student at 1024 px (METHOD.md section 2 recipe).
+"""sdxl: DMD2 / AMD distillation of SDXL base into a 4-step student at 1024 px (docs/METHOD.md section 2 recipe).
 
 NOT RUN HERE: this config has only been checked by shape (tests/test_sdxl_train.py traces its full training
 state and FSDP sharding with jax.eval_shape); the same code path runs end to end at tiny size (configs/sdxl_tiny.py).
@@ -65,7 +65,7 @@ def get_config():
     c.dmd.ttur = 5
     c.dmd.normalizer = "sample"
 
-    # AMD knobs (METHOD.md section 4); method=dmd2 ignores them.
+    # AMD knobs (docs/METHOD.md section 4); method=dmd2 ignores them.
     c.amd.s = 0.5
     c.amd.dsa_mode = "soft"
     c.amd.tau = 0.5

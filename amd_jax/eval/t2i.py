@@ -3,7 +3,7 @@
 What a user judges a distilled SDXL student by (DMD2 reports COCO FID and CLIP ViT-g score; AMD reports HPSv2):
   * one score per (image, prompt) from every scorer in ``eval.scorers`` ({name: weight folder or '' = off}, names of
     amd_jax.models.rewards.registry: hpsv2, pickscore, clip_l14, clip_g14), reported as ``<name>_mean`` and
-    ``<name>_std``. Include at least one scorer that training did not use (METHOD.md section 6).
+    ``<name>_std``. Include at least one scorer that training did not use (docs/METHOD.md section 6).
   * ``fid``: Frechet distance between pytorch-fid Inception pool3 features of the images (clean-fid's "clean"
     resize to 299, ``amd_jax.eval.fid``) and a reference set's statistics ``eval.fid_ref`` (an .npz of mu/sigma
     written by ``fid.save_stats`` or pytorch-fid, e.g. of COCO-10k images). Needs ``eval.inception`` (converted

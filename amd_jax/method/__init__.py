@@ -1,4 +1,4 @@
-"""Pure math of DMD2 and AMD: no models, no I/O. See METHOD.md for which rule is whose."""
+"""Pure math of DMD2 and AMD: no models, no I/O. See docs/METHOD.md for which rule is whose."""
 
 from amd_jax.method.amd import dsa_deltas, group_advantage, rls_weights, zone_mask
 from amd_jax.method.dmd import cfg, decompose, dmd_gradient, dmd_loss, dmd_normalizer

@@ -1,6 +1,6 @@
 """AMD: reward advantage, Forbidden-Zone mask, Dynamic Score Adaptation and Landscape-Sharpening weights.
 
-METHOD.md section 4. Rewards are per-sample scores of stop-gradient student samples; everything here is
+docs/METHOD.md section 4. Rewards are per-sample scores of stop-gradient student samples; everything here is
 stop-gradient. Called inside a jit over a sharded global batch, every mean below is a global-batch statistic
 (XLA inserts the cross-device reductions), never a per-device one.
 """

@@ -1,4 +1,4 @@
-"""DMD2 distribution matching and AMD's DM/CA decomposition (METHOD.md sections 2-4).
+"""DMD2 distribution matching and AMD's DM/CA decomposition (docs/METHOD.md sections 2-4).
 
 Notation: `x` student sample, `xr_c` / `xr_u` real teacher x0 with / without the condition, `xf` fake teacher
 (critic) x0 with the condition, `omega` the CFG scale in DMD2's convention xr_cfg = xr_u + omega (xr_c - xr_u).
