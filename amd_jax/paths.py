@@ -32,6 +32,12 @@ def absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
+def is_path_key(dotted: str) -> bool:
+    """True for a config leaf that holds a path: its name is a path key, or it lies in a path block."""
+    block, _, name = dotted.rpartition(".")
+    return name in _PATH_KEYS or block in _PATH_BLOCKS
+
+
 def workdir(path: str | None, flag: str = "--workdir") -> str:
     """A workdir flag's value, absolute; an empty one is refused (it would write into the current directory)."""
     if path is None or not str(path).strip():
@@ -48,7 +54,7 @@ def resolve_config_paths(config) -> list[str]:
             value, dotted = node[key], f"{prefix}{key}"
             if hasattr(value, "keys"):
                 visit(value, dotted + ".")
-            elif isinstance(value, str) and (key in _PATH_KEYS or prefix.rstrip(".") in _PATH_BLOCKS):
+            elif isinstance(value, str) and is_path_key(dotted):
                 new = absolute(value)
                 if new != value:
                     node[key] = new
