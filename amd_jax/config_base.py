@@ -6,9 +6,15 @@ is compiled, with the fix in the message.
 
 from __future__ import annotations
 
+import logging
+import math
+import numbers
+
 import ml_collections
 
 from amd_jax.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def base() -> ml_collections.ConfigDict:
@@ -73,56 +79,204 @@ def teacher(steps: int, batch_size: int, lr: float, label_dropout: float = 0.1, 
                                       "lr": lr, "label_dropout": label_dropout, "seed": seed})
 
 
+# Integer knobs: key -> (smallest allowed value, what the knob means).
+_INT_KNOBS = {
+    "total_steps": (1, "the number of training iterations"),
+    "global_batch": (1, "the samples of one iteration over all devices"),
+    "dmd.ttur": (1, "critic steps per generator step (the generator updates when step % ttur == 0)"),
+    "optim.warmup_steps": (0, "the linear learning-rate warm-up, 0 = none"),
+    "checkpoint.every": (1, "a checkpoint is saved when step % every == 0"),
+    "checkpoint.keep": (1, "the checkpoints kept; 0 would delete every checkpoint the run writes"),
+    "log.every": (1, "metrics are logged when step % every == 0"),
+    "log.sample_every": (0, "samples and their metrics when step % sample_every == 0, 0 = never"),
+    "amd.group_size": (0, "samples per reward group; 0 or 1 = the whole global batch is one group"),
+}
+
+# Float knobs: (key, accepts(value), the allowed range as the fix says it, why the rest is wrong).
+_FLOAT_KNOBS = (
+    ("amd.s", lambda v: 0 <= v <= 1, "a value in [0, 1]",
+     "the DSA strength: alpha, beta = 1 -+ s a~ (|a~| <= 1) change sign for s > 1, negative s inverts DSA"),
+    ("amd.std_floor", lambda v: v >= 0, "a value >= 0", "the floor on a group's reward std"),
+    ("amd.adv_eps", lambda v: v > 0, "a value > 0, e.g. 1e-6",
+     "it is added to the group's reward std before dividing: 0 divides by zero when a group's rewards are equal"),
+    ("amd.adv_clip", lambda v: v > 0, "a value > 0, e.g. 1.0", "the advantage is clipped to [-adv_clip, adv_clip]"),
+    ("amd.rls_lambda", lambda v: v >= 0, "a value >= 0", "the RLS strength; negative weights the zone samples down"),
+    ("optim.student_lr", lambda v: v >= 0, "a value >= 0", "a negative learning rate ascends the loss"),
+    ("optim.critic_lr", lambda v: v >= 0, "a value >= 0", "a negative learning rate ascends the loss"),
+    ("optim.grad_clip", lambda v: v > 0, "a value > 0, e.g. 10.0",
+     "the global-norm clip: <= 0 scales every update to zero or flips its sign"),
+    ("optim.b1", lambda v: 0 <= v < 1, "a value in [0, 1), e.g. 0.9",
+     "Adam's first-moment decay: its bias correction divides by 1 - b1^t"),
+    ("optim.b2", lambda v: 0 <= v < 1, "a value in [0, 1), e.g. 0.999",
+     "Adam's second-moment decay: b2 >= 1 breaks Adam (bias correction 1 - b2^t <= 0)"),
+    ("optim.eps", lambda v: v > 0, "a value > 0, e.g. 1e-8", "Adam's denominator term: <= 0 can divide by zero"),
+    ("optim.weight_decay", lambda v: v >= 0, "a value >= 0", "negative weight decay grows the weights"),
+    ("dmd.guidance_scale", lambda v: v > 0, "a value > 0 (1 = no guidance)",
+     "the CFG scale omega of xr_u + omega (xr_c - xr_u): <= 0 removes or inverts the conditional pull"),
+    ("gan.generator_weight", lambda v: v >= 0, "a value >= 0", "a negative GAN weight trains against the GAN loss"),
+    ("gan.critic_weight", lambda v: v >= 0, "a value >= 0", "a negative GAN weight trains against the GAN loss"),
+)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested dict (config.to_dict(), a checkpoint's saved config) as {dotted key: leaf}."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def validate(c, num_devices: int, num_processes: int = 1) -> None:
-    """Every check that needs no compilation. Raises ConfigError naming the key and the fix."""
+    """Every check that needs no compilation. Raises ConfigError naming the key, the value, why and the fix.
+
+    Also logs a warning when eval.num_samples or log.sample_count is not a multiple of the global batch (the
+    sampler drops the last partial batch), with the number of samples that will really be evaluated."""
+    flat = flatten(c.to_dict())
+    _check_finite(flat)
+    _check_numbers(flat)
+    _check_choices(c)
+    _check_timesteps(c)
+    _check_batch(c, num_devices, num_processes)
+    for line in sample_count_notes(c):
+        log.warning(line)
+
+
+def _need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _check_finite(flat: dict) -> None:
+    """Every float leaf (and every float inside a tuple leaf) is finite: NaN compares False and silently turns
+    checks and masks off (amd.tau = nan: no sample is ever flagged), inf overflows."""
+    for key, value in flat.items():
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        _need(
+            all(not _is_real(v) or math.isfinite(v) for v in items),
+            f"{key}={value!r}: every float knob must be finite (NaN compares False and silently switches the "
+            f"computation it feeds off; inf overflows). Set --config.{key} to a finite number.",
+        )
+
+
+def _check_numbers(flat: dict) -> None:
+    for key, (lo, meaning) in _INT_KNOBS.items():
+        v = flat[key]
+        _need(_is_int(v) and v >= lo,
+              f"{key}={v!r}: {meaning}; it must be an integer >= {lo}. Set --config.{key} to an integer >= {lo}.")
+    for key, ok, allowed, why in _FLOAT_KNOBS:
+        v = flat[key]
+        _need(_is_real(v) and ok(v), f"{key}={v!r}: {why}. Set --config.{key} to {allowed}.")
+
+
+def _check_choices(c) -> None:
+    """String choices and the checks that relate several knobs."""
+    _need(c.method in ("dmd2", "amd"), f"method={c.method!r}: use --config.method=dmd2 or --config.method=amd.")
+    _need(c.dmd.normalizer in ("sample", "batch", "none"),
+          f"dmd.normalizer={c.dmd.normalizer!r}: use 'sample', 'batch' or 'none'.")
+    _need(0.0 <= c.dmd.t_min <= c.dmd.t_max <= 1.0,
+          f"dmd.t_min/t_max={c.dmd.t_min}/{c.dmd.t_max}: need 0 <= t_min <= t_max <= 1.")
+    _need(c.amd.dsa_mode in ("soft", "hard"), f"amd.dsa_mode={c.amd.dsa_mode!r}: use 'soft' or 'hard'.")
+    _need(c.amd.rls_mode in ("soft", "hard"), f"amd.rls_mode={c.amd.rls_mode!r}: use 'soft' or 'hard'.")
+    a = c.amd
+    _need(a.dsa_mode != "soft" or a.s * a.adv_clip <= 1.0,
+          f"amd.dsa_mode='soft' with s={a.s} and adv_clip={a.adv_clip}: alpha, beta = 1 -+ s a~ change sign for "
+          "|a~| up to adv_clip; keep s * adv_clip <= 1.")
+    _need(a.rls_mode != "soft" or a.rls_lambda * a.adv_clip < 1.0,
+          f"amd.rls_mode='soft' with rls_lambda={a.rls_lambda} and adv_clip={a.adv_clip} can make weights <= 0: "
+          "keep rls_lambda * adv_clip < 1.")
+    _need(a.tau < a.adv_clip,
+          f"amd.tau={a.tau} >= amd.adv_clip={a.adv_clip}: the advantage is clipped to >= -adv_clip, so a~ < -tau "
+          "never holds and the Forbidden-Zone mask is always 0 (hard DSA and hard RLS silently off). "
+          "Set --config.amd.tau below adv_clip, e.g. 0.5.")
+
+
+def _check_timesteps(c) -> None:
+    """student.timesteps lie on the schedule's time axis and strictly decrease (DMD2: noise first, e.g.
+    (999, 749, 499, 249) on SDXL's DDPM axis; backward simulation walks them in order)."""
+    from amd_jax.method.schedules import make_schedule
+
+    try:
+        schedule = make_schedule(c.schedule.name, **c.schedule.kwargs.to_dict())
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"schedule.name={c.schedule.name!r} / schedule.kwargs={c.schedule.kwargs.to_dict()}: {e}")
+    ts = tuple(c.student.timesteps)
+    _need(len(ts) >= 1, "student.timesteps is empty: give at least one timestep, e.g. (999,).")
+    if schedule.discrete:
+        hi = schedule.num_timesteps - 1
+        ok = all(_is_real(t) and float(t).is_integer() and 0 <= t <= hi for t in ts)
+        axis = f"is discrete: integers in [0, {hi}] (num_timesteps - 1), e.g. ({hi},) or 4 steps " \
+               f"({hi}, {hi * 3 // 4}, {hi // 2}, {hi // 4})"
+    else:
+        ok = all(_is_real(t) and 0.0 <= t <= 1.0 for t in ts)
+        axis = "is continuous: t in [0, 1] with 1 = pure noise, e.g. (1.0,) or 4 steps (1.0, 0.75, 0.5, 0.25)"
+    _need(ok, f"student.timesteps={ts}: the {c.schedule.name!r} schedule {axis}. Set --config.student.timesteps.")
+    _need(all(a > b for a, b in zip(ts, ts[1:])),
+          f"student.timesteps={ts}: a multi-step student starts at the noise end and each step goes closer to the "
+          f"data, so the timesteps must strictly decrease without duplicates (DMD2's convention, e.g. "
+          f"{tuple(sorted(set(ts), reverse=True))}).")
+
+
+def _check_batch(c, num_devices: int, num_processes: int) -> None:
     from amd_jax.parallel.mesh import resolve_mesh_shape
 
-    def need(ok, msg):
-        if not ok:
-            raise ConfigError(msg)
-
-    need(c.method in ("dmd2", "amd"), f"method={c.method!r}: use --config.method=dmd2 or --config.method=amd.")
-    need(c.dmd.normalizer in ("sample", "batch", "none"), f"dmd.normalizer={c.dmd.normalizer!r}: use 'sample', 'batch' or 'none'.")
-    need(c.dmd.ttur >= 1, f"dmd.ttur={c.dmd.ttur}: the critic/generator update ratio must be >= 1.")
-    need(0.0 <= c.dmd.t_min <= c.dmd.t_max <= 1.0, f"dmd.t_min/t_max={c.dmd.t_min}/{c.dmd.t_max}: need 0 <= t_min <= t_max <= 1.")
-    need(len(c.student.timesteps) >= 1, "student.timesteps is empty: give at least one timestep, e.g. (999,).")
-    need(c.amd.s >= 0, f"amd.s={c.amd.s}: the DSA strength must be >= 0.")
-    need(c.amd.dsa_mode in ("soft", "hard"), f"amd.dsa_mode={c.amd.dsa_mode!r}: use 'soft' or 'hard'.")
-    need(c.amd.rls_mode in ("soft", "hard"), f"amd.rls_mode={c.amd.rls_mode!r}: use 'soft' or 'hard'.")
-    need(c.amd.rls_lambda >= 0, f"amd.rls_lambda={c.amd.rls_lambda}: must be >= 0.")
-    need(
-        c.amd.rls_mode != "soft" or c.amd.rls_lambda * c.amd.adv_clip < 1.0,
-        f"amd.rls_mode='soft' with rls_lambda={c.amd.rls_lambda} and adv_clip={c.amd.adv_clip} can make weights <= 0: "
-        "keep rls_lambda * adv_clip < 1.",
-    )
-    need(c.amd.adv_clip > 0, f"amd.adv_clip={c.amd.adv_clip}: must be > 0.")
     shape = dict(zip(c.mesh.axes, resolve_mesh_shape(c.mesh.axes, c.mesh.shape, num_devices)))
-    need("data" in shape, f"mesh.axes={tuple(c.mesh.axes)} has no 'data' axis.")
+    _need("data" in shape, f"mesh.axes={tuple(c.mesh.axes)} has no 'data' axis.")
     dp = shape.get("data", 1) * shape.get("fsdp", 1)
-    need(
+    _need(
         c.global_batch % dp == 0,
         f"global_batch={c.global_batch} is not divisible by the data-parallel size data*fsdp={dp} of mesh {shape}: "
         f"set --config.global_batch to a multiple of {dp}.",
     )
-    need(
+    _need(
         c.global_batch % num_processes == 0,
         f"global_batch={c.global_batch} is not divisible by the {num_processes} processes.",
     )
-    need(
+    _need(
         c.eval.num_samples >= c.global_batch,
         f"eval.num_samples={c.eval.num_samples} is smaller than one global batch ({c.global_batch}): samples are "
         "generated a global batch at a time; raise eval.num_samples.",
     )
-    need(
+    _need(
         not c.log.sample_every or c.log.sample_count >= c.global_batch,
         f"log.sample_count={c.log.sample_count} is smaller than one global batch ({c.global_batch}): raise it, or "
         "set log.sample_every=0.",
     )
     k = c.amd.group_size
-    need(
+    _need(
         k in (0, 1) or c.global_batch % k == 0,
         f"amd.group_size={k} does not divide global_batch={c.global_batch}: choose K with global_batch % K == 0.",
     )
+
+
+def sample_count_notes(c) -> list[str]:
+    """What Trainer.generate really evaluates when a sample count is not a multiple of the global batch: it
+    generates whole global batches and drops the last partial one. In-training samples number
+    min(eval.num_samples, log.sample_count)."""
+    notes, bsz, n_eval = [], c.global_batch, c.eval.num_samples
+    if n_eval % bsz:
+        notes.append(_partial_batch_note("eval.num_samples", n_eval, bsz, "the final evaluation"))
+    n_log = c.log.sample_count
+    if c.log.sample_every and n_log < n_eval and n_log % bsz:
+        notes.append(_partial_batch_note("log.sample_count", n_log, bsz, "the in-training samples"))
+    return notes
+
+
+def _partial_batch_note(key: str, n: int, bsz: int, what: str) -> str:
+    used = n // bsz * bsz
+    return (f"{key}={n} is not a multiple of global_batch={bsz}: {what} will use {used} samples "
+            f"({n // bsz} x {bsz}; the last partial batch is dropped). Set --config.{key} to {used} or {used + bsz} "
+            "to get exactly the number you ask for.")
 
 
 def load(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:

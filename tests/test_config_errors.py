@@ -1,16 +1,23 @@
 """Bad input gets a clear error naming the fix, before anything is compiled, and touches nothing saved."""
 
+import glob
 import hashlib
+import json
+import logging
+import math
 import os
 import subprocess
 import sys
 
 import jax
+import ml_collections
 import pytest
 
+from amd_jax.config_base import base, load, validate
 from amd_jax.errors import ConfigError
 from amd_jax.parallel.mesh import resolve_mesh_shape
 from amd_jax.trainer import Trainer
+from procs import Train
 from tiny import ROOT, tiny_toy2d_config
 
 
@@ -79,3 +86,122 @@ def test_workdir_with_a_checkpoint_of_an_incompatible_config(tmp_path):
     with pytest.raises(ConfigError, match=r"(?s)incompatible config .*Dense_0/kernel: checkpoint \(\(32, 32\).*model.hidden: 32 -> 48.*Use a new --workdir"):
         Trainer(wider, str(tmp_path), devices=jax.devices()[:1])
     assert _tree_digest(tmp_path / "checkpoints") == before
+
+
+def _with(**overrides):
+    """tiny_toy2d_config with dotted overrides set on its plain dict, past ConfigDict's type checks (a config file
+    can build a block with any types, e.g. dmd.ttur=2.5)."""
+    d = tiny_toy2d_config().to_dict()
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = d
+        for p in parents:
+            node = node[p]
+        assert leaf in node, key
+        node[leaf] = value
+    return ml_collections.ConfigDict(d)
+
+
+NAN, INF = float("nan"), float("inf")
+REFUSED = [  # (overrides, pattern the message must match: the key, the value, why, and the --config fix)
+    ({"amd.s": 1.5}, r"amd\.s=1\.5: .*change sign.*--config\.amd\.s to a value in \[0, 1\]"),
+    ({"amd.s": -0.1}, r"amd\.s=-0\.1: .*--config\.amd\.s"),
+    ({"amd.tau": NAN}, r"amd\.tau=nan: every float knob must be finite.*--config\.amd\.tau"),
+    ({"amd.tau": INF}, r"amd\.tau=inf: every float knob must be finite"),
+    ({"amd.tau": 1.0}, r"amd\.tau=1\.0 >= amd\.adv_clip=1\.0: .*mask is always 0.*--config\.amd\.tau"),
+    ({"dmd.guidance_scale": NAN}, r"dmd\.guidance_scale=nan: every float knob must be finite"),
+    ({"optim.student_lr": -1e-4}, r"optim\.student_lr=-0\.0001: .*ascends.*--config\.optim\.student_lr"),
+    ({"optim.critic_lr": -1e-4}, r"optim\.critic_lr=-0\.0001: .*ascends.*--config\.optim\.critic_lr"),
+    ({"optim.grad_clip": 0.0}, r"optim\.grad_clip=0\.0: .*--config\.optim\.grad_clip to a value > 0"),
+    ({"optim.grad_clip": -1.0}, r"optim\.grad_clip=-1\.0: "),
+    ({"optim.b1": 1.0}, r"optim\.b1=1\.0: .*--config\.optim\.b1 to a value in \[0, 1\)"),
+    ({"optim.b1": -0.5}, r"optim\.b1=-0\.5: "),
+    ({"optim.b2": 1.0}, r"optim\.b2=1\.0: .*breaks Adam.*--config\.optim\.b2 to a value in \[0, 1\)"),
+    ({"optim.eps": 0.0}, r"optim\.eps=0\.0: .*--config\.optim\.eps to a value > 0"),
+    ({"optim.warmup_steps": -1}, r"optim\.warmup_steps=-1: .*--config\.optim\.warmup_steps to an integer >= 0"),
+    ({"optim.weight_decay": -0.01}, r"optim\.weight_decay=-0\.01: .*--config\.optim\.weight_decay"),
+    ({"dmd.guidance_scale": 0.0}, r"dmd\.guidance_scale=0\.0: .*--config\.dmd\.guidance_scale to a value > 0"),
+    ({"dmd.guidance_scale": -2.0}, r"dmd\.guidance_scale=-2\.0: "),
+    ({"dmd.ttur": 2.5}, r"dmd\.ttur=2\.5: .*an integer >= 1"),
+    ({"student.timesteps": (2.0,)},
+     r"student\.timesteps=\(2\.0,\): the 'rectified_flow' schedule is continuous: t in \[0, 1\]"),
+    ({"student.timesteps": (-0.1,)}, r"student\.timesteps=\(-0\.1,\): .*t in \[0, 1\]"),
+    ({"student.timesteps": (0.5, 1.0)}, r"student\.timesteps=\(0\.5, 1\.0\): .*strictly decrease.*\(1\.0, 0\.5\)"),
+    ({"student.timesteps": (1.0, 0.5, 0.5)}, r"student\.timesteps=\(1\.0, 0\.5, 0\.5\): .*without duplicates"),
+    ({"schedule.name": "ddpm", "student.timesteps": (1000,)},
+     r"student\.timesteps=\(1000,\): the 'ddpm' schedule is discrete: integers in \[0, 999\]"),
+    ({"schedule.name": "ddpm", "student.timesteps": (999.5,)}, r"student\.timesteps=\(999\.5,\): .*discrete"),
+    ({"schedule.name": "ddpm", "schedule.kwargs": {"num_timesteps": 500}, "student.timesteps": (999,)},
+     r"integers in \[0, 499\]"),
+    ({"schedule.name": "ddpm", "student.timesteps": (249, 499, 749, 999)},
+     r"strictly decrease.*\(999, 749, 499, 249\)"),
+    ({"schedule.name": "cosine"}, r"schedule\.name='cosine'.*Unknown schedule"),
+    ({"total_steps": 0}, r"total_steps=0: .*--config\.total_steps to an integer >= 1"),
+    ({"global_batch": 0}, r"global_batch=0: .*--config\.global_batch to an integer >= 1"),
+    ({"checkpoint.every": 0}, r"checkpoint\.every=0: .*--config\.checkpoint\.every to an integer >= 1"),
+    ({"checkpoint.keep": 0}, r"checkpoint\.keep=0: .*delete every checkpoint.*--config\.checkpoint\.keep"),
+    ({"log.every": 0}, r"log\.every=0: .*--config\.log\.every to an integer >= 1"),
+    ({"log.sample_every": -1}, r"log\.sample_every=-1: .*--config\.log\.sample_every to an integer >= 0"),
+    ({"amd.group_size": -2}, r"amd\.group_size=-2: .*--config\.amd\.group_size to an integer >= 0"),
+    ({"amd.std_floor": -0.1}, r"amd\.std_floor=-0\.1: .*--config\.amd\.std_floor to a value >= 0"),
+    ({"amd.adv_eps": 0.0}, r"amd\.adv_eps=0\.0: .*divides by zero.*--config\.amd\.adv_eps"),
+    ({"gan.critic_weight": -1.0}, r"gan\.critic_weight=-1\.0: "),
+    ({"amd.adv_clip": 3.0}, r"amd\.dsa_mode='soft' with s=0\.5 and adv_clip=3\.0: .*s \* adv_clip <= 1"),
+]
+
+
+def _id(v):
+    return ",".join(f"{k}={v[k]}" for k in v) if isinstance(v, dict) else None
+
+
+@pytest.mark.parametrize("overrides,match", REFUSED, ids=_id)
+def test_refused_knob_names_key_value_and_fix(overrides, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        Trainer(_with(**overrides), str(tmp_path))
+    assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+ACCEPTED = [  # the edges of the ranges above, and the students the sweep and the SDXL config use
+    {"amd.s": 1.0}, {"amd.s": 0.0, "amd.rls_lambda": 0.0}, {"optim.b1": 0.0}, {"optim.student_lr": 0.0},
+    {"optim.warmup_steps": 0}, {"log.sample_every": 0}, {"amd.group_size": 0}, {"amd.tau": -0.5},
+    {"student.timesteps": (1.0, 0.75, 0.5, 0.25)}, {"schedule.name": "vp", "student.timesteps": (1.0, 0.5)},
+    {"schedule.name": "ddpm", "student.timesteps": (999, 749, 499, 249)},
+    {"schedule.name": "ddpm", "student.timesteps": (999.0, 0.0)},
+]
+
+
+@pytest.mark.parametrize("overrides", ACCEPTED, ids=_id)
+def test_edge_values_are_accepted(overrides):
+    validate(_with(**overrides), num_devices=1)
+
+
+def _shipped():
+    return [("base", base())] + [(os.path.basename(p), load(p)) for p in sorted(glob.glob(f"{ROOT}/configs/*.py"))]
+
+
+@pytest.mark.parametrize("name,config", _shipped(), ids=lambda v: v if isinstance(v, str) else None)
+def test_defaults_and_shipped_configs_validate_without_notes(name, config, caplog):
+    devices = math.prod(s for s in config.mesh.shape if s != -1)  # the fewest devices the mesh accepts
+    with caplog.at_level(logging.WARNING):
+        validate(config, devices)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
+@pytest.fixture(scope="module")
+def amd_run(tmp_path_factory):
+    """A finished 4-step toy2d_tiny AMD run whose sample counts are not multiples of the batch of 32."""
+    wd = tmp_path_factory.mktemp("resume") / "run"
+    args = ["--config.total_steps=4", "--config.eval.num_samples=100", "--config.log.sample_count=40",
+            "--config.log.sample_every=4"]
+    with Train(wd, args, tag="amd") as run:
+        assert run.wait(timeout=300) == [0], run.out()[-3000:]
+    return wd, run.out()
+
+
+def test_partial_batches_are_announced_with_the_count_really_evaluated(amd_run):
+    wd, out = amd_run
+    assert "eval.num_samples=100 is not a multiple of global_batch=32: the final evaluation will use 96 samples" in out
+    assert "log.sample_count=40 is not a multiple of global_batch=32: the in-training samples will use 32" in out
+    assert json.loads((wd / "eval.json").read_text())["num_samples"] == 96
+    logged = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert [m["sample_eval/num_samples"] for m in logged if "sample_eval/num_samples" in m] == [32]
