@@ -1,11 +1,13 @@
 """Defaults shared by every experiment; a config file in configs/ starts from `base()` and overrides.
 
 Every [choice] of docs/METHOD.md is a knob here (amd.*). `validate` refuses a config that cannot run, before anything
-is compiled, with the fix in the message.
+is compiled, with the fix in the message; `check_resume` refuses to resume a checkpoint with a config that would
+train a different experiment.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import numbers
@@ -13,6 +15,7 @@ import numbers
 import ml_collections
 
 from amd_jax.errors import ConfigError
+from amd_jax.paths import is_path_key
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,9 @@ def base() -> ml_collections.ConfigDict:
     # sample_every: images + the experiment's metrics on `sample_count` fresh samples (the in-training curves)
     c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500, "sample_count": 1024})
     c.eval = ml_collections.ConfigDict({"num_samples": 4096, "at_end": True})
+    # Resuming a workdir whose checkpoint was trained with other values of training-semantics keys is refused
+    # (check_resume); list the dotted keys or blocks changed on purpose, e.g. ('optim.student_lr',).
+    c.resume = ml_collections.ConfigDict({"allow_changes": ()})
     return c
 
 
@@ -277,6 +283,71 @@ def _partial_batch_note(key: str, n: int, bsz: int, what: str) -> str:
     return (f"{key}={n} is not a multiple of global_batch={bsz}: {what} will use {used} samples "
             f"({n // bsz} x {bsz}; the last partial batch is dropped). Set --config.{key} to {used} or {used + bsz} "
             "to get exactly the number you ask for.")
+
+
+# Keys whose value may differ between a checkpoint and the run resuming it: they do not change what is trained.
+_RESUME_FREE = (
+    "total_steps",  # extending a finished run is normal
+    "log",  # what is logged, how often
+    "eval",  # what is evaluated (samples, evaluators' caches), not what is trained
+    "checkpoint",  # how often, how many kept, async or not
+    "mesh",  # the layout: restoring onto another mesh is a feature (tests/test_restore_mesh.py)
+    "sharding",
+    "reward.monitor",  # dmd2 only logs rewards with it: stop-gradient, the updates are the same
+    "teacher.train_if_missing",  # what to do without a teacher; a resumed run's teacher exists
+    "resume",  # this check's own setting
+)
+
+
+def _under(key: str, blocks) -> bool:
+    """`key` is one of `blocks` or lies below one (dotted prefixes)."""
+    return any(key == b or key.startswith(b + ".") for b in blocks)
+
+
+def check_resume(saved: dict, current: dict, step: int) -> None:
+    """Refuse to resume the checkpoint at `step` (written with config `saved`, its meta["config"]) with the config
+    `current` (config.to_dict()) when that would train another experiment, or when nothing is left to train.
+
+    Compared: every key except the _RESUME_FREE ones (total_steps, log.*, eval.*, checkpoint.*, mesh.*, sharding.*,
+    reward.monitor, teacher.train_if_missing, resume.*) and the path-valued keys (paths.is_path_key: teacher.dir,
+    data.path, model.path, ... may be moved, and are spelled relative or absolute). All the others (method, seed,
+    experiment, schedule, student, model, data, dmd, amd, gan, optim, reward.name, teacher.*) set the updates,
+    the data stream or what eval.json is labelled with; when the checkpoint's state has the same shapes, a
+    change would silently continue a different experiment. A key present on one side only is a difference (a
+    knob added by newer code). `current`'s resume.allow_changes lists keys or blocks (e.g. 'optim') changed on
+    purpose. Then: a checkpoint past total_steps is refused; at total_steps the run is finished (logged).
+    """
+    old, new = flatten(_json(saved)), flatten(_json(current))
+    changed = _semantic_changes(old, new, tuple(new.get("resume.allow_changes") or ()))
+    _need(not changed, f"The checkpoint at step {step} was trained with other values of {len(changed)} "
+                       "training-semantics key(s):\n  "
+                       + "\n  ".join(f"{k}: {old.get(k, _ABSENT)!r} -> {new.get(k, _ABSENT)!r}" for k in changed)
+                       + "\nResuming would silently continue a different experiment. Use a new --workdir, or the "
+                       "checkpoint's values; to change them on purpose, add --config.resume.allow_changes=\"("
+                       + " ".join(f"{k!r}," for k in changed) + ")\". Nothing was changed in the checkpoints.")
+    total = current["total_steps"]
+    _need(step <= total, f"The checkpoint is at step {step} > total_steps={total}: nothing to train. Raise "
+                         f"--config.total_steps above {step} to continue this run, or use a new --workdir.")
+    if step == total:
+        log.info("The checkpoint is at step %d = total_steps: training is already finished, no step will run "
+                 "(with eval.at_end the final evaluation runs again).", step)
+
+
+_ABSENT = "<absent>"
+
+
+def _semantic_changes(old: dict, new: dict, allowed: tuple) -> list[str]:
+    """The sorted flat keys whose values differ, leaving out _RESUME_FREE, path-valued and `allowed` keys."""
+    unknown = [a for a in allowed if not any(_under(k, (a,)) for k in {*old, *new})]
+    _need(not unknown, f"resume.allow_changes={allowed}: {unknown} name no config key. Give dotted keys or blocks, "
+                       "e.g. --config.resume.allow_changes=\"('optim.student_lr', 'amd')\".")
+    return [k for k in sorted({*old, *new}) if old.get(k, _ABSENT) != new.get(k, _ABSENT)
+            and not _under(k, _RESUME_FREE + allowed) and not is_path_key(k)]
+
+
+def _json(d: dict) -> dict:
+    """As the checkpoint's meta JSON stores it (tuples become lists), so that saved and current compare equal."""
+    return json.loads(json.dumps(d, default=str))
 
 
 def load(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:

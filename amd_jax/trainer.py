@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 
 from amd_jax import checkpoint as ckpt_lib
 from amd_jax import experiments, writers
-from amd_jax.config_base import validate
+from amd_jax.config_base import check_resume, validate
 from amd_jax.errors import NonFiniteError
 from amd_jax.method import group_advantage, sample, zone_mask
 from amd_jax.parallel import mesh as mesh_lib
@@ -135,7 +135,8 @@ class Trainer:
         self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save)
         self.resume_step = self.ckpt.latest_step()
         if self.resume_step is not None:
-            self.ckpt.check_compatible(self.resume_step, self.abstract_state, config.to_dict())
+            meta = self.ckpt.check_compatible(self.resume_step, self.abstract_state, config.to_dict())
+            check_resume(meta.get("config", {}), config.to_dict(), self.resume_step)
 
     # ------------------------------------------------------------------------------------------- set-up
     def _frozen(self):

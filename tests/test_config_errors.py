@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import jax
 import ml_collections
 import pytest
 
-from amd_jax.config_base import base, load, validate
+from amd_jax.config_base import base, check_resume, load, validate
 from amd_jax.errors import ConfigError
 from amd_jax.parallel.mesh import resolve_mesh_shape
 from amd_jax.trainer import Trainer
@@ -187,6 +188,78 @@ def test_defaults_and_shipped_configs_validate_without_notes(name, config, caplo
     assert not caplog.records, [r.getMessage() for r in caplog.records]
 
 
+def _saved_and_current(**changes):
+    """A config as the checkpoint's meta JSON holds it (tuples -> lists), and a copy with dotted `changes`."""
+    config = tiny_toy2d_config()
+    config.teacher.dir = "/runs/a/teacher"
+    saved = json.loads(json.dumps(config.to_dict()))
+    current = config.to_dict()
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = current
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return saved, current
+
+
+def test_check_resume_refuses_changed_semantics_naming_each_key():
+    saved, current = _saved_and_current(**{"method": "dmd2", "amd.s": 0.3, "student.timesteps": (1.0, 0.5),
+                                           "log.every": 1})
+    with pytest.raises(ConfigError) as e:
+        check_resume(saved, current, step=4)
+    msg = str(e.value)
+    assert "method: 'amd' -> 'dmd2'" in msg and "amd.s: 0.5 -> 0.3" in msg, msg
+    assert "student.timesteps: [1.0] -> [1.0, 0.5]" in msg and "3 training-semantics key(s)" in msg, msg
+    assert "log.every" not in msg
+    assert "--config.resume.allow_changes=\"('amd.s', 'method', 'student.timesteps',)\"" in msg, msg
+    # the suggested flag value is a tuple literal that allows exactly these keys
+    allowed = ("amd.s", "method", "student.timesteps")
+    check_resume(saved, {**current, "resume": {"allow_changes": allowed}}, step=4)
+
+
+def test_check_resume_allows_listed_keys_and_blocks_only():
+    saved, current = _saved_and_current(**{"method": "dmd2", "optim.student_lr": 1e-3, "optim.critic_lr": 1e-3})
+    current["resume"] = {"allow_changes": ("method", "optim")}
+    check_resume(saved, current, step=4)
+    current["resume"] = {"allow_changes": ("method", "optim.student_lr")}
+    with pytest.raises(ConfigError, match=r"1 training-semantics key\(s\):\n  optim\.critic_lr: 0\.0001 -> 0\.001\n"):
+        check_resume(saved, current, step=4)
+    current["resume"] = {"allow_changes": ("method", "optim.studnet_lr")}
+    with pytest.raises(ConfigError, match=r"\['optim\.studnet_lr'\] name no config key"):
+        check_resume(saved, current, step=4)
+
+
+def test_check_resume_ignores_keys_that_do_not_change_training():
+    saved, current = _saved_and_current(**{
+        "total_steps": 400, "log.every": 1, "log.sample_every": 0, "checkpoint.every": 1, "checkpoint.keep": 7,
+        "checkpoint.async_save": False, "eval.num_samples": 64, "eval.at_end": False, "mesh.shape": (2, 4),
+        "sharding.fsdp_min_size": 4096, "reward.monitor": False, "teacher.train_if_missing": False,
+        "teacher.dir": "elsewhere/teacher",
+    })
+    check_resume(saved, current, step=4)
+    # the same folder spelled relative (before the entry point made it absolute) and absolute
+    saved["teacher"]["dir"] = os.path.relpath("/runs/a/teacher")
+    check_resume(saved, _saved_and_current()[1], step=4)
+
+
+def test_check_resume_counts_a_key_missing_on_one_side():
+    saved, current = _saved_and_current()
+    del saved["amd"]["adv_eps"]  # a knob the checkpoint's code did not have yet
+    with pytest.raises(ConfigError, match=r"amd\.adv_eps: '<absent>' -> 1e-06"):
+        check_resume(saved, current, step=4)
+
+
+def test_check_resume_past_total_steps(caplog):
+    saved, current = _saved_and_current(total_steps=8)
+    with pytest.raises(ConfigError, match=r"step 12 > total_steps=8: nothing to train\. Raise --config\.total_steps "
+                                          r"above 12 to continue this run, or use a new --workdir"):
+        check_resume(saved, current, step=12)
+    with caplog.at_level(logging.INFO):
+        check_resume(saved, current, step=8)  # a finished run: nothing to refuse
+    assert "step 8 = total_steps: training is already finished" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def amd_run(tmp_path_factory):
     """A finished 4-step toy2d_tiny AMD run whose sample counts are not multiples of the batch of 32."""
@@ -205,3 +278,18 @@ def test_partial_batches_are_announced_with_the_count_really_evaluated(amd_run):
     assert json.loads((wd / "eval.json").read_text())["num_samples"] == 96
     logged = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
     assert [m["sample_eval/num_samples"] for m in logged if "sample_eval/num_samples" in m] == [32]
+
+
+@pytest.mark.parametrize("tag,args,message", [
+    ("method", ["--config.method=dmd2"], r"training-semantics key\(s\):\n  method: 'amd' -> 'dmd2'\n"),
+    ("past_total", ["--config.total_steps=2"], r"step 4 > total_steps=2: nothing to train"),
+])
+def test_resume_is_refused_before_compiling(amd_run, tag, args, message):
+    wd, _ = amd_run
+    before = _tree_digest(wd / "checkpoints")
+    with Train(wd, args, tag=tag) as run:
+        assert run.wait(timeout=120) != [0]
+    out = run.out()
+    assert re.search(message, out), out[-3000:]
+    assert "Compiled in" not in out and "the teacher" not in out  # refused before the teacher was even loaded
+    assert _tree_digest(wd / "checkpoints") == before
