@@ -96,6 +96,8 @@ _INT_KNOBS = {
     "log.every": (1, "metrics are logged when step % every == 0"),
     "log.sample_every": (0, "samples and their metrics when step % sample_every == 0, 0 = never"),
     "amd.group_size": (0, "samples per reward group; 0 or 1 = the whole global batch is one group"),
+    "train.max_nonfinite": (1, "the run stops after this many consecutive skipped (NaN/inf) updates; 0 stops every "
+                               "run at its first iteration"),
 }
 
 # Float knobs: (key, accepts(value), the allowed range as the fix says it, why the rest is wrong).
@@ -295,6 +297,7 @@ _RESUME_FREE = (
     "sharding",
     "reward.monitor",  # dmd2 only logs rewards with it: stop-gradient, the updates are the same
     "teacher.train_if_missing",  # what to do without a teacher; a resumed run's teacher exists
+    "train.max_nonfinite",  # when to give up on a diverging run, not what an update does
     "resume",  # this check's own setting
 )
 
@@ -309,10 +312,10 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
     `current` (config.to_dict()) when that would train another experiment, or when nothing is left to train.
 
     Compared: every key except the _RESUME_FREE ones (total_steps, log.*, eval.*, checkpoint.*, mesh.*, sharding.*,
-    reward.monitor, teacher.train_if_missing, resume.*) and the path-valued keys (paths.is_path_key: teacher.dir,
-    data.path, model.path, ... may be moved, and are spelled relative or absolute). All the others (method, seed,
-    experiment, schedule, student, model, data, dmd, amd, gan, optim, reward.name, teacher.*) set the updates,
-    the data stream or what eval.json is labelled with; when the checkpoint's state has the same shapes, a
+    reward.monitor, teacher.train_if_missing, train.max_nonfinite, resume.*) and the path-valued keys
+    (paths.is_path_key: teacher.dir, data.path, model.path, ... may be moved, and are spelled relative or absolute).
+    All the others (method, seed, experiment, schedule, student, model, data, dmd, amd, gan, optim, reward.name,
+    teacher.*) set the updates, the data stream or what eval.json is labelled with; when the checkpoint's state has the same shapes, a
     change would silently continue a different experiment. A key present on one side only is a difference (a
     knob added by newer code). `current`'s resume.allow_changes lists keys or blocks (e.g. 'optim') changed on
     purpose. Then: a checkpoint past total_steps is refused; at total_steps the run is finished (logged).

@@ -88,8 +88,9 @@ class NonFiniteGuard:
                 f"updates were skipped and the run stops (train.max_nonfinite={self.limit}). The checkpoints hold "
                 f"the last finite state. Likely knobs: optim.student_lr={o.student_lr}, optim.critic_lr="
                 f"{o.critic_lr}, optim.grad_clip={o.grad_clip}, optim.warmup_steps={o.warmup_steps}, "
-                f"dmd.guidance_scale={self.c.dmd.guidance_scale}; lower the learning rates and resume, or start a "
-                "new --workdir.")
+                f"dmd.guidance_scale={self.c.dmd.guidance_scale}; lower the learning rates and resume with "
+                "--config.resume.allow_changes=\"('optim',)\" (a resume refuses changed training knobs without it), "
+                "or start a new --workdir.")
 
 
 def _put_batch(host: dict, mesh):

@@ -145,6 +145,7 @@ REFUSED = [  # (overrides, pattern the message must match: the key, the value, w
     ({"log.sample_every": -1}, r"log\.sample_every=-1: .*--config\.log\.sample_every to an integer >= 0"),
     ({"amd.group_size": -2}, r"amd\.group_size=-2: .*--config\.amd\.group_size to an integer >= 0"),
     ({"amd.std_floor": -0.1}, r"amd\.std_floor=-0\.1: .*--config\.amd\.std_floor to a value >= 0"),
+    ({"train.max_nonfinite": 0}, r"train\.max_nonfinite=0: .*--config\.train\.max_nonfinite to an integer >= 1"),
     ({"amd.adv_eps": 0.0}, r"amd\.adv_eps=0\.0: .*divides by zero.*--config\.amd\.adv_eps"),
     ({"gan.critic_weight": -1.0}, r"gan\.critic_weight=-1\.0: "),
     ({"amd.adv_clip": 3.0}, r"amd\.dsa_mode='soft' with s=0\.5 and adv_clip=3\.0: .*s \* adv_clip <= 1"),
@@ -235,6 +236,7 @@ def test_check_resume_ignores_keys_that_do_not_change_training():
         "total_steps": 400, "log.every": 1, "log.sample_every": 0, "checkpoint.every": 1, "checkpoint.keep": 7,
         "checkpoint.async_save": False, "eval.num_samples": 64, "eval.at_end": False, "mesh.shape": (2, 4),
         "sharding.fsdp_min_size": 4096, "reward.monitor": False, "teacher.train_if_missing": False,
+        "train.max_nonfinite": 3,
         "teacher.dir": "elsewhere/teacher",
     })
     check_resume(saved, current, step=4)
