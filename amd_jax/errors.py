@@ -6,3 +6,8 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A configuration or input that cannot run; raised before anything expensive (compiling, training) starts."""
+
+
+class DamagedFileError(ValueError):
+    """A file that exists but cannot be used: truncated, corrupted, or missing the keys or shapes its reader needs.
+    First-use caches catch it and rebuild (amd_jax/caches.py); files the user provides reach the user with it."""
