@@ -14,6 +14,8 @@ import os
 import pathlib
 import shutil
 import struct
+import subprocess
+import sys
 import zipfile
 
 import jax
@@ -27,6 +29,7 @@ from amd_jax.eval import fid
 from amd_jax.eval.mnist import Evaluator
 from amd_jax.models import mnist as mnist_models
 from amd_jax.models import toy2d
+import procs
 from test_digits import tiny_digits_config
 from tiny import tiny_toy2d_config
 
@@ -191,6 +194,50 @@ def test_teacher_of_another_model_is_refused_and_kept(toy_teacher, tmp_path):
     with pytest.raises(ConfigError, match=r"holds another model's parameters \(.*expected float32\["):
         teacher.load_or_train(config, toy2d.build(config))
     assert sorted(os.listdir(tmp_path / "copy")) == ["eval.json", "params"]
+
+
+def _digest(params) -> str:
+    return hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(params))).hexdigest()
+
+
+def _two_processes(folder) -> list[str]:
+    """The outputs of two processes (one job) running `_teacher_worker` on `folder`; both must exit 0."""
+    port = procs.free_port()
+    workers = [subprocess.Popen([sys.executable, __file__, str(port), str(pid), str(folder)], cwd=procs.REPO,
+                                env=procs._env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for pid in (0, 1)]
+    try:
+        outs = [w.communicate(timeout=180)[0] for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    assert [w.returncode for w in workers] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    return outs
+
+
+def test_two_processes_retrain_a_damaged_teacher_once(toy_teacher, tmp_path):
+    """Process 0 alone moves the folder aside; both retrain and save through Orbax's barriers; then both restore."""
+    _, _, params, _ = toy_teacher
+    folder = copy(config_dir(toy_teacher), tmp_path)
+    _damage_data(folder / "params")
+    outs = _two_processes(folder)
+    assert all(f"TEACHER {pid} {_digest(params)}" in out for pid, out in enumerate(outs)), outs
+    assert "is damaged" in outs[0] and "is damaged" not in outs[1] and all("training it" in out for out in outs)
+    assert sorted(os.listdir(folder)) == ["eval.json", "params", "params.damaged"]
+    outs = _two_processes(folder)  # the rebuilt checkpoint, restored by both
+    assert all(f"TEACHER {pid} {_digest(params)}" in out and "training it" not in out for pid, out in enumerate(outs))
+    assert sorted(os.listdir(folder)) == ["eval.json", "params", "params.damaged"]
+
+
+def _teacher_worker(port: int, pid: int, folder: str):
+    """One of the two processes of the test above: load_or_train on the damaged folder, print the params' hash."""
+    from amd_jax.parallel import distributed
+
+    writers.setup_logging()  # the entry points' logging: amd_jax at INFO
+    distributed.initialize(f"127.0.0.1:{port}", 2, pid)
+    config = tiny_toy2d_config()
+    config.teacher.dir = folder
+    print(f"TEACHER {pid} {_digest(teacher.load_or_train(config, toy2d.build(config)))}", flush=True)
 
 
 def test_truncated_teacher_report_is_rebuilt(toy_teacher, tmp_path, caplog):
@@ -383,3 +430,7 @@ def test_damaged_fid_stats_name_the_file(tmp_path):
     path.write_bytes(flip_bit(good, "sigma.npy"))
     with pytest.raises(DamagedFileError, match="cannot be read"):  # zlib or the zip's CRC-32 catches it
         fid.load_stats(path)
+
+
+if __name__ == "__main__":  # the worker of test_two_processes_retrain_a_damaged_teacher_once
+    _teacher_worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
