@@ -10,3 +10,8 @@ class ConfigError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """Training or evaluation produced NaN/inf: the run stops (non-zero exit) and keeps its newest finite checkpoint."""
+
+
+class DamagedFileError(ValueError):
+    """A file that exists but cannot be used: truncated, corrupted, or missing the keys or shapes its reader needs.
+    First-use caches catch it and rebuild (amd_jax/caches.py); files the user provides reach the user with it."""

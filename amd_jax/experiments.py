@@ -8,14 +8,16 @@ logging) is shared by the trainer.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable
 
 import jax
 import numpy as np
 from etils import epath
+from PIL import Image
 
-from amd_jax import writers
-
+from amd_jax import caches, paths, writers
+from amd_jax.errors import DamagedFileError
 from amd_jax.models.bundle import Models
 
 
@@ -34,6 +36,33 @@ def eval_conds(config, models, n):
     return {"label": (np.arange(n) % models.data.num_classes).astype(np.int32)}
 
 
+def teacher_report(config, build: Callable[[], tuple[dict, np.ndarray | None]], image: bool = False) -> None:
+    """The teacher's own quality in teacher.dir: eval.json, and samples.png when `image`.
+
+    `build() -> (metrics, image or None)` runs once, on process 0 only; a report that cannot be read is moved
+    aside and built again (amd_jax.caches). The image is written first and eval.json last, so an eval.json
+    means a complete report.
+    """
+    if jax.process_index() != 0:
+        return
+    folder = epath.Path(paths.absolute(config.teacher.dir))
+    files = [folder / "eval.json"] + ([folder / "samples.png"] if image else [])
+
+    def load():
+        if not isinstance(json.loads(files[0].read_text()), dict):
+            raise DamagedFileError("not a JSON object")
+        for png in files[1:]:
+            with Image.open(png) as im:
+                im.load()  # decodes every row: a truncated PNG raises OSError
+
+    def save(report):
+        if image:
+            writers.save_png(files[1], report[1])
+        writers.save_json(files[0], report[0])
+
+    caches.load_or_build(files, load, build, save)
+
+
 def _toy2d() -> Experiment:
     from amd_jax import teacher
     from amd_jax.eval import toy2d as ev
@@ -49,13 +78,14 @@ def _toy2d() -> Experiment:
 
     def frozen(config, models):
         params = teacher.load_or_train(config, models)
-        report = epath.Path(config.teacher.dir) / "eval.json"
-        # the teacher's own quality, once, by process 0 only: 50-step DDIM with the distillation's CFG scale
-        if jax.process_index() == 0 and not report.exists():
+
+        def report():  # 50-step DDIM with the distillation's CFG scale
             conds = eval_conds(config, models, config.eval.num_samples)
             x = teacher.sample_teacher(models, params, conds, config.dmd.guidance_scale, steps=50)
             metrics, _ = evaluate(config, models, x, conds, None, None)
-            writers.save_json(report, {**metrics, "sampler": "ddim50", "guidance_scale": config.dmd.guidance_scale})
+            return {**metrics, "sampler": "ddim50", "guidance_scale": config.dmd.guidance_scale}, None
+
+        teacher_report(config, report)
         return {"teacher": params, "reward": None}
 
     return Experiment(
@@ -92,19 +122,19 @@ def _images() -> Experiment:
 
     def frozen(config, models):
         reward, held["reward"] = mnist.load_reward(config, models.data, _dir(config, "reward", "reward"))
-        mnist.ensure_teacher(config, models)  # per-step jit: teacher.train_teacher's scan is slow for convs on CPU
-        params = teacher.load_or_train(config, models)
+        # per-step jit: teacher.train_teacher's scan is slow for convs on CPU
+        params = teacher.load_or_train(config, models, train=mnist.train_teacher)
         evaluator(config, models)
-        report = epath.Path(config.teacher.dir) / "eval.json"
-        # the teacher's own quality, once, by process 0 only: many-step DDIM with the distillation's CFG scale
-        if jax.process_index() == 0 and not report.exists():
+
+        def report():  # many-step DDIM with the distillation's CFG scale
             conds = eval_conds(config, models, config.eval.teacher_num_samples)
             x = teacher.sample_teacher(models, params, conds, config.dmd.guidance_scale, steps=config.eval.teacher_steps)
             r = np.asarray(jax.jit(models.reward)(reward, jax.numpy.asarray(x), conds))
             metrics, images = evaluate(config, models, x, conds, r, None)
-            writers.save_json(report, {**metrics, "sampler": f"ddim{config.eval.teacher_steps}",
-                                       "guidance_scale": config.dmd.guidance_scale, "reward_model": held["reward"]})
-            writers.save_png(report.parent / "samples.png", images["samples"])
+            return {**metrics, "sampler": f"ddim{config.eval.teacher_steps}",
+                    "guidance_scale": config.dmd.guidance_scale, "reward_model": held["reward"]}, images["samples"]
+
+        teacher_report(config, report, image=True)
         return {"teacher": params, "reward": reward}
 
     return Experiment(build=mnist.build, frozen=frozen, eval_conds=eval_conds, evaluate=evaluate)

@@ -2,13 +2,14 @@
 
 The teacher is trained on real data with label dropout (the null label gives the unconditional branch of CFG)
 and saved with Orbax under `config.teacher.dir`. `load_or_train` is what the trainer calls: it loads the teacher
-when its checkpoint exists and trains it otherwise (toy2d: ~1 min on a CPU).
+when its checkpoint exists and trains it otherwise (toy2d: ~1 min on a CPU), also when the checkpoint is damaged.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,9 @@ import optax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from amd_jax import caches, paths
 from amd_jax import method as M
+from amd_jax.errors import ConfigError, DamagedFileError
 from amd_jax.models.bundle import Models
 
 log = logging.getLogger(__name__)
@@ -70,27 +73,68 @@ def train_teacher(config, models: Models):
     return params
 
 
-def load_or_train(config, models: Models):
-    """The frozen teacher's parameters: restored from `config.teacher.dir` or, when absent, trained and saved there."""
-    path = epath.Path(config.teacher.dir).resolve() if "://" not in config.teacher.dir else epath.Path(config.teacher.dir)
+def load_or_train(config, models: Models, train: Callable | None = None):
+    """The frozen teacher's parameters: restored from `config.teacher.dir`/params, or trained and saved there.
+
+    `train(config, models) -> params` (default `train_teacher`) runs when the checkpoint is missing, or when it is
+    damaged (cannot be restored): the damaged folder is then moved aside to params.damaged with a warning. A
+    readable checkpoint of another model is refused with a ConfigError, and with teacher.train_if_missing=False
+    a damaged one with a DamagedFileError; both stay where they are.
+    Every process restores, trains and saves (Orbax writes once and synchronises the processes); only process 0
+    moves a damaged folder aside, before Orbax's save-start barrier, so no process sees it afterwards.
+    """
+    path = epath.Path(paths.absolute(config.teacher.dir)) / "params"
     abstract = jax.eval_shape(models.init_denoiser, jax.random.PRNGKey(0))
-    ckpt = ocp.StandardCheckpointer()  # every process saves and restores (Orbax synchronises them)
-    if (path / "params").exists():
-        log.info("Loading the teacher from %s", path)
-        # host numpy on every process (a process-local device array cannot be used by a multi-host job)
-        return ckpt.restore(path / "params", jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract))
-    if not config.teacher.train_if_missing:
+    ckpt = ocp.StandardCheckpointer()
+    if path.exists():
+        try:
+            return _restore(ckpt, path, abstract)
+        except DamagedFileError as e:
+            if not config.teacher.train_if_missing:
+                raise DamagedFileError(
+                    f"The teacher checkpoint {path} cannot be restored ({e}). Point --config.teacher.dir at an "
+                    f"intact teacher, or set --config.teacher.train_if_missing=True to move it aside and retrain."
+                ) from e
+            if jax.process_index() == 0:
+                caches.move_aside(path, str(e))
+    elif not config.teacher.train_if_missing:
         raise FileNotFoundError(
-            f"No teacher checkpoint at {path}/params. Point --config.teacher.dir at one, or set "
+            f"No teacher checkpoint at {path}. Point --config.teacher.dir at one, or set "
             f"--config.teacher.train_if_missing=True to train it first."
         )
-    log.info("No teacher at %s: training it (%d steps)", path, config.teacher.steps)
-    params = jax.device_get(train_teacher(config, models))  # each process trains the same teacher on its own device
+    log.info("No usable teacher at %s: training it (%d steps)", path, config.teacher.steps)
+    # each process trains the same teacher on its own device; host numpy is written once by the primary process
+    params = jax.device_get((train or train_teacher)(config, models))
     if jax.process_index() == 0:
-        path.mkdir(parents=True, exist_ok=True)
-    ckpt.save(path / "params", params)  # host numpy: written once by the primary process
+        path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.save(path, params)
     ckpt.wait_until_finished()
     return params
+
+
+def _restore(ckpt, path, abstract):
+    """The teacher at `path` as host numpy (usable by every process of a multi-host job).
+
+    Raises ConfigError when the checkpoint holds another model's parameters (its metadata says so; Orbax would
+    restore the stored shapes without complaint) and DamagedFileError when it cannot be read.
+    """
+    try:
+        meta = ckpt.metadata(path).item_metadata
+    except caches.UNREADABLE as e:
+        raise DamagedFileError(caches.describe(e)) from e
+    if meta is None:  # Orbax logs and swallows the error of an unreadable _METADATA
+        raise DamagedFileError("its _METADATA file cannot be read")
+    mismatch = caches.tree_mismatch(meta.tree, abstract)
+    if mismatch:
+        raise ConfigError(
+            f"The teacher checkpoint {path} holds another model's parameters ({mismatch}). Point "
+            f"--config.teacher.dir at a teacher trained with this config's model settings, or at a new folder."
+        )
+    log.info("Loading the teacher from %s", path)
+    try:
+        return ckpt.restore(path, jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract))
+    except caches.UNREADABLE as e:
+        raise DamagedFileError(caches.describe(e)) from e
 
 
 def sample_teacher(models: Models, params, cond, omega: float, steps: int = 50, seed: int = 0):

