@@ -21,24 +21,24 @@ _SHAPES = {  # name: (hosts, chips per host, topology)
 
 
 class UnknownSliceError(ValueError):
-  pass
+    pass
 
 
 def lookup(name: str) -> dict:
-  """Slice facts for a Cloud TPU accelerator type; raises UnknownSliceError listing the known ones."""
-  canonical = "v5litepod-" + name[4:] if name.startswith("v5e-") else name
-  if canonical not in _SHAPES:
-    raise UnknownSliceError(f"unknown TPU slice type {name!r}; known: {', '.join(_SHAPES)} (v5e-N = v5litepod-N). "
-                            "Add a row to launch/slices.py for another shape.")
-  hosts, chips, topology = _SHAPES[canonical]
-  family = canonical.rsplit("-", 1)[0]
-  return dict(slice=canonical, gke_accelerator=_GKE[family], hosts=hosts, chips_per_host=chips,
-              topology=topology, chips=hosts * chips, runtime=_RUNTIME[family])
+    """Slice facts for a Cloud TPU accelerator type; raises UnknownSliceError listing the known ones."""
+    canonical = "v5litepod-" + name[4:] if name.startswith("v5e-") else name
+    if canonical not in _SHAPES:
+        raise UnknownSliceError(f"unknown TPU slice type {name!r}; known: {', '.join(_SHAPES)} (v5e-N = v5litepod-N). "
+                                "Add a row to launch/slices.py for another shape.")
+    hosts, chips, topology = _SHAPES[canonical]
+    family = canonical.rsplit("-", 1)[0]
+    return dict(slice=canonical, gke_accelerator=_GKE[family], hosts=hosts, chips_per_host=chips,
+                topology=topology, chips=hosts * chips, runtime=_RUNTIME[family])
 
 
 if __name__ == "__main__":
-  try:
-    s = lookup(sys.argv[1])
-  except (UnknownSliceError, IndexError) as e:
-    sys.exit(f"error: {e}")
-  print(s["slice"], s["gke_accelerator"], s["hosts"], s["chips_per_host"], s["topology"], s["runtime"])
+    try:
+        s = lookup(sys.argv[1])
+    except (UnknownSliceError, IndexError) as e:
+        sys.exit(f"error: {e}")
+    print(s["slice"], s["gke_accelerator"], s["hosts"], s["chips_per_host"], s["topology"], s["runtime"])

@@ -32,44 +32,44 @@ _MODULE = flags.DEFINE_enum("module", "amd_jax.train", ["amd_jax.train", "amd_ja
 _SPOT = flags.DEFINE_bool("spot", False, "Schedule on Spot TPU nodes.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the job spec and exit; xmanager is not imported.")
 for _f in ("slice", "image", "config", "workdir"):
-  flags.mark_flag_as_required(_f)
+    flags.mark_flag_as_required(_f)
 
 
 def job_spec(slice_name, image, config, workdir, overrides, name="amd-jax", module="amd_jax.train", spot=False):
-  s = slices.lookup(slice_name)
-  command = gke_jobset.train_command(module, config, workdir, overrides)
-  return {"name": name,
-          "executable": {"kind": "xm.Dockerfile", "path": REPO, "dockerfile": "launch/Dockerfile",
-                         "push_image_tag": image},
-          "entrypoint": command[:3], "args": command[3:],
-          "tpu": {k: s[k] for k in ("slice", "gke_accelerator", "topology", "hosts", "chips_per_host", "chips")},
-          "spot": spot, "runs_as": "JobSet (launch/gke_jobset.py), one pod per TPU host"}
+    s = slices.lookup(slice_name)
+    command = gke_jobset.train_command(module, config, workdir, overrides)
+    return {"name": name,
+            "executable": {"kind": "xm.Dockerfile", "path": REPO, "dockerfile": "launch/Dockerfile",
+                           "push_image_tag": image},
+            "entrypoint": command[:3], "args": command[3:],
+            "tpu": {k: s[k] for k in ("slice", "gke_accelerator", "topology", "hosts", "chips_per_host", "chips")},
+            "spot": spot, "runs_as": "JobSet (launch/gke_jobset.py), one pod per TPU host"}
 
 
 def launch(spec):
-  from xmanager import xm, xm_local  # lazy: only a real launch needs xmanager
-  with xm_local.create_experiment(experiment_title=spec["name"]) as experiment:
-    [executable] = experiment.package([xm.Packageable(
-        executable_spec=xm.Dockerfile(path=REPO, dockerfile=os.path.join(REPO, "launch", "Dockerfile")),
-        executor_spec=xm_local.Kubernetes.Spec(push_image_tag=spec["executable"]["push_image_tag"]))])
-    manifest = gke_jobset.jobset(spec["name"], spec["tpu"]["slice"], executable.image_path,
-                                 spec["entrypoint"] + spec["args"], spot=spec["spot"])
-    subprocess.run(["kubectl", "apply", "-f", "-"], input=gke_jobset.to_yaml(manifest), text=True, check=True)
-    print(f"experiment {experiment.experiment_id}: JobSet {spec['name']} on {spec['tpu']['slice']}")
+    from xmanager import xm, xm_local  # lazy: only a real launch needs xmanager
+    with xm_local.create_experiment(experiment_title=spec["name"]) as experiment:
+        [executable] = experiment.package([xm.Packageable(
+            executable_spec=xm.Dockerfile(path=REPO, dockerfile=os.path.join(REPO, "launch", "Dockerfile")),
+            executor_spec=xm_local.Kubernetes.Spec(push_image_tag=spec["executable"]["push_image_tag"]))])
+        manifest = gke_jobset.jobset(spec["name"], spec["tpu"]["slice"], executable.image_path,
+                                     spec["entrypoint"] + spec["args"], spot=spec["spot"])
+        subprocess.run(["kubectl", "apply", "-f", "-"], input=gke_jobset.to_yaml(manifest), text=True, check=True)
+        print(f"experiment {experiment.experiment_id}: JobSet {spec['name']} on {spec['tpu']['slice']}")
 
 
 def main(argv):
-  overrides = [a for a in argv[1:] if a != "--"]
-  try:
-    spec = job_spec(_SLICE.value, _IMAGE.value, _CONFIG.value, _WORKDIR.value, overrides, _NAME.value,
-                    _MODULE.value, _SPOT.value)
-  except ValueError as e:
-    raise app.UsageError(str(e))
-  if _DRY_RUN.value:
-    print(json.dumps(spec, indent=2))
-    return
-  launch(spec)
+    overrides = [a for a in argv[1:] if a != "--"]
+    try:
+        spec = job_spec(_SLICE.value, _IMAGE.value, _CONFIG.value, _WORKDIR.value, overrides, _NAME.value,
+                        _MODULE.value, _SPOT.value)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    if _DRY_RUN.value:
+        print(json.dumps(spec, indent=2))
+        return
+    launch(spec)
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)
