@@ -162,6 +162,3 @@ class Progress:
         rate = (step - self.s0) / dt
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         return f"{rate:.2f} steps/s, ETA {eta / 60:.1f} min"
-
-    def reset(self, step: int):
-        self.t0, self.s0 = time.time(), step

@@ -58,9 +58,5 @@ def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
     return NamedSharding(mesh, P(batch_axes(mesh), *([None] * (ndim - 1))))
 
 
-def data_parallel_size(mesh: Mesh) -> int:
-    return math.prod(mesh.shape[a] for a in batch_axes(mesh))
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
