@@ -1,6 +1,6 @@
 """Throughput of a CLIP scorer's jitted forward pass (preprocess + image tower + text tower + score), random weights.
 
-    USE_TF=0 python -m amd_jax.models.rewards.bench --arch ViT-H-14 --batch 4 --image 256 --iters 3
+    python -m amd_jax.models.rewards.bench --arch ViT-H-14 --batch 4 --image 256 --iters 3
 
 Architectures: the open_clip configs (ViT-H-14: HPSv2 / PickScore size, ViT-g-14) or ``clip_l14`` (OpenAI
 ViT-L/14). Prints compile time and images/s after compilation.
@@ -9,16 +9,19 @@ ViT-L/14). Prints compile time and images/s after compilation.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from transformers import CLIPConfig
+os.environ.setdefault("USE_TF", "0")  # before transformers is imported: it must not load TensorFlow
 
-from amd_jax.models.rewards import openclip_convert as oc
-from amd_jax.models.rewards.clip_scorers import CLIPScorer, abstract_clip_params
-from amd_jax.models.rewards.preprocess import PreprocessConfig
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from transformers import CLIPConfig  # noqa: E402
+
+from amd_jax.models.rewards import openclip_convert as oc  # noqa: E402
+from amd_jax.models.rewards.clip_scorers import CLIPScorer, abstract_clip_params  # noqa: E402
+from amd_jax.models.rewards.preprocess import PreprocessConfig  # noqa: E402
 
 CLIP_L14 = dict(
     text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
-import numpy as np
-from etils import epath
+os.environ.setdefault("USE_TF", "0")  # before transformers is imported: it must not load TensorFlow
 
-from amd_jax.models.rewards import openclip_convert as oc
+import numpy as np  # noqa: E402
+from etils import epath  # noqa: E402
+
+from amd_jax.models.rewards import openclip_convert as oc  # noqa: E402
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
 
