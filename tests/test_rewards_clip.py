@@ -18,7 +18,7 @@ import pytest
 from flax.traverse_util import flatten_dict
 from safetensors.numpy import load_file, save_file
 
-from amd_jax.models.rewards import openclip_convert as oc
+from amd_jax.models.rewards import openclip_weights as oc
 from amd_jax.models.rewards.clip_scorers import abstract_clip_params, load_hf_clip, load_openclip
 from amd_jax.models.rewards.preprocess import PreprocessConfig, preprocess
 from amd_jax.models.rewards.registry import REWARD_LOADERS, load_reward

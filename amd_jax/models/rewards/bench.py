@@ -19,7 +19,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from transformers import CLIPConfig  # noqa: E402
 
-from amd_jax.models.rewards import openclip_convert as oc  # noqa: E402
+from amd_jax.models.rewards import openclip_weights as oc  # noqa: E402
 from amd_jax.models.rewards.clip_scorers import CLIPScorer, abstract_clip_params  # noqa: E402
 from amd_jax.models.rewards.preprocess import PreprocessConfig  # noqa: E402
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from transformers import CLIPConfig
 from transformers.models.clip.modeling_flax_clip import FlaxCLIPModule
 
-from amd_jax.models.rewards import openclip_convert as oc
+from amd_jax.models.rewards import openclip_weights as oc
 from amd_jax.models.rewards import weights as W
 from amd_jax.models.rewards.preprocess import OPENAI_MEAN, OPENAI_STD, PreprocessConfig, preprocess
 from amd_jax.models.rewards.tokenizer import CLIPTokenizer, load_tokenizer

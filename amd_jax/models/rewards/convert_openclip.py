@@ -21,7 +21,7 @@ os.environ.setdefault("USE_TF", "0")  # before transformers is imported: it must
 import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
-from amd_jax.models.rewards import openclip_convert as oc  # noqa: E402
+from amd_jax.models.rewards import openclip_weights as oc  # noqa: E402
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
 
