@@ -1,6 +1,6 @@
 """XManager launcher: build the image with XManager, run it on a multi-host TPU slice of a GKE cluster.
 
-  python launch/xm_launch.py --slice=v5p-64 --image=REGISTRY/amd-jax:TAG --config=configs/X.py \
+  python launch/xm_launch.py --slice=v5p-64 --image=REGISTRY/amd-jax:TAG --config=configs/X.py \\
       --workdir=gs://B/D [--name=amd-jax] [--spot] [--dry_run] -- [--config.key=value ...]
 
 --dry_run prints the job spec (executable, args, TPU type/topology) as JSON without importing xmanager.
@@ -19,7 +19,7 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gke_jobset  # noqa: E402
+import jobset_manifest  # noqa: E402
 import slices  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +37,7 @@ for _f in ("slice", "image", "config", "workdir"):
 
 def job_spec(slice_name, image, config, workdir, overrides, name="amd-jax", module="amd_jax.train", spot=False):
     s = slices.lookup(slice_name)
-    command = gke_jobset.train_command(module, config, workdir, overrides)
+    command = jobset_manifest.train_command(module, config, workdir, overrides)
     return {"name": name,
             "executable": {"kind": "xm.Dockerfile", "path": REPO, "dockerfile": "launch/Dockerfile",
                            "push_image_tag": image},
@@ -52,9 +52,9 @@ def launch(spec):
         [executable] = experiment.package([xm.Packageable(
             executable_spec=xm.Dockerfile(path=REPO, dockerfile=os.path.join(REPO, "launch", "Dockerfile")),
             executor_spec=xm_local.Kubernetes.Spec(push_image_tag=spec["executable"]["push_image_tag"]))])
-        manifest = gke_jobset.jobset(spec["name"], spec["tpu"]["slice"], executable.image_path,
-                                     spec["entrypoint"] + spec["args"], spot=spec["spot"])
-        subprocess.run(["kubectl", "apply", "-f", "-"], input=gke_jobset.to_yaml(manifest), text=True, check=True)
+        manifest = jobset_manifest.jobset(spec["name"], spec["tpu"]["slice"], executable.image_path,
+                                          spec["entrypoint"] + spec["args"], spot=spec["spot"])
+        subprocess.run(["kubectl", "apply", "-f", "-"], input=jobset_manifest.to_yaml(manifest), text=True, check=True)
         print(f"experiment {experiment.experiment_id}: JobSet {spec['name']} on {spec['tpu']['slice']}")
 
 

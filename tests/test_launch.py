@@ -62,9 +62,12 @@ def test_tpu_vm_delete():
 
 
 def test_gke_jobset_manifest():
-    r = _run(sys.executable, f"{LAUNCH}/gke_jobset.py", "--dry-run", "--image", IMAGE, "--name", "amd-v5p",
+    r = _run(sys.executable, f"{LAUNCH}/gke_jobset.py", "--dry_run", "--image", IMAGE, "--name", "amd-v5p",
              *COMMON, "--", *OVERRIDES)
     assert r.returncode == 0, r.stderr
+    alias = _run(sys.executable, f"{LAUNCH}/gke_jobset.py", "--dry-run", f"--image={IMAGE}", "--name=amd-v5p",
+                 *COMMON, "--", *OVERRIDES)
+    assert alias.stdout == r.stdout, alias.stderr  # tpu_vm.sh's spelling --dry-run is an alias
     m = yaml.safe_load(r.stdout)
     assert (m["apiVersion"], m["kind"], m["metadata"]["name"]) == ("jobset.x-k8s.io/v1alpha2", "JobSet", "amd-v5p")
     [rj] = m["spec"]["replicatedJobs"]
@@ -93,6 +96,16 @@ def test_xm_dry_run_spec_without_xmanager():
 
 @pytest.mark.parametrize("launcher", ["gke_jobset.py", "xm_launch.py"])
 def test_python_launchers_unknown_slice(launcher):
-    r = _run(sys.executable, f"{LAUNCH}/{launcher}", "--dry-run" if launcher == "gke_jobset.py" else "--dry_run",
-             f"--image={IMAGE}", "--slice=v9-8", "--config=configs/toy2d.py", "--workdir=gs://b/d")
+    r = _run(sys.executable, f"{LAUNCH}/{launcher}", "--dry_run", f"--image={IMAGE}", "--slice=v9-8",
+             "--config=configs/toy2d.py", "--workdir=gs://b/d")
     assert r.returncode != 0 and "unknown TPU slice type 'v9-8'" in r.stderr and "v5p-64" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("launcher", ["gke_jobset.py", "xm_launch.py"])
+def test_python_launchers_refuse_missing_flags_and_bare_overrides(launcher):
+    """Both are absl programs: a missing required flag is named; an override before `--` is an unknown flag."""
+    r = _run(sys.executable, f"{LAUNCH}/{launcher}", "--dry_run", f"--image={IMAGE}", "--config=configs/toy2d.py",
+             "--workdir=gs://b/d")
+    assert r.returncode != 0 and "--slice" in r.stderr and r.stdout == "", r.stderr
+    r = _run(sys.executable, f"{LAUNCH}/{launcher}", "--dry_run", *COMMON, f"--image={IMAGE}", OVERRIDES[0])
+    assert r.returncode != 0 and "Unknown command line flag 'config.total_steps'" in r.stderr, r.stderr
