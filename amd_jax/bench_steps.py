@@ -13,10 +13,12 @@ import json
 import os
 import time
 
-from absl import flags
-from ml_collections import config_flags
+os.environ.setdefault("USE_TF", "0")  # before transformers is imported (by the SDXL experiment): no TensorFlow
 
-from amd_jax import cli
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from amd_jax import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Scratch workdir (the teacher is trained there if missing).")
@@ -27,7 +29,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    os.environ.setdefault("USE_TF", "0")
     import jax
     import numpy as np
 

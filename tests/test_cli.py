@@ -81,3 +81,33 @@ def test_relative_and_home_workdirs_in_train_evaluate_and_sweep(tmp_path):
     run("amd_jax.sweep", "--config=" + os.path.relpath(config, tmp_path), "--workdir=sweep", "--seeds=0",
         "--variant=dmd2:method=dmd2", *[f"--set={a[len('--config.'):]}" for a in short])
     assert (tmp_path / "sweep" / "dmd2" / "seed_0" / "eval.json").exists() and (tmp_path / "sweep" / "results.md").exists()
+
+
+_USE_TF_PROBE = """
+import importlib.abc, os, runpy, sys
+seen = []
+class Probe(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "transformers" and not seen:
+            seen.append(os.environ.get("USE_TF"))
+sys.meta_path.insert(0, Probe())
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+print("USE_TF", os.environ.get("USE_TF"), "transformers", seen)
+"""
+
+
+@pytest.mark.parametrize("module", ["amd_jax.train", "amd_jax.evaluate", "amd_jax.prepare_sdxl", "amd_jax.bench_steps",
+                                    "amd_jax.models.rewards.convert_openclip", "amd_jax.models.rewards.bench"])
+def test_entry_points_set_use_tf_before_transformers(module):
+    """USE_TF=0 is the entry points' job (no library module sets it): each program that can import transformers
+    sets it before its first import, so transformers never sees it unset, even where TensorFlow is installed."""
+    env = {k: v for k, v in _env(1).items() if k != "USE_TF"}
+    out = subprocess.run([sys.executable, "-c", _USE_TF_PROBE, module], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    last = out.stdout.strip().splitlines()[-1]
+    assert last in ("USE_TF 0 transformers []", "USE_TF 0 transformers ['0']"), out.stdout[-2000:] + out.stderr[-2000:]
+
