@@ -111,3 +111,28 @@ def test_entry_points_set_use_tf_before_transformers(module):
     last = out.stdout.strip().splitlines()[-1]
     assert last in ("USE_TF 0 transformers []", "USE_TF 0 transformers ['0']"), out.stdout[-2000:] + out.stderr[-2000:]
 
+
+@pytest.mark.parametrize("args,expected", [
+    (["amd_jax.eval.convert_inception", "--src=w.pth"], "Flag --out must have a value other than None"),
+    (["amd_jax.models.rewards.convert_openclip", "--out=d", "--arch=ViT-H-14"],
+     "Flag --src must have a value other than None"),
+    (["amd_jax.models.rewards.convert_openclip", "--src=a.pt", "--out=d", "--arch=ViT-B-32"],
+     "--arch=ViT-B-32: value should be one of <ViT-H-14|ViT-g-14>"),
+    (["amd_jax.eval.bench_inception", "--batch=many"], "--batch=many: invalid literal for int()"),
+    (["amd_jax.models.rewards.bench", "--arch=nope"], "value should be one of <ViT-H-14|ViT-g-14|clip_l14>"),
+])
+def test_tools_refuse_bad_flags_in_one_line(args, expected):
+    """The converters and benchmarks are absl programs run by amd_jax.cli.run, like train: a missing or bad flag is
+    one line naming it, before any work (the converters' old positional arguments are now --src / --out)."""
+    out = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=_env(1), capture_output=True, text=True,
+                         timeout=120)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("Flag error:"), out.stderr
+    assert expected in lines[0], lines[0]
+
+
+def test_fetch_mnist_refuses_the_old_positional_cache_dir(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "amd_jax.data.mnist", str(tmp_path)], cwd=REPO, env=_env(1),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "give the cache folder as --cache_dir=DIR" in out.stderr, out.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing fetched

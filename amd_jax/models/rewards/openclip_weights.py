@@ -1,4 +1,5 @@
-"""open_clip ViT CLIP -> transformers FlaxCLIPModel: the config and the (pure, eval_shape-able) weight converter.
+"""open_clip ViT CLIP -> transformers FlaxCLIPModel: the config, the (pure, eval_shape-able) weight converter and
+the torch-free folder the converter CLI (convert_openclip.py) writes.
 
 open_clip's ``CLIP`` (ViT-H-14, ViT-g-14, HPSv2) and transformers' CLIP are the same network up to naming:
 
@@ -28,11 +29,15 @@ position for every tokenizer output.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Mapping
 
 import numpy as np
+from etils import epath
 from transformers import CLIPConfig
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")  # copied next to the weights by write_folder
 
 # Architectures of the registry's open_clip models (open_clip/model_configs/*.json).
 OPENCLIP_CONFIGS: dict[str, dict[str, Any]] = {
@@ -230,3 +235,27 @@ def convert_openclip_state_dict(state: Mapping[str, Any], config: CLIPConfig) ->
         "text_projection": {"kernel": s["text_projection"]},
         "logit_scale": s["logit_scale"].reshape(()),
     }
+
+
+def write_folder(state: dict[str, np.ndarray], out_dir, model_cfg: dict, tokenizer_dir=None,
+                 preprocess_cfg: dict | None = None) -> epath.Path:
+    """Check `state` (open_clip names, numpy) against open_clip's `model_cfg` and write the folder
+    ``load_reward('hpsv2' | 'clip_g14', folder)`` reads: open_clip_model.safetensors (float32, a DDP ``module.``
+    prefix removed), open_clip_config.json and the tokenizer files found in `tokenizer_dir`.
+    `preprocess_cfg` (open_clip's mean/std...) is stored when given; without it the loader uses OpenAI's
+    mean/std, which is what ViT-H-14 (HPSv2) and ViT-g-14 use."""
+    from safetensors.numpy import save as save_bytes
+
+    state = {k: np.array(v, np.float32, order="C") for k, v in strip_prefix(state).items()}  # keeps 0-d
+    check_openclip_state_dict(state, clip_config_from_openclip(model_cfg))  # before writing anything
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "open_clip_model.safetensors").write_bytes(save_bytes(state))
+    meta = {"model_cfg": model_cfg, **({"preprocess_cfg": preprocess_cfg} if preprocess_cfg else {})}
+    (out / "open_clip_config.json").write_text(json.dumps(meta, indent=1))
+    if tokenizer_dir:
+        src = epath.Path(tokenizer_dir)
+        for name in TOKENIZER_FILES:
+            if (src / name).exists():
+                (out / name).write_bytes((src / name).read_bytes())
+    return out

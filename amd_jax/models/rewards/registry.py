@@ -14,8 +14,9 @@ The CLIP scorers' weight folders (local path or gs://; only .safetensors / .npz 
 remote code):
 
 * ``hpsv2``: open_clip ViT-H-14 + HPS checkpoint. ``open_clip_model.safetensors`` = the ``state_dict`` of
-  ``HPS_v2_compressed.pt`` (or v2.1) converted once with torch (``convert_openclip.py``), open_clip tensor names;
-  tokenizer ``vocab.json`` + ``merges.txt`` (or ``tokenizer.json``), e.g. from laion/CLIP-ViT-H-14-laion2B-s32B-b79K.
+  ``HPS_v2_compressed.pt`` (or v2.1) converted once with torch (``python -m amd_jax.models.rewards.convert_openclip``),
+  open_clip tensor names; tokenizer ``vocab.json`` + ``merges.txt`` (or ``tokenizer.json``), e.g. from
+  laion/CLIP-ViT-H-14-laion2B-s32B-b79K.
   Optional ``open_clip_config.json``; without it the built-in ViT-H-14 config and OpenAI mean/std are used.
 * ``pickscore``: transformers folder of yuvalkirstain/PickScore_v1: ``config.json``, ``model.safetensors``,
   plus the processor files of laion/CLIP-ViT-H-14-laion2B-s32B-b79K (``preprocessor_config.json``, ``vocab.json``,
