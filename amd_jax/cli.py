@@ -1,4 +1,5 @@
-"""What every absl entry point (train, evaluate, sweep, prepare_sdxl, bench_steps) does the same way.
+"""What every absl entry point does the same way: train, evaluate, sweep, prepare_sdxl, bench_steps and the tools
+(eval.convert_inception, eval.bench_inception, models.rewards.convert_openclip, models.rewards.bench, data.mnist).
 
 - `run(main)`: absl's app.run with a flag parser that turns a bad flag (an unknown `--config.KEY`, a value of the
   wrong type) into one line naming the key and the nearest valid keys, instead of chained tracebacks.
