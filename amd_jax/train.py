@@ -28,7 +28,7 @@ def main(argv):
 
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)  # before any other JAX call
-    from amd_jax.errors import ConfigError
+    from amd_jax.errors import CheckpointError, ConfigError
     from amd_jax.trainer import Trainer
 
     try:
@@ -36,7 +36,12 @@ def main(argv):
         trainer = Trainer(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
-    trainer.run(stop_after=_STOP_AFTER.value)
+    except CheckpointError as e:  # checkpoints/ cannot be written
+        sys.exit(f"Checkpoint error: {e}")
+    try:
+        trainer.run(stop_after=_STOP_AFTER.value)
+    except CheckpointError as e:  # a save failed or was refused, or no checkpoint restores
+        sys.exit(f"Checkpoint error: {e}")
 
 
 if __name__ == "__main__":
