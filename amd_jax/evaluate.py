@@ -90,7 +90,7 @@ def main(argv):
 
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)
-    from amd_jax.errors import ConfigError
+    from amd_jax.errors import CheckpointError, ConfigError
 
     config = _CONFIG.value
     if _NUM.value:
@@ -101,19 +101,27 @@ def main(argv):
         ev = Evaluator(config, _WORKDIR.value)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
+    except CheckpointError as e:
+        sys.exit(f"Checkpoint error: {e}")
     if not _WATCH.value:
         steps = ev.checkpoint_steps()
         step = _STEP.value if _STEP.value is not None else (steps[-1] if steps else None)
         if step is None or step not in steps:
             sys.exit(f"No checkpoint {'at step %s ' % step if step is not None else ''}in {_WORKDIR.value}; "
                      f"available: {steps or 'none'}.")
-        ev.evaluate(step)
+        try:
+            ev.evaluate(step)
+        except CheckpointError as e:  # damaged: unreadable, checksum mismatch, non-finite
+            sys.exit(f"Checkpoint error: step {step} cannot be evaluated: {e}")
         return
     last_news = time.time()
     while True:
         todo = [s for s in ev.checkpoint_steps() if s not in ev.steps_done()]
         for s in todo:
-            ev.evaluate(s)
+            try:
+                ev.evaluate(s)
+            except CheckpointError as e:
+                sys.exit(f"Checkpoint error: step {s} cannot be evaluated: {e}")
             last_news = time.time()
         if config.total_steps in ev.steps_done():
             log.info("evaluated the final checkpoint (step %d); done.", config.total_steps)
