@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +60,7 @@ def _assert_same_state(a, b):
 
 
 def _snapshot(folder):
-    return {os.path.relpath(f, folder): open(f, "rb").read()
+    return {os.path.relpath(f, folder): Path(f).read_bytes()
             for f in glob.glob(f"{folder}/**", recursive=True) if os.path.isfile(f)}
 
 
@@ -102,15 +103,15 @@ def _damage_meta(step_dir):
 def _flip_bit(step_dir):
     """Flip one bit of the largest data file (same size) where Orbax still reads the step but returns other values:
     silent corruption. Seeded positions; the change is checked with Orbax alone."""
-    big = _data_files(step_dir)[-1]
-    data = open(big, "rb").read()
+    big = Path(_data_files(step_dir)[-1])
+    data = big.read_bytes()
     before = _raw_state(step_dir.parent.parent, step_dir.name)
     rng = random.Random(0)
     for _ in range(40):
         pos, bit = rng.randrange(len(data)), rng.randrange(8)
         flipped = bytearray(data)
         flipped[pos] ^= 1 << bit
-        open(big, "wb").write(flipped)
+        big.write_bytes(flipped)
         try:
             after = _raw_state(step_dir.parent.parent, step_dir.name)
         except Exception:  # this flip breaks the compressed stream: Orbax notices by itself
@@ -142,7 +143,7 @@ def test_damaged_newest_checkpoint_falls_back_and_keeps_it(finished, tmp_path, k
     assert re.search(rf"Checkpoint 12 is damaged, trying the previous one: .*{reason}", out), out[-3000:]
     assert re.search(r"Checkpoint 12 moved aside to \S+/checkpoints/12\.damaged \(kept, not deleted\)", out)
     assert "Resumed from step 8 " in out
-    assert _listing(wd) == ["10", "12", "12.damaged", "8"]  # 4 rotated out only once 10 and 12 were written
+    assert _listing(wd) == ["10", "12", "12.damaged", "8"]  # keep=3 counted 8, 10, 12 (not 12.damaged): 4 went
     assert _snapshot(wd / "checkpoints" / "12.damaged") == damaged_files  # the damaged step, byte for byte
 
     _assert_same_state(_raw_state(wd, 12), _raw_state(finished, 12))
@@ -190,6 +191,14 @@ def test_rotation_never_deletes_damaged_or_older_before_a_new_save(tmp_path):
     ck.save(4, _small_state(40), {})
     ck.close()
     assert _listing(tmp_path) == ["3", "3.damaged", "4"]  # 2 goes once two new intact steps exist; 3.damaged stays
+
+    for _ in range(2):  # step 4 damaged twice: the second one set aside next to the first
+        _damage_meta(tmp_path / "checkpoints" / "4")
+        ck = Checkpointer(str(tmp_path), keep=2)
+        assert ck.restore_latest(*_restore_target(_small_state(0)))[0] == 3
+        ck.save(4, _small_state(41), {})
+        ck.close()
+    assert _listing(tmp_path) == ["3", "3.damaged", "4", "4.damaged", "4.damaged.2"]
 
 
 def test_no_intact_checkpoint_refuses_and_moves_nothing(tmp_path):
