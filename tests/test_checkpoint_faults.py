@@ -157,8 +157,7 @@ def test_evaluating_a_damaged_step_is_a_clear_error(finished, tmp_path):
            *_flags()]
     done = subprocess.run(cmd, cwd=procs.REPO, env=procs._env(1), capture_output=True, text=True, timeout=240)
     assert done.returncode == 1, done.stderr[-3000:]
-    assert re.search(r"Checkpoint error: step 12 cannot be evaluated: cannot read the data of \S+/checkpoints/12: ",
-                     done.stderr), done.stderr[-3000:]
+    assert re.search(r"Checkpoint error: .*cannot read the data of \S+/checkpoints/12: ", done.stderr), done.stderr[-3000:]
     assert _listing(wd) == ["12", "4", "8"]  # the evaluator moves nothing
 
 
