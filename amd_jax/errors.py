@@ -15,3 +15,8 @@ class NonFiniteError(RuntimeError):
 class DamagedFileError(ValueError):
     """A file that exists but cannot be used: truncated, corrupted, or missing the keys or shapes its reader needs.
     First-use caches catch it and rebuild (amd_jax/caches.py); files the user provides reach the user with it."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written (read-only or full folder, non-finite state) or read back (damaged files,
+    checksum mismatch); the message names the step, the folder and what was kept."""

@@ -95,7 +95,7 @@ def main(argv):
 
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)
-    from amd_jax.errors import ConfigError, NonFiniteError
+    from amd_jax.errors import CheckpointError, ConfigError, NonFiniteError
 
     config = _CONFIG.value
     if _NUM.value:
@@ -107,10 +107,14 @@ def main(argv):
         ev = Evaluator(config, workdir)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
+    except CheckpointError as e:
+        sys.exit(f"Checkpoint error: {e}")
     try:
         _evaluate_steps(ev, config)
     except NonFiniteError as e:
         sys.exit(f"Evaluation failed: {e}")
+    except CheckpointError as e:  # the requested step is damaged
+        sys.exit(f"Checkpoint error: {e}")
 
 
 def _evaluate_steps(ev: Evaluator, config):

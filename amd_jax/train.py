@@ -29,7 +29,7 @@ def main(argv):
 
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)  # before any other JAX call
-    from amd_jax.errors import ConfigError, NonFiniteError
+    from amd_jax.errors import CheckpointError, ConfigError, DamagedFileError, NonFiniteError
     from amd_jax.trainer import Trainer
 
     try:
@@ -38,10 +38,16 @@ def main(argv):
         trainer = Trainer(_CONFIG.value, workdir)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
+    except CheckpointError as e:  # checkpoints/ cannot be written
+        sys.exit(f"Checkpoint error: {e}")
     try:
         trainer.run(stop_after=_STOP_AFTER.value)
     except NonFiniteError as e:
         sys.exit(f"Run stopped: {e}")
+    except CheckpointError as e:  # a save failed or was refused, or no checkpoint restores
+        sys.exit(f"Checkpoint error: {e}")
+    except (ConfigError, DamagedFileError) as e:  # found while loading the teacher, the reward or the data
+        sys.exit(f"Input error: {e}")
 
 
 if __name__ == "__main__":

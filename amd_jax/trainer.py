@@ -134,9 +134,10 @@ class Trainer:
         self.teacher_sh = tree_shardings(teacher_abs, self.mesh, rules, min_size)
 
         self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save)
-        self.resume_step = self.ckpt.latest_step()
+        # checked before compiling; _init_state restores it or, if its data is damaged, an older step (checked too)
+        self.resume_step = self.ckpt.latest_compatible(self.abstract_state, config.to_dict())
         if self.resume_step is not None:
-            meta = self.ckpt.check_compatible(self.resume_step, self.abstract_state, config.to_dict())
+            meta = self.ckpt.restore_meta(self.resume_step)
             check_resume(meta.get("config", {}), config.to_dict(), self.resume_step)
 
     # ------------------------------------------------------------------------------------------- set-up
@@ -149,9 +150,10 @@ class Trainer:
         return frozen
 
     def _init_state(self, frozen):
-        if self.resume_step is not None:
-            t0 = time.time()
-            state, meta = self.ckpt.restore(self.resume_step, self.abstract_state, self.state_sh)
+        t0 = time.time()
+        found = self.ckpt.restore_latest(self.abstract_state, self.state_sh, self.c.to_dict())
+        if found is not None:
+            self.resume_step, state, meta = found
             log.info("Resumed from step %d (data position %s, saved on mesh %s) in %.2f s", self.resume_step,
                      meta.get("data_position"), meta.get("mesh"), time.time() - t0)
             return state
