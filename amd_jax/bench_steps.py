@@ -2,7 +2,7 @@
 
     python -m amd_jax.bench_steps --config=configs/toy2d.py --workdir=/tmp/bench [--iters=200] [--devices=1]
 
-Builds the trainer exactly as training does (abstract state, shardings, AOT compile), then times each compiled
+Builds the session exactly as training does (abstract state, shardings, AOT compile), then times each compiled
 step over --iters calls after one warm-up call, blocking on the result. Prints one JSON line per step with
 compile seconds, median and p90 milliseconds per call, and GFLOP per call and device from XLA's cost analysis.
 """
@@ -32,17 +32,17 @@ def main(argv):
     import jax
     import numpy as np
 
-    from amd_jax.trainer import Trainer, _put_batch
+    from amd_jax.session import Session
     from amd_jax.writers import setup_logging
 
     setup_logging()
 
     devices = jax.devices()[: _DEVICES.value] if _DEVICES.value else jax.devices()
-    trainer = Trainer(_CONFIG.value, cli.prepare(_CONFIG.value, _WORKDIR.value), devices=devices)
-    frozen = trainer._frozen()
-    state = trainer._init_state(frozen)
-    batch = _put_batch(trainer.models.data.global_batch(0, trainer.c.global_batch), trainer.mesh)
-    compiled, seconds, flops = trainer._compile(frozen, state, batch)
+    session = Session(_CONFIG.value, cli.prepare(_CONFIG.value, _WORKDIR.value), devices=devices)
+    frozen = session.frozen()
+    state = session.initial_state(frozen)
+    batch = session.batch(0)
+    compiled, seconds, flops = session.compile(frozen, state, batch)
     x, r = compiled["sample"](state, frozen, batch)
     calls = {  # each returns (new state, everything it computed) so that blocking waits for all of it
         "generator": lambda s: (lambda out: (out[0], out))(compiled["generator"](s, frozen, batch)),
@@ -57,7 +57,7 @@ def main(argv):
             state = jax.block_until_ready(call(state))[0]
             times.append(time.perf_counter() - t0)
         print(json.dumps({
-            "step": name, "devices": len(devices), "mesh": dict(trainer.mesh.shape),
+            "step": name, "devices": len(devices), "mesh": dict(session.mesh.shape),
             "compile_s": round(seconds[name], 3), "median_ms": round(1e3 * float(np.median(times)), 3),
             "p90_ms": round(1e3 * float(np.percentile(times, 90)), 3), "gflop_per_call": round(flops[name] / 1e9, 4),
         }))

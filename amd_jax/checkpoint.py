@@ -72,6 +72,11 @@ class Checkpointer:
                 f"there), or give another --workdir."
             ) from e
 
+    def steps(self) -> list[int]:
+        """Every step in checkpoints/, re-listed from storage (a training job may have added some)."""
+        self.manager.reload()
+        return sorted(self.manager.all_steps())
+
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 

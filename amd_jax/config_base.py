@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.experiment = ""  # key of amd_jax.experiments.EXPERIMENTS
+    c.experiment = ""  # the task: a name of amd_jax.tasks (toy2d, digits, mnist, sdxl)
     c.method = "amd"  # 'dmd2' | 'amd'
     c.seed = 0
     c.total_steps = 1000
@@ -65,8 +65,9 @@ def base() -> ml_collections.ConfigDict:
     c.sharding = ml_collections.ConfigDict({"rules": (), "fsdp_min_size": 2**14})
 
     # max_nonfinite: stop after this many consecutive iterations whose update was skipped for a NaN/inf loss or
-    # gradient (steps.py skips them; the newest checkpoint then still holds the last finite state)
-    c.train = ml_collections.ConfigDict({"max_nonfinite": 20})
+    # gradient (steps.py skips them; the newest checkpoint then still holds the last finite state);
+    # profile_steps: (first, last) iterations traced by jax.profiler into WORKDIR/profile; () = off
+    c.train = ml_collections.ConfigDict({"max_nonfinite": 20, "profile_steps": ()})
     c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3, "async_save": True})
     # sample_every: images + the experiment's metrics on `sample_count` fresh samples (the in-training curves)
     c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500, "sample_count": 1024})
@@ -268,7 +269,7 @@ def _check_batch(c, num_devices: int, num_processes: int) -> None:
 
 
 def sample_count_notes(c) -> list[str]:
-    """What Trainer.generate really evaluates when a sample count is not a multiple of the global batch: it
+    """What Session.generate really evaluates when a sample count is not a multiple of the global batch: it
     generates whole global batches and drops the last partial one. In-training samples number
     min(eval.num_samples, log.sample_count)."""
     notes, bsz, n_eval = [], c.global_batch, c.eval.num_samples
@@ -298,6 +299,7 @@ _RESUME_FREE = (
     "reward.monitor",  # dmd2 only logs rewards with it: stop-gradient, the updates are the same
     "teacher.train_if_missing",  # what to do without a teacher; a resumed run's teacher exists
     "train.max_nonfinite",  # when to give up on a diverging run, not what an update does
+    "train.profile_steps",  # what is traced, not what is trained
     "resume",  # this check's own setting
 )
 
@@ -312,7 +314,7 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
     `current` (config.to_dict()) when that would train another experiment, or when nothing is left to train.
 
     Compared: every key except the _RESUME_FREE ones (total_steps, log.*, eval.*, checkpoint.*, mesh.*, sharding.*,
-    reward.monitor, teacher.train_if_missing, train.max_nonfinite, resume.*) and the path-valued keys
+    reward.monitor, teacher.train_if_missing, train.max_nonfinite, train.profile_steps, resume.*) and the path-valued keys
     (paths.is_path_key: teacher.dir, data.path, model.path, ... may be moved, and are spelled relative or absolute).
     All the others (method, seed, experiment, schedule, student, model, data, dmd, amd, gan, optim, reward.name,
     teacher.*) set the updates, the data stream or what eval.json is labelled with; when the checkpoint's state has the same shapes, a

@@ -39,15 +39,17 @@ log = logging.getLogger("amd_jax")
 
 
 class Evaluator:
+    """The checkpoints of one training run, evaluated on this machine's mesh. Loads the reward model (for the
+    reward and zone statistics) and the task's evaluators, never the teacher."""
+
     def __init__(self, config, workdir: str):
         from etils import epath
 
-        from amd_jax.trainer import Trainer
+        from amd_jax.session import Session
 
-        self.trainer = Trainer(config, workdir)
+        self.session = Session(config, workdir)
         self.out = epath.Path(workdir) / "eval"
-        self.frozen = self.trainer._frozen()
-        self.gen = self.trainer._generator(self.frozen)
+        self.gen = self.session.sampler(self.session.frozen(teacher=False))
 
     def steps_done(self) -> set[int]:
         """Steps with a results file eval_<step>.json (not the .failed.json of a refused evaluation)."""
@@ -57,20 +59,19 @@ class Evaluator:
         return sorted(p for p in self.out.glob("eval_*.json") if p.stem[5:].isdigit()) if self.out.exists() else []
 
     def checkpoint_steps(self) -> list[int]:
-        self.trainer.ckpt.manager.reload()
-        return sorted(self.trainer.ckpt.manager.all_steps())
+        return self.session.ckpt.steps()
 
     def evaluate(self, step: int) -> dict:
         from amd_jax import writers
 
-        t = self.trainer
+        s, c = self.session, self.session.c
         t0 = time.time()
-        state, _ = t.ckpt.restore(step, t.abstract_state, t.state_sh)
-        x, cond, r, z = t.generate(self.gen, state.student, t.c.eval.num_samples, seed=777)
+        state = s.restore(step)
+        x, cond, r, z = s.generate(self.gen, state.student, c.eval.num_samples, seed=777)
         t_gen = time.time() - t0
-        save = {"save_dir": self.out / f"images_{step:07d}"} if t.c.eval.get("save_images") else {}  # SDXL only
-        metrics, images = t.exp.evaluate(t.c, t.models, x, cond, r, z, title=f"{t.c.method} step {step}", **save)
-        metrics.update(step=step, method=t.c.method, seed=t.c.seed, generate_seconds=round(t_gen, 2))
+        save_dir = self.out / f"images_{step:07d}" if c.eval.get("save_images") else None
+        metrics, images = s.task.evaluate(x, cond, r, z, title=f"{c.method} step {step}", save_dir=save_dir)
+        metrics.update(step=step, method=c.method, seed=c.seed, generate_seconds=round(t_gen, 2))
         writers.save_eval_json(self.out / f"eval_{step:07d}.json", metrics)
         for name, img in images.items():
             writers.save_png(self.out / f"{name}_{step:07d}.png", img)

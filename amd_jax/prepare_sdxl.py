@@ -33,7 +33,7 @@ def main(argv):
     del argv
     from etils import epath
 
-    from amd_jax import experiments_sdxl as X
+    from amd_jax.tasks.sdxl import prepare as X
     from amd_jax.data import prompts as P
     from amd_jax.writers import setup_logging
 

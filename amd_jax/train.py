@@ -30,18 +30,19 @@ def main(argv):
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)  # before any other JAX call
     from amd_jax.errors import CheckpointError, ConfigError, DamagedFileError, NonFiniteError
-    from amd_jax.trainer import Trainer
+    from amd_jax.loop import train
+    from amd_jax.session import Session
 
     try:
         workdir = cli.prepare(_CONFIG.value, _WORKDIR.value)
         distributed.check_consistent(_CONFIG.value.to_json_best_effort())
-        trainer = Trainer(_CONFIG.value, workdir)
+        session = Session(_CONFIG.value, workdir)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
     except CheckpointError as e:  # checkpoints/ cannot be written
         sys.exit(f"Checkpoint error: {e}")
     try:
-        trainer.run(stop_after=_STOP_AFTER.value)
+        train(session, stop_after=_STOP_AFTER.value)
     except NonFiniteError as e:
         sys.exit(f"Run stopped: {e}")
     except CheckpointError as e:  # a save failed or was refused, or no checkpoint restores

@@ -22,13 +22,12 @@ import jax
 import numpy as np
 import pytest
 
-from amd_jax import caches, experiments, teacher, writers
+from amd_jax import caches, tasks, teacher, writers
 from amd_jax.data import mnist as data_lib
 from amd_jax.errors import ConfigError, DamagedFileError
 from amd_jax.eval import fid
 from amd_jax.eval.mnist import Evaluator
 from amd_jax.models import mnist as mnist_models
-from amd_jax.models import toy2d
 import procs
 from test_digits import tiny_digits_config
 from tiny import tiny_toy2d_config
@@ -134,12 +133,12 @@ def test_tree_mismatch_names_the_difference():
 
 @pytest.fixture(scope="module")
 def toy_teacher(tmp_path_factory):
-    """A clean first build of the toy2d_tiny teacher and its eval.json: (config, models, params, report)."""
+    """A clean first build of the toy2d_tiny teacher and its eval.json: (config, task, params, report)."""
     config = tiny_toy2d_config()
     config.teacher.dir = str(tmp_path_factory.mktemp("toy") / "teacher")
-    models = toy2d.build(config)
-    params = experiments.get("toy2d").frozen(config, models)["teacher"]
-    return config, models, params, json.loads((pathlib.Path(config.teacher.dir) / "eval.json").read_text())
+    task = tasks.build(config)
+    params = task.teacher()
+    return config, task, params, json.loads((pathlib.Path(config.teacher.dir) / "eval.json").read_text())
 
 
 def config_dir(toy):
@@ -163,26 +162,26 @@ def _damage_metadata(params_dir):
 @pytest.mark.parametrize("damage", [_damage_data, _remove_data, _damage_metadata],
                          ids=["data_truncated", "data_missing", "metadata_truncated"])
 def test_damaged_teacher_is_moved_aside_and_retrained(toy_teacher, tmp_path, caplog, damage):
-    config, models, params, _ = toy_teacher
+    config, task, params, _ = toy_teacher
     config = config.copy_and_resolve_references()
     config.teacher.dir = str(copy(config_dir(toy_teacher), tmp_path))
     damage(tmp_path / "copy" / "params")
-    got = teacher.load_or_train(config, models)
+    got = teacher.load_or_train(config, task.models, task.data)
     assert_moved_aside(caplog, tmp_path / "copy" / "params")
     tree_equal(got, params)
     caplog.clear()
-    tree_equal(teacher.load_or_train(config, models), params)  # the rebuilt checkpoint restores, nothing moved
+    tree_equal(teacher.load_or_train(config, task.models, task.data), params)  # the rebuilt checkpoint restores, nothing moved
     assert not os.path.exists(tmp_path / "copy" / "params.damaged.1")
 
 
 def test_damaged_teacher_without_train_if_missing_is_an_error_and_kept(toy_teacher, tmp_path):
-    config, models, _, _ = toy_teacher
+    config, task, _, _ = toy_teacher
     config = config.copy_and_resolve_references()
     config.teacher.dir = str(copy(config_dir(toy_teacher), tmp_path))
     config.teacher.train_if_missing = False
     _damage_data(tmp_path / "copy" / "params")
     with pytest.raises(DamagedFileError, match=r"cannot be restored .*train_if_missing=True"):
-        teacher.load_or_train(config, models)
+        teacher.load_or_train(config, task.models, task.data)
     assert sorted(os.listdir(tmp_path / "copy")) == ["eval.json", "params"]
 
 
@@ -192,7 +191,7 @@ def test_teacher_of_another_model_is_refused_and_kept(toy_teacher, tmp_path):
     config.teacher.dir = str(copy(config_dir(toy_teacher), tmp_path))
     config.model.hidden = 48
     with pytest.raises(ConfigError, match=r"holds another model's parameters \(.*expected float32\["):
-        teacher.load_or_train(config, toy2d.build(config))
+        tasks.build(config).teacher()
     assert sorted(os.listdir(tmp_path / "copy")) == ["eval.json", "params"]
 
 
@@ -237,15 +236,15 @@ def _teacher_worker(port: int, pid: int, folder: str):
     distributed.initialize(f"127.0.0.1:{port}", 2, pid)
     config = tiny_toy2d_config()
     config.teacher.dir = folder
-    print(f"TEACHER {pid} {_digest(teacher.load_or_train(config, toy2d.build(config)))}", flush=True)
+    print(f"TEACHER {pid} {_digest(tasks.build(config).teacher())}", flush=True)
 
 
 def test_truncated_teacher_report_is_rebuilt(toy_teacher, tmp_path, caplog):
-    config, models, _, report = toy_teacher
+    config, _, _, report = toy_teacher
     config = config.copy_and_resolve_references()
     config.teacher.dir = str(copy(config_dir(toy_teacher), tmp_path))
     truncate(tmp_path / "copy" / "eval.json", 0.9)
-    experiments.get("toy2d").frozen(config, models)
+    tasks.build(config).teacher()
     assert_moved_aside(caplog, tmp_path / "copy" / "eval.json")
     assert json.loads((tmp_path / "copy" / "eval.json").read_text()) == report
 
@@ -260,11 +259,11 @@ def digits(tmp_path_factory):
     config = tiny_digits_config()
     config.teacher.dir = str(root / "teacher")
     config.eval.classifier_steps = 60
-    models = mnist_models.build(config)
-    experiments.get("digits").frozen(config, models)
+    task = tasks.build(config)
+    task.teacher()
     with np.load(root / "reward" / "softmax_regression.npz") as f:
         reward = {k: f[k] for k in f.files}
-    return {"root": root, "config": config, "models": models, "reward": reward,
+    return {"root": root, "config": config, "task": task, "reward": reward,
             "classifier": (root / "classifier" / "classifier.msgpack").read_bytes(),
             "classifier_report": json.loads((root / "classifier" / "classifier.json").read_text()),
             "report": json.loads((root / "teacher" / "eval.json").read_text()),
@@ -298,7 +297,7 @@ def test_damaged_reward_cache_is_rebuilt(digits, tmp_path, caplog, damage):
     config, root = _digits_copy(digits, tmp_path)
     path = root / "reward" / "softmax_regression.npz"
     damage(path)
-    params, report = mnist_models.load_reward(config, digits["models"].data, str(root / "reward"))
+    params, report = mnist_models.load_reward(config, digits["task"].data, str(root / "reward"))
     assert_moved_aside(caplog, path)
     tree_equal(params, digits["reward"])
     with np.load(path) as f:
@@ -312,7 +311,7 @@ def test_other_processes_rebuild_in_memory_and_leave_the_file(digits, tmp_path, 
     truncate(path)
     damaged = path.read_bytes()
     monkeypatch.setattr(jax, "process_index", lambda: 1)
-    params, _ = mnist_models.load_reward(config, digits["models"].data, str(root / "reward"))
+    params, _ = mnist_models.load_reward(config, digits["task"].data, str(root / "reward"))
     tree_equal(params, digits["reward"])
     assert path.read_bytes() == damaged and not os.path.exists(str(path) + ".damaged")
     assert any("rebuilding it in memory" in r.getMessage() for r in caplog.records)
@@ -325,9 +324,9 @@ def test_reward_cache_after_a_crashed_write_is_built_again(digits, tmp_path, mon
     with monkeypatch.context() as m:
         m.setattr(caches, "_write", _crash_halfway)
         with pytest.raises(OSError, match="No space"):
-            mnist_models.load_reward(config, digits["models"].data, str(root / "reward"))
+            mnist_models.load_reward(config, digits["task"].data, str(root / "reward"))
     assert os.listdir(root / "reward") == []
-    params, _ = mnist_models.load_reward(config, digits["models"].data, str(root / "reward"))
+    params, _ = mnist_models.load_reward(config, digits["task"].data, str(root / "reward"))
     tree_equal(params, digits["reward"])
 
 
@@ -354,9 +353,10 @@ def test_damaged_classifier_cache_is_rebuilt(digits, tmp_path, caplog, name, dam
 
 def test_damaged_digits_teacher_is_retrained_per_step(digits, tmp_path, caplog):
     config, root = _digits_copy(digits, tmp_path)
-    ref = teacher.load_or_train(digits["config"], digits["models"], train=mnist_models.train_teacher)
+    task = digits["task"]
+    ref = teacher.load_or_train(digits["config"], task.models, task.data, per_step=True)
     _damage_data(root / "teacher" / "params")
-    got = teacher.load_or_train(config, digits["models"], train=mnist_models.train_teacher)
+    got = teacher.load_or_train(config, task.models, task.data, per_step=True)
     assert_moved_aside(caplog, root / "teacher" / "params")
     tree_equal(got, ref)
 
@@ -364,7 +364,7 @@ def test_damaged_digits_teacher_is_retrained_per_step(digits, tmp_path, caplog):
 def test_truncated_teacher_samples_rebuild_the_whole_report(digits, tmp_path, caplog):
     config, root = _digits_copy(digits, tmp_path)
     truncate(root / "teacher" / "samples.png")
-    experiments.get("digits").frozen(config, digits["models"])
+    tasks.build(config).teacher()
     assert_moved_aside(caplog, root / "teacher" / "samples.png")
     assert os.path.exists(root / "teacher" / "eval.json.damaged")  # the report's files move aside together
     assert (root / "teacher" / "samples.png").read_bytes() == digits["samples"]

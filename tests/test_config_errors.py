@@ -17,7 +17,8 @@ import pytest
 from amd_jax.config_base import base, check_resume, load, validate
 from amd_jax.errors import ConfigError
 from amd_jax.parallel.mesh import resolve_mesh_shape
-from amd_jax.trainer import Trainer
+from amd_jax.loop import train
+from amd_jax.session import Session
 from procs import Train
 from tiny import ROOT, tiny_toy2d_config
 
@@ -53,7 +54,7 @@ def test_mesh_that_does_not_match_the_devices():
     config = tiny_toy2d_config()
     config.mesh.shape = (3, 2)
     with pytest.raises(ConfigError, match="mesh.shape"):
-        Trainer(config, "/nonexistent/never/created")
+        Session(config, "/nonexistent/never/created")
 
 
 def test_global_batch_not_divisible_by_the_data_axes(tmp_path):
@@ -61,7 +62,7 @@ def test_global_batch_not_divisible_by_the_data_axes(tmp_path):
     config.mesh.shape = (4, 2)
     config.global_batch = 36
     with pytest.raises(ConfigError, match=r"global_batch=36 is not divisible by .* data\*fsdp=8.*multiple of 8"):
-        Trainer(config, str(tmp_path))
+        Session(config, str(tmp_path))
     assert not os.listdir(tmp_path)
 
 
@@ -74,18 +75,18 @@ def test_global_batch_not_divisible_by_the_data_axes(tmp_path):
 def test_invalid_knobs(key, value, match, tmp_path):
     config = tiny_toy2d_config(**{key: value})
     with pytest.raises(ConfigError, match=match):
-        Trainer(config, str(tmp_path))
+        Session(config, str(tmp_path))
 
 
 def test_workdir_with_a_checkpoint_of_an_incompatible_config(tmp_path):
     config = tiny_toy2d_config()
     config.total_steps, config.checkpoint.every, config.eval.at_end, config.log.sample_every = 2, 2, False, 0
-    Trainer(config, str(tmp_path), devices=jax.devices()[:1]).run()
+    train(Session(config, str(tmp_path), devices=jax.devices()[:1]))
     before = _tree_digest(tmp_path / "checkpoints")
     wider = config.copy_and_resolve_references()
     wider.model.hidden = 48
     with pytest.raises(ConfigError, match=r"(?s)incompatible config .*Dense_0/kernel: checkpoint \(\(32, 32\).*model.hidden: 32 -> 48.*Use a new --workdir"):
-        Trainer(wider, str(tmp_path), devices=jax.devices()[:1])
+        Session(wider, str(tmp_path), devices=jax.devices()[:1])
     assert _tree_digest(tmp_path / "checkpoints") == before
 
 
@@ -159,7 +160,7 @@ def _id(v):
 @pytest.mark.parametrize("overrides,match", REFUSED, ids=_id)
 def test_refused_knob_names_key_value_and_fix(overrides, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
-        Trainer(_with(**overrides), str(tmp_path))
+        Session(_with(**overrides), str(tmp_path))
     assert not os.listdir(tmp_path)  # refused before anything was written
 
 

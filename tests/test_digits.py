@@ -43,7 +43,8 @@ def tiny_digits_config(**overrides):
 
 @pytest.fixture(scope="module")
 def digits_runs(tmp_path_factory):
-    from amd_jax.trainer import Trainer
+    from amd_jax.loop import train
+    from amd_jax.session import Session
 
     root = tmp_path_factory.mktemp("digits")
     out = {}
@@ -51,7 +52,7 @@ def digits_runs(tmp_path_factory):
         c = tiny_digits_config(method=method)
         c.gan.enabled = method == "dmd2"  # exercise the GAN head on the UNet features too
         c.teacher.dir = str(root / "teacher")  # shared: the second run loads it
-        Trainer(c, str(root / method), devices=jax.devices()[:1]).run()
+        train(Session(c, str(root / method), devices=jax.devices()[:1]))
         out[method] = root / method
     return root, out
 

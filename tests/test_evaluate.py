@@ -3,14 +3,15 @@
 import json
 
 from amd_jax.evaluate import Evaluator
-from amd_jax.trainer import Trainer
+from amd_jax.loop import train
+from amd_jax.session import Session
 from tiny import tiny_toy2d_config
 
 
 def test_evaluate_checkpoints_matches_training_eval(tmp_path):
     config = tiny_toy2d_config()
     config.total_steps, config.checkpoint.every, config.log.sample_every = 8, 4, 0
-    Trainer(config, str(tmp_path)).run()
+    train(Session(config, str(tmp_path)))
     at_end = json.loads((tmp_path / "eval.json").read_text())
 
     ev = Evaluator(config, str(tmp_path))

@@ -16,9 +16,9 @@ import numpy as np
 from jax.sharding import SingleDeviceSharding
 
 from amd_jax.checkpoint import Checkpointer
-from amd_jax.models import toy2d
-from amd_jax.teacher import load_or_train
-from amd_jax.trainer import Trainer
+from amd_jax import tasks
+from amd_jax.loop import train
+from amd_jax.session import Session
 from procs import Train
 from tiny import tiny_toy2d_config
 
@@ -33,7 +33,7 @@ def test_two_processes_preempt_resume_match_one_process(tmp_path):
     config = tiny_toy2d_config()
     config.mesh.shape = (4, 2)
     config.teacher.dir = str(tmp_path / "one" / "teacher")
-    load_or_train(config, toy2d.build(config))  # trained here, on one device, for both runs
+    tasks.build(config).teacher()  # trained here, on one device, for both runs
     teacher = f"--config.teacher.dir={config.teacher.dir}"
 
     two = tmp_path / "two"
@@ -56,8 +56,8 @@ def test_two_processes_preempt_resume_match_one_process(tmp_path):
     assert len(list((two / "tensorboard").glob("events.out.tfevents.*"))) == 2  # one per launch: process 0 only
 
     config.total_steps = total
-    one = Trainer(config, str(tmp_path / "one"))  # 1 process, 8 devices, the same length
-    ref = one.run()
+    one = Session(config, str(tmp_path / "one"))  # 1 process, 8 devices, the same length
+    ref = train(one)
 
     dev0 = SingleDeviceSharding(jax.devices()[0])
     state, meta = Checkpointer(str(two)).restore(total, one.abstract_state,

@@ -19,9 +19,10 @@ import pytest
 from amd_jax import writers
 from amd_jax.checkpoint import Checkpointer
 from amd_jax.errors import NonFiniteError
-from amd_jax.models import toy2d
+from amd_jax import tasks
 from amd_jax.steps import Steps
-from amd_jax.trainer import NonFiniteGuard, Trainer
+from amd_jax.loop import NonFiniteGuard
+from amd_jax.session import Session
 from procs import Train
 from tiny import tiny_toy2d_config
 
@@ -37,12 +38,13 @@ def _same(a, b) -> bool:
 @pytest.fixture(scope="module")
 def setup():
     config = tiny_toy2d_config()
-    models = toy2d.build(config)
+    task = tasks.build(config)
+    models, data = task.models, task.data
     steps = Steps(config, models)
     teacher = models.init_denoiser(jax.random.PRNGKey(1))
     frozen = {"teacher": teacher, "reward": None}
     state = jax.jit(steps.init)(teacher, jax.random.PRNGKey(0))
-    batch = jax.tree_util.tree_map(jnp.asarray, models.data.global_batch(0, config.global_batch))
+    batch = jax.tree_util.tree_map(jnp.asarray, data.global_batch(0, config.global_batch))
     return steps, frozen, state, batch
 
 
@@ -126,9 +128,9 @@ def test_diverging_run_stops_with_finite_checkpoints(tmp_path):
     assert code != 0 and "Run stopped: 4 consecutive iterations" in out and "optim.student_lr=1000000.0" in out
     assert not (workdir / "eval.json").exists()
     config = tiny_toy2d_config(**{"optim.student_lr": 1e6})
-    trainer = Trainer(config, str(workdir))
-    steps = sorted(trainer.ckpt.manager.all_steps())
+    session = Session(config, str(workdir))
+    steps = session.ckpt.steps()
     assert steps and max(steps) < 40
     for step in steps:
-        state, _ = Checkpointer(str(workdir)).restore(step, trainer.abstract_state, trainer.state_sh)
+        state, _ = Checkpointer(str(workdir)).restore(step, session.abstract_state, session.state_sh)
         assert all(np.all(np.isfinite(a)) for a in _leaves(state) if np.issubdtype(a.dtype, np.floating))

@@ -9,7 +9,8 @@ import numpy as np
 from jax.sharding import SingleDeviceSharding
 
 from amd_jax.checkpoint import Checkpointer
-from amd_jax.trainer import Trainer
+from amd_jax.loop import train
+from amd_jax.session import Session
 from procs import Train
 from tiny import tiny_toy2d_config
 
@@ -51,11 +52,11 @@ def test_sigterm_saves_exits_zero_and_resumes_without_losing_a_step(tmp_path):
         section, key = k.split(".")
         config[section][key] = v
     config.teacher.dir = str(wd / "teacher")
-    ref_trainer = Trainer(config, str(tmp_path / "uninterrupted"), devices=jax.devices()[:1])
-    ref = ref_trainer.run()
+    ref_session = Session(config, str(tmp_path / "uninterrupted"), devices=jax.devices()[:1])
+    ref = train(ref_session)
     dev0 = SingleDeviceSharding(jax.devices()[0])
-    state, _ = Checkpointer(str(wd)).restore(total, ref_trainer.abstract_state,
-                                             jax.tree_util.tree_map(lambda _: dev0, ref_trainer.abstract_state))
+    state, _ = Checkpointer(str(wd)).restore(total, ref_session.abstract_state,
+                                             jax.tree_util.tree_map(lambda _: dev0, ref_session.abstract_state))
     assert int(state.step) == int(ref.step) == total
     for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

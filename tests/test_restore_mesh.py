@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from amd_jax.trainer import Trainer
+from amd_jax.loop import train
+from amd_jax.session import Session
 from tiny import tiny_toy2d_config
 
 
@@ -26,20 +27,20 @@ def _leaves(tree):
 def saved(tmp_path_factory):
     """Trains 4 steps on data=2,fsdp=4 (checkpoint at 4), then takes step 5 from that checkpoint on the same mesh."""
     workdir = tmp_path_factory.mktemp("mesh24")
-    state = Trainer(_config((2, 4)), str(workdir)).run(stop_after=4)
+    state = train(Session(_config((2, 4)), str(workdir)), stop_after=4)
     specs = {a.sharding.spec for a in jax.tree_util.tree_leaves(state.student)}
     assert P(None, "fsdp") in specs or P("fsdp", None) in specs or P("fsdp") in specs, specs
     host = jax.device_get(state)
-    step5 = Trainer(_config((2, 4)), str(workdir)).run(stop_after=5)  # no checkpoint at 5 (every 4)
+    step5 = train(Session(_config((2, 4)), str(workdir)), stop_after=5)  # no checkpoint at 5 (every 4)
     return workdir, host, jax.device_get(step5)
 
 
 @pytest.mark.parametrize("shape,ndev", [((1, 8), 8), ((1, 2), 2)], ids=["fsdp8", "two_devices"])
 def test_restore_onto_another_mesh_and_continue(saved, shape, ndev):
     workdir, host, step5 = saved
-    trainer = Trainer(_config(shape), str(workdir), devices=jax.devices()[:ndev])
-    assert trainer.resume_step == 4  # the shape/dtype compatibility check passes across meshes
-    state, meta = trainer.ckpt.restore(4, trainer.abstract_state, trainer.state_sh)
+    session = Session(_config(shape), str(workdir), devices=jax.devices()[:ndev])
+    assert session.resume_step == 4  # the shape/dtype compatibility check passes across meshes
+    state, meta = session.ckpt.restore(4, session.abstract_state, session.state_sh)
     assert meta["mesh"] == {"data": 2, "fsdp": 4}
     for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(host)):
         assert a.sharding.mesh.devices.size == ndev
@@ -47,7 +48,7 @@ def test_restore_onto_another_mesh_and_continue(saved, shape, ndev):
     assert any(len(a.sharding.device_set) == ndev and not a.sharding.is_fully_replicated
                for a in jax.tree_util.tree_leaves(state.student))
 
-    out = trainer.run(stop_after=5)
+    out = train(session, stop_after=5)
     assert int(out.step) == 5
     for a, b in zip(_leaves(out), jax.tree_util.tree_leaves(step5)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)

@@ -135,10 +135,11 @@ def _metrics(records, step):
     raise AssertionError(f"no log line for step {step}")
 
 
-def test_sdxl_tiny_trains_with_fsdp_via_the_trainer(tmp_path, caplog):
+def test_sdxl_tiny_trains_with_fsdp_via_the_session(tmp_path, caplog):
     from amd_jax.models.sdxl import unet as sdxl_unet
     from amd_jax.models.sdxl import weights
-    from amd_jax.trainer import Trainer
+    from amd_jax.loop import train
+    from amd_jax.session import Session
 
     assert jax.device_count() == 8
     config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"),
@@ -146,9 +147,9 @@ def test_sdxl_tiny_trains_with_fsdp_via_the_trainer(tmp_path, caplog):
     assert config.mesh.shape == (4, 2) and config.dmd.ttur == 2 and len(config.student.timesteps) == 4
     assert config.method == "amd" and config.reward.name == "hpsv2" and config.dmd.guidance_scale == 8.0
     caplog.set_level(logging.INFO, logger="amd_jax")
-    trainer = Trainer(config, str(tmp_path / "run"))
-    assert trainer.models.sample_shape == (4, 16, 16)
-    state = trainer.run()
+    session = Session(config, str(tmp_path / "run"))
+    assert session.models.sample_shape == (4, 16, 16)
+    state = train(session)
 
     for r in caplog.records:
         if r.getMessage().startswith("Compiled in"):
@@ -209,7 +210,7 @@ def test_full_sdxl_state_shapes_and_fsdp_bytes_per_device(tmp_path):
     """configs/sdxl.py's whole training state by shape, and its per-device bytes under the config's sharding."""
     from test_sdxl_models import SDXL_BASE_UNET_CONFIG
 
-    from amd_jax import experiments_sdxl
+    from amd_jax import tasks
     from amd_jax.parallel.sharding import tree_shardings
     from amd_jax.steps import Steps
 
@@ -221,7 +222,7 @@ def test_full_sdxl_state_shapes_and_fsdp_bytes_per_device(tmp_path):
         "reward.path": str(tmp_path / "unused")})
     assert config.model.resolution == 1024 and config.global_batch == 128 and config.gan.enabled
     assert config.optim.student_lr == config.optim.critic_lr == 5e-7 and config.dmd.ttur == 5
-    models = experiments_sdxl.build(config)
+    models = tasks.build(config).models
     assert models.sample_shape == (4, 128, 128)
     steps = Steps(config, models)
     key = jax.random.PRNGKey(0)
@@ -263,21 +264,21 @@ def test_full_sdxl_state_shapes_and_fsdp_bytes_per_device(tmp_path):
 
 
 def test_sdxl_tiny_eval_conds_and_evaluate():
-    from amd_jax import experiments
+    from amd_jax import tasks
+    from amd_jax.tasks.sdxl.assets import Assets
 
     config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))
-    exp = experiments.get("sdxl")
-    models = exp.build(config)
-    cond = exp.eval_conds(config, models, 10)  # not a multiple of the encoder's chunk (global_batch 8)
+    task = tasks.build(config)
+    cond = task.eval_conds(10)  # not a multiple of the encoder's chunk (global_batch 8)
     assert cond["prompt_embeds"].shape == (10, 77, 96) and cond["text_embeds"].shape == (10, 64)
     assert cond["reward_tokens"].shape == (10, 16) and cond["time_ids"].shape == (10, 6)
     assert np.array_equal(cond["time_ids"][0], [128, 128, 0, 0, 128, 128])
     # the same prompt encodes the same in the eval chunk and in a training batch
-    np.testing.assert_allclose(cond["prompt_embeds"][8], models.data.assets.encode([P.read_captions(CAPTIONS)[8]])
+    np.testing.assert_allclose(cond["prompt_embeds"][8], Assets(config).encode([P.read_captions(CAPTIONS)[8]])
                                ["prompt_embeds"][0], atol=1e-5)
     x = np.random.RandomState(0).randn(10, 4, 16, 16).astype(np.float32)
     rewards, zone = np.linspace(0, 1, 10), np.arange(10) < 3
-    metrics, images = exp.evaluate(config, models, x, cond, rewards, zone)
+    metrics, images = task.evaluate(x, cond, rewards, zone)
     assert metrics["num_samples"] == 10 and abs(metrics["reward_mean"] - 0.5) < 1e-9
     assert metrics["zone_fraction"] == pytest.approx(0.3)
     grid = images["samples"]  # 8 images of 32 px (tiny VAE), 8 per row, 1 px frames
@@ -287,17 +288,18 @@ def test_sdxl_tiny_eval_conds_and_evaluate():
 
 
 def test_empty_prompt_unconditional_option():
-    from amd_jax import experiments_sdxl
+    from amd_jax import tasks
+    from amd_jax.tasks.sdxl.assets import Assets
 
     config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"), {"model.uncond": "empty_prompt"})
-    models = experiments_sdxl.build(config)
-    e = models.data.assets.encode([""])
+    models = tasks.build(config).models
+    e = Assets(config).encode([""])
     cond = {"prompt_embeds": jnp.ones((2, 77, 96)), "text_embeds": jnp.ones((2, 64)), "time_ids": jnp.ones((2, 6))}
     out = jax.jit(models.teacher.null_cond)(cond)  # traced, as inside the steps
     np.testing.assert_allclose(out["prompt_embeds"][1], e["prompt_embeds"][0], atol=1e-6)
     np.testing.assert_allclose(out["text_embeds"][0], e["text_embeds"][0], atol=1e-6)
     assert float(jnp.abs(out["prompt_embeds"]).max()) > 0  # not the zero (DMD2) branch
-    zeros = experiments_sdxl.build(load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))).teacher.null_cond(cond)
+    zeros = tasks.build(load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))).models.teacher.null_cond(cond)
     assert float(jnp.abs(zeros["prompt_embeds"]).max()) == 0 and np.array_equal(zeros["time_ids"], cond["time_ids"])
 
 
@@ -310,8 +312,10 @@ def test_sdxl_eval_suite_scores_fid_diversity_and_saved_images(tmp_path):
     from PIL import Image
     from scipy.spatial.distance import pdist
 
-    from amd_jax import experiments_sdxl
+    from amd_jax import tasks
     from amd_jax.eval import fid, inception
+    from amd_jax.tasks import sdxl
+    from amd_jax.tasks.sdxl.assets import Assets
 
     spec = importlib.util.spec_from_file_location("mk", os.path.join(FIX, "make_inception_fixture.py"))
     mk = importlib.util.module_from_spec(spec)
@@ -322,8 +326,7 @@ def test_sdxl_eval_suite_scores_fid_diversity_and_saved_images(tmp_path):
     config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))
     x = np.random.RandomState(1).randn(8, 4, 16, 16).astype(np.float32)
     config.eval.samples_per_prompt = 2
-    models = experiments_sdxl.build(config)
-    images = experiments_sdxl.decode_images(config, models, x)  # [8, 32, 32, 3] uint8
+    images = sdxl.decode_images(Assets(config), x)  # [8, 32, 32, 3] uint8
     features = inception.feature_fn(*inception.load_inception(str(tmp_path / "inception.npz")))
     feats = fid.extract_features(features, images, batch_size=16, mode="clean")  # the suite's batch: one compile
     ref = np.random.RandomState(2).randint(0, 256, (8, 32, 32, 3)).astype(np.uint8)  # another image set
@@ -333,16 +336,17 @@ def test_sdxl_eval_suite_scores_fid_diversity_and_saved_images(tmp_path):
     config.eval.scorers.hpsv2 = os.path.join(FIX, "clip", "openclip_tiny")  # = the training reward here
     config.eval.scorers.clip_l14 = os.path.join(FIX, "clip", "hf_tiny")  # held out
     config.eval.inception, config.eval.fid_ref = str(tmp_path / "inception.npz"), str(tmp_path / "ref.npz")
-    models = experiments_sdxl.build(config)
-    cond = experiments_sdxl.eval_conds(config, models, 8)
-    metrics, grid = experiments_sdxl.evaluate(config, models, x, cond, None, None, save_dir=tmp_path / "imgs")
+    assets = Assets(config)
+    task = tasks.build(config)
+    cond = task.eval_conds(8)
+    metrics, grid = sdxl.evaluate(config, assets, task.data, x, cond, None, None, save_dir=tmp_path / "imgs")
 
     prompts = (tmp_path / "imgs" / "prompts.txt").read_text().splitlines()
     caps = P.read_captions(CAPTIONS)
     assert prompts == [caps[0], caps[0], caps[1], caps[1], caps[2], caps[2], caps[3], caps[3]]  # K = 2 in a row
     for i in (0, 7):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "imgs" / f"{i:06d}.png")), images[i])
-    suite = models.data.assets.eval_suite()
+    suite = assets.eval_suite()
     for name in ("hpsv2", "clip_l14"):
         s = suite.scorers[name]
         direct = np.asarray(s.score(s.params, images.astype(np.float32) / 127.5 - 1.0, s.tokenize(prompts)))
@@ -355,7 +359,7 @@ def test_sdxl_eval_suite_scores_fid_diversity_and_saved_images(tmp_path):
     assert grid["samples"].shape[0] == 34
     config.eval.fid_ref = ""
     with pytest.raises(Exception, match="both"):  # at build time, before any training
-        experiments_sdxl.build(config)
+        tasks.build(config)
 
 
 def test_prepare_real_latents_for_the_gan(tmp_path):
@@ -365,8 +369,10 @@ def test_prepare_real_latents_for_the_gan(tmp_path):
 
     from PIL import Image
 
-    from amd_jax import experiments_sdxl
+    from amd_jax import tasks
     from amd_jax.models.sdxl import vae as sdxl_vae
+    from amd_jax.tasks.sdxl import prepare
+    from amd_jax.tasks.sdxl.assets import Assets
 
     caps = P.read_captions(CAPTIONS)
     rng = np.random.RandomState(0)
@@ -376,20 +382,20 @@ def test_prepare_real_latents_for_the_gan(tmp_path):
         Image.fromarray(rng.randint(0, 256, (size[1], size[0], 3)).astype(np.uint8)).save(tmp_path / f"{i}.png")
         paths.append(str(tmp_path / f"{i}.png"))
     Image.fromarray(np.full((20, 60, 3), 200, np.uint8)).save(tmp_path / "flat.png")
-    flat = experiments_sdxl.load_image(str(tmp_path / "flat.png"), 32)  # short side 20 -> 32, centre crop
+    flat = prepare.load_image(str(tmp_path / "flat.png"), 32)  # short side 20 -> 32, centre crop
     assert flat.shape == (3, 32, 32) and np.allclose(flat, 200 / 127.5 - 1, atol=1e-5)
-    exact = experiments_sdxl.load_image(paths[0], 32)  # already 32 x 32: no resampling
+    exact = prepare.load_image(paths[0], 32)  # already 32 x 32: no resampling
     np.testing.assert_allclose(exact, np.asarray(Image.open(paths[0]), np.float32).transpose(2, 0, 1) / 127.5 - 1)
 
     config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))
-    latents = experiments_sdxl.encode_real_latents(config, paths, str(tmp_path / "real.npz"), batch_size=4)
+    latents = prepare.encode_real_latents(config, paths, str(tmp_path / "real.npz"), batch_size=4)
     assert latents.shape == (len(caps), 4, 16, 16)
-    module, params = experiments_sdxl.Assets(config).vae()
+    module, params = Assets(config).vae()
     direct = np.asarray(sdxl_vae.encode(module, params, jnp.asarray(exact[None])))[0]
     np.testing.assert_allclose(latents[0], direct, atol=1e-5)  # batching and padding change nothing
 
     config.gan.enabled, config.data.real = True, str(tmp_path / "real.npz")
-    src = experiments_sdxl.build(config).data
+    src = tasks.build(config).data
     batch = src.global_batch(0, 4)
     rows = [caps.index(p) for p in src.prompts(0, 4)]
     np.testing.assert_array_equal(batch["real"], latents[rows])  # each caption gets its own image's latents

@@ -1,4 +1,4 @@
-"""The training step and the trainer on a tiny toy2d config.
+"""The training step and the session on a tiny toy2d config.
 
 - AMD with s = 0 and lambda = 0 reproduces DMD2 bit for bit (parameters after several iterations, GAN on).
 - No gradient reaches the teacher or the reward model (and so not the alpha/beta coefficients either).
@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amd_jax.models import toy2d
+from amd_jax import tasks
 from amd_jax.steps import Steps
-from amd_jax.trainer import Trainer
+from amd_jax.loop import train
+from amd_jax.session import Session
 from tiny import tiny_toy2d_config
 
 
@@ -26,14 +27,15 @@ def _leaves(tree):
 
 def _run_steps(config, n_iters):
     """n iterations of the DMD2/AMD loop (TTUR order) with plain jit on one device; returns the final state."""
-    models = toy2d.build(config)
+    task = tasks.build(config)
+    models, data = task.models, task.data
     steps = Steps(config, models)
     teacher = models.init_denoiser(jax.random.PRNGKey(1))
     frozen = {"teacher": teacher, "reward": None}
     state = jax.jit(steps.init)(teacher, jax.random.PRNGKey(0))
     gen, samp, crit = (jax.jit(f) for f in (steps.generator_step, steps.sample_step, steps.critic_step))
     for i in range(n_iters):
-        host = models.data.global_batch(i, config.global_batch)
+        host = data.global_batch(i, config.global_batch)
         batch = jax.tree_util.tree_map(jnp.asarray, host)
         if i % config.dmd.ttur == 0:
             state, x, r, _ = gen(state, frozen, batch)
@@ -66,18 +68,19 @@ def test_no_gradient_reaches_teacher_or_reward_model():
     config = tiny_toy2d_config()
     config.gan.enabled = True
     config.amd.s, config.amd.rls_lambda = 0.7, 1.0
-    models = toy2d.build(config)
+    task = tasks.build(config)
+    models, data = task.models, task.data
 
     # a reward model WITH parameters: the true log-density, scaled and shifted by trainable-looking scalars
     def reward(params, x, cond):
-        return params["scale"] * models.data.log_density(x, cond["label"]) + params["shift"]
+        return params["scale"] * data.log_density(x, cond["label"]) + params["shift"]
 
     models = models.__class__(**{**models.__dict__, "reward": reward})
     steps = Steps(config, models)
     teacher = models.init_denoiser(jax.random.PRNGKey(1))
     frozen = {"teacher": teacher, "reward": {"scale": jnp.float32(1.0), "shift": jnp.float32(0.0)}}
     state = steps.init(teacher, jax.random.PRNGKey(0))
-    batch = jax.tree_util.tree_map(jnp.asarray, models.data.global_batch(0, config.global_batch))
+    batch = jax.tree_util.tree_map(jnp.asarray, data.global_batch(0, config.global_batch))
 
     g_frozen = jax.grad(lambda f: steps.generator_loss(state.student, state, f, batch)[0])(frozen)
     assert all(np.all(g == 0) for g in _leaves(g_frozen))
@@ -94,7 +97,7 @@ def eight_device_run(tmp_path_factory):
     config = tiny_toy2d_config()
     config.mesh.shape = (4, 2)
     workdir = tmp_path_factory.mktemp("run8")
-    state = Trainer(config, str(workdir)).run()
+    state = train(Session(config, str(workdir)))
     return config, workdir, state
 
 
@@ -106,7 +109,7 @@ def test_eight_devices_match_one_device(eight_device_run, tmp_path):
     one = config.copy_and_resolve_references()
     one.mesh.shape = (1, 1)
     one.teacher.dir = str(workdir / "teacher")  # same teacher
-    state1 = Trainer(one, str(tmp_path), devices=jax.devices()[:1]).run()
+    state1 = train(Session(one, str(tmp_path), devices=jax.devices()[:1]))
     for a, b in zip(_leaves((state8.student, state8.critic)), _leaves((state1.student, state1.critic))):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
@@ -116,11 +119,11 @@ def test_resume_after_kill_matches_uninterrupted_run(eight_device_run, tmp_path)
     cfg = config.copy_and_resolve_references()
     cfg.teacher.dir = str(workdir / "teacher")
     # "kill" at step 6: the last checkpoint is step 4 (every 4), steps 5-6 are lost as in a crash
-    Trainer(cfg, str(tmp_path)).run(stop_after=6)
+    train(Session(cfg, str(tmp_path)), stop_after=6)
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [4]
-    resumed = Trainer(cfg, str(tmp_path))
+    resumed = Session(cfg, str(tmp_path))
     assert resumed.resume_step == 4
-    state = resumed.run()
+    state = train(resumed)
     for a, b in zip(_leaves(state_full), _leaves(state)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 

@@ -1,4 +1,4 @@
-"""What an experiment hands the trainer: its three denoisers, the optional GAN head, the reward and data."""
+"""A task's networks: its three denoisers, the optional GAN head and the reward function (no weights, no data)."""
 
 from __future__ import annotations
 
@@ -20,4 +20,3 @@ class Models:
     init_gan_head: Callable[[jax.Array], Any] | None
     reward: Callable[[Any, jax.Array, Any], jax.Array] | None  # (params, x, cond) -> [B]; frozen
     sample_shape: tuple[int, ...]  # shape of one student sample x
-    data: Any  # provides global_batch(step, batch_size) -> {'label' | cond..., 'real'}

@@ -21,7 +21,7 @@ import optax
 from etils import epath
 
 from amd_jax import caches, paths
-from amd_jax.data.mnist import ImageData, make_data
+from amd_jax.data.mnist import ImageData
 from amd_jax.errors import DamagedFileError
 from amd_jax.method.schedules import make_schedule
 from amd_jax.models.bundle import Models
@@ -112,9 +112,8 @@ def train_softmax_regression(x, y, num_classes=10, steps=500, lr=0.05, l2=1e-3, 
 # ------------------------------------------------------------------------------------------------------- bundle
 
 
-def build(config, data: ImageData | None = None) -> Models:
-    """Teacher, critic and student share one UNet; the reward's parameters come from the experiment's frozen()."""
-    data = make_data(config.data) if data is None else data
+def build(config, data: ImageData) -> Models:
+    """Teacher, critic and student share one UNet; the reward's parameters are loaded by the task."""
     schedule = make_schedule(config.schedule.name, **config.schedule.kwargs.to_dict())
     net = UNet(
         num_classes=data.num_classes,
@@ -147,7 +146,6 @@ def build(config, data: ImageData | None = None) -> Models:
         init_gan_head=lambda rng: head.init(rng, jnp.zeros((1, feat_dim), jnp.float32))["params"],
         reward=lambda params, x, cond: reward_fn(params, x, cond["label"]),
         sample_shape=shape,
-        data=data,
     )
 
 
@@ -200,39 +198,3 @@ def _cached_softmax_regression(data: ImageData, path: epath.Path) -> dict:
         return train_softmax_regression(data.train_x, data.train_y, data.num_classes)
 
     return caches.load_or_build([path], load, build, save, write=jax.process_index() == 0)
-
-
-def train_teacher(config, models: Models):
-    """The teacher's parameters after `config.teacher.steps` steps, one jitted step per iteration.
-
-    Same loss, optimiser, batches and keys as ``amd_jax.teacher.train_teacher`` (chunk c of 100 steps uses
-    PRNGKey(seed + c + 1), step i of it fold_in(., i)), without its ``lax.scan``: XLA:CPU runs the UNet's backward
-    pass about 16x slower inside a scan (measured: 2.77 s vs 0.17 s per step). Passed to
-    ``teacher.load_or_train``, which loads, saves and rebuilds the checkpoint.
-    """
-    import logging
-    import time
-
-    from amd_jax import teacher
-
-    tc, chunk = config.teacher, 100
-    params = models.init_denoiser(jax.random.PRNGKey(tc.seed))
-    tx = optax.adam(optax.cosine_decay_schedule(tc.lr, tc.steps))
-    opt = tx.init(params)
-
-    @jax.jit
-    def step(params, opt, batch, rng):
-        loss, g = jax.value_and_grad(teacher.teacher_loss, argnums=1)(models, params, batch, rng, tc.label_dropout)
-        upd, opt = tx.update(g, opt, params)
-        return optax.apply_updates(params, upd), opt, loss
-
-    t0, losses = time.time(), []
-    for s in range((tc.steps // chunk) * chunk):
-        rng = jax.random.fold_in(jax.random.PRNGKey(tc.seed + s // chunk + 1), s % chunk)
-        params, opt, loss = step(params, opt, models.data.global_batch(10_000_000 + s, tc.batch_size), rng)
-        losses.append(loss)
-        if (s + 1) % 500 == 0 or s + 1 == tc.steps:
-            logging.getLogger(__name__).info("teacher step %d/%d loss %.4f (%.0fs)", s + 1, tc.steps,
-                                             float(np.mean(jax.device_get(losses))), time.time() - t0)
-            losses = []
-    return params

@@ -49,9 +49,8 @@ class GANHead(nn.Module):
         return nn.Dense(1)(nn.silu(nn.Dense(self.hidden)(feats)))[:, 0]
 
 
-def build(config) -> Models:
+def build(config, data: Toy2D) -> Models:
     """The toy2d bundle: one MLP architecture for teacher, critic and student; reward = true log p(x | c)."""
-    data = Toy2D(**config.data.to_dict())
     schedule = make_schedule(config.schedule.name, **config.schedule.kwargs.to_dict())
     net = MLPDenoiser(
         num_classes=data.num_classes,
@@ -91,5 +90,4 @@ def build(config) -> Models:
         init_gan_head=init_gan_head,
         reward=reward,
         sample_shape=(2,),
-        data=data,
     )

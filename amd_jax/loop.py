@@ -1,0 +1,219 @@
+"""The training loop, alone: DMD2's iteration order with TTUR, logs, samples, checkpoints, the final evaluation, the
+non-finite guard, preemption, and an optional profiler window (train.profile_steps).
+
+    if step % ttur == 0:  state, x, r = generator_step(state, frozen, batch)   # student update
+    else:                 x, r = sample_step(state, frozen, batch)             # samples only
+    state = critic_step(state, frozen, batch, x, r)                             # fake teacher, every iteration
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from amd_jax import writers
+from amd_jax.errors import NonFiniteError
+from amd_jax.session import Session
+
+log = logging.getLogger("amd_jax")
+
+
+class Preempted:
+    """SIGTERM (TPU preemption, GKE eviction): the loop saves a checkpoint and exits cleanly, on every process at once.
+
+    One process: a Python SIGTERM handler sets `flag`. Several processes: JAX's preemption sync manager (started by
+    jax.distributed.initialize) owns SIGTERM; a notice on ANY process makes all of them agree on the same stop step.
+    """
+
+    def __init__(self):
+        self.flag = False
+        self.multihost = jax.process_count() > 1
+
+    def install(self):
+        if self.multihost:
+            return  # a Python handler would replace the sync manager's and break the agreement
+        try:
+            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "flag", True))
+        except ValueError:  # not in the main thread (e.g. some test runners)
+            pass
+
+    def reached(self, step: int) -> bool:
+        """Call after every step (same step ids on all processes): True when this step must be saved and the run ended."""
+        if self.multihost:
+            self.flag = multihost_utils.reached_preemption_sync_point(step)
+        return self.flag
+
+
+class NonFiniteGuard:
+    """Stops a run whose updates keep being skipped for a NaN/inf loss or gradient (steps.py skips them).
+
+    `observe` reads the previous iteration's skip flags while the current one runs on the device (a one-step lag:
+    no host synchronisation bubble) and raises NonFiniteError after `limit` consecutive iterations with a skipped
+    update. The state never holds a skipped update, so every checkpoint written stays finite."""
+
+    def __init__(self, limit: int, config):
+        self.limit, self.c = limit, config
+        self.pending, self.consecutive, self.total = None, 0, 0
+
+    def observe(self, step: int, metrics: dict):
+        previous, self.pending = self.pending, (step, [metrics[k] for k in ("skipped_generator", "skipped_critic")
+                                                       if k in metrics])
+        if previous is not None:
+            self._count(*previous)
+
+    def flush(self):
+        if self.pending is not None:
+            self._count(*self.pending)
+            self.pending = None
+
+    def _count(self, step: int, flags):
+        skipped = int(sum(float(f) for f in flags))
+        self.total += skipped
+        self.consecutive = self.consecutive + 1 if skipped else 0
+        if self.consecutive >= self.limit:
+            o = self.c.optim
+            raise NonFiniteError(
+                f"{self.consecutive} consecutive iterations (up to step {step}) had a NaN/inf loss or gradient; their "
+                f"updates were skipped and the run stops (train.max_nonfinite={self.limit}). The checkpoints hold "
+                f"the last finite state. Likely knobs: optim.student_lr={o.student_lr}, optim.critic_lr="
+                f"{o.critic_lr}, optim.grad_clip={o.grad_clip}, optim.warmup_steps={o.warmup_steps}, "
+                f"dmd.guidance_scale={self.c.dmd.guidance_scale}; lower the learning rates and resume with "
+                "--config.resume.allow_changes=\"('optim',)\" (a resume refuses changed training knobs without it), "
+                "or start a new --workdir.")
+
+
+class ProfilerWindow:
+    """A jax.profiler trace of the iterations [first, last) into WORKDIR/profile (TensorBoard's profile plugin);
+    `train.profile_steps=(first, last)`, () = off."""
+
+    def __init__(self, steps, logdir):
+        self.first, self.last = (tuple(steps) + (None, None))[:2] if steps else (None, None)
+        self.logdir, self.active = str(logdir), False
+
+    def at(self, step: int):
+        if self.first is not None and step == self.first and not self.active:
+            jax.profiler.start_trace(self.logdir)
+            self.active = True
+        elif self.active and step == self.last:
+            self.stop()
+
+    def stop(self):
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
+            log.info("profile of steps %s..%s written to %s", self.first, self.last, self.logdir)
+
+
+def train(session: Session, stop_after: int | None = None):
+    """Train from the newest checkpoint (or from scratch) to total_steps, or to `stop_after`; returns the state."""
+    c = session.c
+    writer = writers.SummaryWriter(str(session.workdir / "tensorboard"), jsonl=str(session.workdir / "metrics.jsonl"))
+    if session.resume_step is None:
+        writer.write_hparams(c.to_dict())
+    frozen = session.frozen()
+    state = session.initial_state(frozen)
+    start = int(jax.device_get(state.step))
+    batch0 = session.batch(start)
+    compiled, comp_s, flops = session.compile(frozen, state, batch0)
+    log.info("Compiled in %s s; GFLOP per call %s", {k: round(v, 2) for k, v in comp_s.items()},
+             {k: round(v / 1e9, 4) for k, v in flops.items()})
+    gen = session.sampler(frozen)
+    ttur = c.dmd.ttur
+    iter_flops = (flops["generator"] + (ttur - 1) * flops["sample"]) / ttur + flops["critic"]
+
+    preempted = Preempted()
+    preempted.install()
+    guard = NonFiniteGuard(c.train.max_nonfinite, c)
+    profiler = ProfilerWindow(c.train.get("profile_steps", ()), session.workdir / "profile")
+    progress, window, t_window = writers.Progress(start, c.total_steps), [], time.time()
+    meta = lambda s: {"data_position": s, "config": c.to_dict(), "mesh": dict(session.mesh.shape)}
+    step = start
+    try:
+        while step < c.total_steps:
+            profiler.at(step)
+            batch = batch0 if step == start else session.batch(step)
+            if step % ttur == 0:
+                state, x, r, gm = compiled["generator"](state, frozen, batch)
+            else:
+                (x, r), gm = compiled["sample"](state, frozen, batch), {}
+            state, cm = compiled["critic"](state, frozen, batch, x, r)
+            step += 1
+            window.append({**gm, **cm})
+            guard.observe(step, window[-1])
+
+            if step % c.log.every == 0 or step == c.total_steps:
+                scalars = _mean_metrics(window)  # waits for this step anyway: count its skips now too
+                guard.flush()
+                dt = (time.time() - t_window) / len(window)
+                scalars.update(step_time_s=dt, tflops_per_device=iter_flops / dt / 1e12,  # cost analysis: per device
+                               nonfinite_skipped=guard.total)
+                writer.write_scalars(step, scalars)
+                log.info("step %d/%d %s | %s", step, c.total_steps, _fmt(scalars), progress.line(step))
+                window, t_window = [], time.time()
+            if c.log.sample_every and step % c.log.sample_every == 0:
+                _write_samples(session, gen, state, writer, step)
+            stop = preempted.reached(step)
+            if step % c.checkpoint.every == 0 or step == c.total_steps or stop:
+                t0 = time.time()
+                session.ckpt.save(step, state, meta(step), force=True)
+                log.info("checkpoint %d: save started in %.2f s (async=%s)", step, time.time() - t0,
+                         c.checkpoint.async_save)
+            if stop:
+                log.warning("SIGTERM: saved step %d, exiting.", step)
+                break
+            if stop_after is not None and step >= stop_after:
+                break
+        guard.flush()
+        profiler.stop()
+    except NonFiniteError:
+        session.ckpt.close()  # the saves already started finish writing; no new one is made
+        writer.close()
+        raise
+    t0 = time.time()
+    session.ckpt.wait()
+    log.info("checkpoints finished writing (waited %.2f s)", time.time() - t0)
+    if step == c.total_steps and c.eval.at_end:
+        _final_eval(session, gen, state, writer, step)
+    writer.flush()
+    writer.close()
+    session.ckpt.close()
+    return state
+
+
+def _write_samples(session: Session, gen, state, writer, step):
+    """Samples of the current student and the task's metrics on them (log.sample_count of them: a quick
+    look, the training curves of sweep.py; the final eval uses eval.num_samples)."""
+    n = min(session.c.eval.num_samples, session.c.log.sample_count)
+    metrics, images = session.evaluate(gen, state.student, n, seed=2024, title=f"{session.c.method} step {step}")
+    writer.write_scalars(step, {f"sample_eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
+    writer.write_images(step, images)
+    for name, img in images.items():
+        writers.save_png(session.workdir / "samples" / f"{name}_{step:07d}.png", img)
+
+
+def _final_eval(session: Session, gen, state, writer, step):
+    metrics, images = session.evaluate(gen, state.student, session.c.eval.num_samples, seed=777,
+                                       title=f"{session.c.method} step {step}")
+    metrics.update(step=step, method=session.c.method, seed=session.c.seed)
+    writers.save_eval_json(session.workdir / "eval.json", metrics)
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
+    writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
+    for name, img in images.items():
+        writers.save_png(session.workdir / "samples" / f"{name}_final.png", img)
+    log.info("eval: %s", _fmt(metrics))
+    return metrics
+
+
+def _mean_metrics(window: list[dict]) -> dict[str, float]:
+    host = jax.device_get(window)
+    keys = sorted({k for m in host for k in m})
+    return {k: float(np.mean([m[k] for m in host if k in m])) for k in keys}
+
+
+def _fmt(d: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(d.items()))

@@ -1,0 +1,195 @@
+"""The session: everything a job sets up before its first step, as one public API (train, evaluate and the benches).
+
+Order of work (maxdiffusion's abstract-state-first): validate the config -> the task -> mesh -> abstract state
+(eval_shape) and its shardings -> refuse an incompatible checkpoint (before anything is loaded or compiled) ->
+then, on demand: the frozen teacher/reward (`frozen`), the state restored or jit-initialised into its shardings
+(`initial_state`, `restore`), the AOT-compiled steps (`compile`, compile time and FLOPs apart), the few-step sampler
+(`sampler`, `generate`, `evaluate`). The training loop itself is amd_jax/loop.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
+
+from amd_jax import checkpoint as ckpt_lib
+from amd_jax import tasks, writers
+from amd_jax.config_base import check_resume, validate
+from amd_jax.method import group_advantage, sample, zone_mask
+from amd_jax.parallel import mesh as mesh_lib
+from amd_jax.parallel.sharding import tree_shardings
+from amd_jax.steps import Steps
+
+log = logging.getLogger("amd_jax")
+
+
+def put_batch(host: dict, mesh):
+    """Host-global numpy pytree -> global jax arrays sharded over the batch axes.
+
+    Every process computes the whole global batch (a pure function of (seed, step)) and gives each of ITS devices
+    exactly the rows the batch sharding assigns to that device, whatever the device order of the mesh."""
+
+    def one(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, mesh_lib.batch_sharding(mesh, a.ndim), lambda idx: a[idx])
+
+    return jax.tree_util.tree_map(one, host)
+
+
+def _cost_flops(compiled) -> float:
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost.get("flops", 0.0))
+    except Exception:  # cost analysis is best-effort on some backends
+        return 0.0
+
+
+class Session:
+    """One job's set-up on this machine's devices (or `devices`); the public API of train, evaluate and the
+    benches. Construction is cheap (no weights loaded, nothing compiled) and refuses a bad config or an
+    incompatible checkpoint first."""
+
+    def __init__(self, config, workdir: str, devices=None):
+        config = config.copy_and_resolve_references()  # the caller's config is never changed
+        self.c, self.workdir = config, epath.Path(workdir)
+        devices = jax.devices() if devices is None else list(devices)
+        validate(config, len(devices), jax.process_count())  # before anything expensive
+        if "teacher" in config and not config.teacher.dir:
+            config.teacher.dir = str(self.workdir / "teacher")
+        self.task = tasks.build(config)
+        self.models = self.task.models
+        self.mesh = mesh_lib.make_mesh(config.mesh.axes, config.mesh.shape, devices)
+        self.steps = Steps(config, self.models)
+        rules, min_size = tuple(config.sharding.rules), config.sharding.fsdp_min_size
+
+        teacher_abs = jax.eval_shape(self.models.init_denoiser, jax.random.PRNGKey(0))
+        self.abstract_state = jax.eval_shape(self.steps.init, teacher_abs, jax.random.PRNGKey(0))
+        self.state_sh = tree_shardings(self.abstract_state, self.mesh, rules, min_size)
+        self.teacher_sh = tree_shardings(teacher_abs, self.mesh, rules, min_size)
+
+        self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save)
+        # checked before compiling; initial_state restores it or, if its data is damaged, an older step (checked too)
+        self.resume_step = self.ckpt.latest_compatible(self.abstract_state, config.to_dict())
+        if self.resume_step is not None:
+            meta = self.ckpt.restore_meta(self.resume_step)
+            check_resume(meta.get("config", {}), config.to_dict(), self.resume_step)
+
+    # ------------------------------------------------------------------------------------------- set-up
+    def frozen(self, teacher: bool = True) -> dict:
+        """The frozen parameters, sharded: {'teacher': ... (None when not asked for), 'reward': ... | None}.
+
+        The task loads them (or trains them on first use); the offline evaluation asks for the reward only.
+        """
+        frozen = {"teacher": jax.device_put(self.task.teacher(), self.teacher_sh) if teacher else None,
+                  "reward": self.task.reward()}  # after the teacher: its first-use stage may build the reward
+        if frozen["reward"] is not None:
+            rsh = tree_shardings(frozen["reward"], self.mesh, tuple(self.c.sharding.rules),
+                                 self.c.sharding.fsdp_min_size)
+            frozen["reward"] = jax.device_put(frozen["reward"], rsh)
+        return frozen
+
+    def initial_state(self, frozen):
+        """The newest intact checkpoint's state (setting resume_step), or a fresh one made from the teacher."""
+        t0 = time.time()
+        found = self.ckpt.restore_latest(self.abstract_state, self.state_sh, self.c.to_dict())
+        if found is not None:
+            self.resume_step, state, meta = found
+            log.info("Resumed from step %d (data position %s, saved on mesh %s) in %.2f s", self.resume_step,
+                     meta.get("data_position"), meta.get("mesh"), time.time() - t0)
+            return state
+        init = jax.jit(self.steps.init, out_shardings=self.state_sh)
+        return init(frozen["teacher"], jax.random.PRNGKey(self.c.seed))
+
+    def restore(self, step: int):
+        """The verified state of checkpoint `step` on this session's mesh."""
+        return self.ckpt.restore(step, self.abstract_state, self.state_sh)[0]
+
+    def batch(self, step: int):
+        """The global training batch of `step`, sharded over the mesh's batch axes."""
+        return put_batch(self.task.data.global_batch(step, self.c.global_batch), self.mesh)
+
+    def compile(self, frozen, state, batch):
+        """AOT-compile the three steps with explicit shardings; returns (executables, seconds, flops)."""
+        mesh, rep = self.mesh, mesh_lib.replicated(self.mesh)
+        frozen_sh = jax.tree_util.tree_map(lambda a: a.sharding, frozen)
+        batch_sh = jax.tree_util.tree_map(lambda a: a.sharding, batch)
+        bsz = self.c.global_batch
+        x_sh = mesh_lib.batch_sharding(mesh, 1 + len(self.models.sample_shape))
+        r_sh = mesh_lib.batch_sharding(mesh, 1) if self.steps.use_reward else None
+        x_abs = jax.ShapeDtypeStruct((bsz,) + tuple(self.models.sample_shape), jnp.float32, sharding=x_sh)
+        r_abs = jax.ShapeDtypeStruct((bsz,), jnp.float32, sharding=r_sh) if self.steps.use_reward else None
+        jits = {
+            "generator": jax.jit(
+                self.steps.generator_step,
+                in_shardings=(self.state_sh, frozen_sh, batch_sh),
+                out_shardings=(self.state_sh, x_sh, r_sh, rep),
+                donate_argnums=0,
+            ),
+            "sample": jax.jit(
+                self.steps.sample_step, in_shardings=(self.state_sh, frozen_sh, batch_sh), out_shardings=(x_sh, r_sh)
+            ),
+            "critic": jax.jit(
+                self.steps.critic_step,
+                in_shardings=(self.state_sh, frozen_sh, batch_sh, x_sh, r_sh),
+                out_shardings=(self.state_sh, rep),
+                donate_argnums=0,
+            ),
+        }
+        args = {
+            "generator": (state, frozen, batch),
+            "sample": (state, frozen, batch),
+            "critic": (state, frozen, batch, x_abs, r_abs),
+        }
+        compiled, seconds, flops = {}, {}, {}
+        for name, fn in jits.items():
+            t0 = time.time()
+            compiled[name] = fn.lower(*args[name]).compile()
+            seconds[name], flops[name] = time.time() - t0, _cost_flops(compiled[name])
+        return compiled, seconds, flops
+
+    def sampler(self, frozen):
+        """jitted (student params, cond, rng) -> (x, rewards | None, zone | None) with the full few-step sampler."""
+        st, ts = self.models.student, self.steps.timesteps
+        ts = jnp.asarray(ts, jnp.int32 if st.schedule.discrete else jnp.float32)
+        a = self.c.amd
+
+        def gen(params, cond, rng):
+            bsz = jax.tree_util.tree_leaves(cond)[0].shape[0]
+            z = jax.random.normal(rng, (bsz,) + tuple(self.models.sample_shape), jnp.float32)
+            x = sample(lambda xt, t: st.x0(params, xt, t, cond), st.schedule, ts, z, jax.random.fold_in(rng, 1))
+            if not self.steps.use_reward:
+                return x, None, None
+            r = self.models.reward(frozen.get("reward"), x, cond)
+            adv, _, _ = group_advantage(r, a.group_size, a.std_floor, a.adv_eps, a.adv_clip)
+            return x, r, zone_mask(adv, a.tau)
+
+        return jax.jit(gen)
+
+    def generate(self, gen, params, n: int, seed: int):
+        """n samples for the experiment's evaluation conditions, in global batches; host numpy outputs."""
+        conds = self.task.eval_conds(n)
+        bsz, outs = self.c.global_batch, []
+        progress, batches = writers.Progress(0, n // bsz), n // bsz
+        for i in range(0, n, bsz):
+            host = jax.tree_util.tree_map(lambda a: a[i : i + bsz], conds)
+            if jax.tree_util.tree_leaves(host)[0].shape[0] < bsz:
+                break
+            x, r, z = gen(params, put_batch(host, self.mesh), jax.random.PRNGKey(seed + i))
+            outs.append(jax.tree_util.tree_map(lambda v: np.asarray(multihost_utils.process_allgather(v, tiled=True)), (x, r, z)))
+            if batches >= 50 and len(outs) * 10 // batches > (len(outs) - 1) * 10 // batches:  # long runs: every 10%
+                log.info("generated %d/%d samples, %s", len(outs) * bsz, batches * bsz, progress.line(len(outs)))
+        x, r, z = (None if outs[0][j] is None else np.concatenate([o[j] for o in outs]) for j in range(3))
+        used = jax.tree_util.tree_map(lambda a: a[: len(x)], conds)
+        return x, used, r, z
+
+    def evaluate(self, gen, params, n: int, seed: int, title: str = "", save_dir=None):
+        """n fresh samples of `params` and the task's metrics and images of them."""
+        x, cond, r, z = self.generate(gen, params, n, seed)
+        return self.task.evaluate(x, cond, r, z, title=title, save_dir=save_dir)

@@ -1,0 +1,43 @@
+"""Tasks: everything that differs between toy2d, the handwritten-digit benchmarks and SDXL, behind `Task`.
+
+`build(config)` imports only the folder of `config.experiment`; nothing outside amd_jax/tasks names a task. The
+session (amd_jax/session.py) turns a Task into a mesh, a sharded state and compiled steps; the task says what the
+networks are, where the data comes from, how the frozen teacher and reward are obtained (loaded, or trained on first
+use), and how samples are evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+from amd_jax.errors import ConfigError
+from amd_jax.models.bundle import Models
+
+# config.experiment -> the module whose build(config) returns its Task
+_TASKS = {
+    "toy2d": "amd_jax.tasks.toy2d",
+    "digits": "amd_jax.tasks.digits",  # scikit-learn's 8x8 load_digits
+    "mnist": "amd_jax.tasks.digits",  # MNIST 28x28: the same task on other data
+    "sdxl": "amd_jax.tasks.sdxl",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    models: Models  # student, critic and teacher denoisers, GAN head, reward function (no weights)
+    data: Any  # global_batch(step, batch_size) -> {'cond': ..., 'real': ...}, a pure function of (seed, step)
+    teacher: Callable[[], Any]  # the frozen teacher's parameters (host): loaded, or trained on first use
+    reward: Callable[[], Any]  # the frozen reward's parameters (host; None when it has none)
+    eval_conds: Callable[[int], Any]  # n -> host cond pytree of the n evaluation samples
+    # (x, cond, rewards | None, zone | None, title='', save_dir=None) -> (metrics, images); save_dir: also write
+    # every sample as an image file, where the task has them (SDXL)
+    evaluate: Callable[..., tuple[dict, dict]]
+
+
+def build(config) -> Task:
+    name = config.experiment
+    if name not in _TASKS:
+        raise ConfigError(f"experiment={name!r} is not a task: choose one of {sorted(_TASKS)}.")
+    return importlib.import_module(_TASKS[name]).build(config)

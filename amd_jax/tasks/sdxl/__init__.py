@@ -1,0 +1,228 @@
+"""SDXL: DMD2 / AMD distillation of an SDXL UNet (configs/sdxl.py; tiny twin configs/sdxl_tiny.py).
+
+Networks: student, critic (fake teacher) and frozen real teacher are the SDXL UNet as a `Denoiser` (eps on
+DiscreteDDPM, amd_jax/models/sdxl/unet.py). `init_denoiser(rng)` is the UNet architecture's init (traced only, for
+the abstract state); the task's `teacher()` loads the real weights from `model.path` (diffusers folder, local or
+gs://) in `model.teacher_dtype` (bf16 for SDXL); steps.py's `init` copies them to the float32 student and critic.
+
+Conditioning: prompts are encoded outside the differentiated steps, in the data pipeline (amd_jax/data/prompts.py,
+or precomputed embeddings, `data.embeddings`), so a batch is already
+    cond = {prompt_embeds [B,77,2048], text_embeds [B,1280], time_ids [B,6], reward_tokens [B,L] int32}
+Unconditional branch: zero text and pooled embeddings (DMD2; `model.uncond='zeros'`) or the empty prompt's
+embeddings (`model.uncond='empty_prompt'`); micro-conditioning is kept.
+
+Reward: `reward(params, latents, cond)` decodes the latents with the frozen VAE and scores the images against
+`reward_tokens` with `reward.name` (hpsv2, pickscore, ...); params = {'vae': ..., 'scorer': ...}.
+GAN (gan.enabled): DMD2's head (amd_jax/models/sdxl/gan_head.py) on the critic UNet's mid-block features; its
+'real' samples are per-caption latents from `data.real` (`python -m amd_jax.prepare_sdxl`).
+Files are loaded lazily, once, by `Assets` (tasks/sdxl/assets.py); offline preparation is in tasks/sdxl/prepare.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from amd_jax.data import prompts as P
+from amd_jax.errors import ConfigError
+from amd_jax.models.bundle import Models
+from amd_jax.models.sdxl import unet as sdxl_unet
+from amd_jax.models.sdxl import vae as sdxl_vae
+from amd_jax.models.sdxl import weights as W
+from amd_jax.models.sdxl.gan_head import GanHead
+from amd_jax.tasks import Task
+from amd_jax.tasks.sdxl.assets import Assets, dtype, time_ids
+
+log = logging.getLogger("amd_jax")
+
+
+def build(config) -> Task:
+    _check(config)
+    assets = Assets(config)
+    assets.eval_suite()  # checks eval.* now (loads nothing), not after training
+    models, source = _models_and_data(config, assets)
+
+    def reward():
+        if models.reward is None:
+            return None
+        return {"vae": assets.vae()[1], "scorer": assets.scorer().params}
+
+    return Task(
+        models=models, data=source, teacher=assets.teacher, reward=reward,
+        eval_conds=functools.partial(eval_conds, config, assets, source),
+        evaluate=functools.partial(evaluate, config, assets, source),
+    )
+
+
+def _check(config):
+    m = config.model
+    if not m.path:
+        raise ConfigError("model.path is empty: set --config.model.path to a diffusers SDXL folder (local or gs://).")
+    if m.resolution % 8:
+        raise ConfigError(f"model.resolution={m.resolution} must be a multiple of 8.")
+    if m.uncond not in ("zeros", "empty_prompt"):
+        raise ConfigError(f"model.uncond={m.uncond!r}: use 'zeros' (DMD2) or 'empty_prompt'.")
+    if (config.method == "amd" or config.reward.monitor) and not config.reward.name:
+        raise ConfigError("method=amd (or reward.monitor) needs reward.name (e.g. 'hpsv2') and reward.path.")
+    if config.gan.enabled and not config.data.real:
+        raise ConfigError("gan.enabled needs data.real: per-caption real latents [N, 4, H/8, W/8] (.npy/.npz/"
+                          ".safetensors); or set --config.gan.enabled=False.")
+    if not config.data.path:
+        raise ConfigError("data.path is empty: a caption file (.txt/.jsonl/.parquet, local or gs://) or tfds:NAME.")
+
+
+def _models_and_data(config, assets: Assets):
+    """The UNet denoisers, GAN head and reward function, and the prompt source of the training batches."""
+    assets.eval_suite()  # checks eval.* now (loads nothing), not after training
+    ucfg = assets.unet_config()
+    module = W.unet_from_config(ucfg, dtype(config.model.compute_dtype))
+    den = sdxl_unet.make_denoiser(module, exact_gelu=bool(config.model.exact_gelu))
+    if config.model.uncond == "empty_prompt":
+        import dataclasses
+
+        e = assets.empty_prompt()  # eagerly: a jitted encoder called under the step's trace would be staged
+
+        def null_cond(cond):
+            b = cond["prompt_embeds"].shape[0]
+            return {"prompt_embeds": jnp.broadcast_to(jnp.asarray(e["prompt_embeds"]), cond["prompt_embeds"].shape),
+                    "text_embeds": jnp.broadcast_to(jnp.asarray(e["text_embeds"]), (b,) + e["text_embeds"].shape),
+                    "time_ids": cond["time_ids"]}
+
+        den = dataclasses.replace(den, null_cond=null_cond)
+
+    lat = int(config.model.resolution) // 8
+    sample_shape = (int(ucfg.get("in_channels", 4)), lat, lat)
+    n_blocks = len(ucfg["block_out_channels"])
+    mid_hw = lat // 2 ** (n_blocks - 1)
+    mid_c = int(ucfg["block_out_channels"][-1])
+
+    head = GanHead(hidden=int(config.gan.hidden))
+    gan_head = init_gan_head = None
+    if config.gan.enabled:
+        gan_head = lambda params, feats: head.apply({"params": params}, feats)
+        init_gan_head = lambda rng: head.init(rng, jnp.zeros((1, mid_hw, mid_hw, mid_c), jnp.float32))["params"]
+
+    use_reward = bool(config.reward.name)
+    reward = None
+    if use_reward:
+        def reward(params, latents, cond):
+            images = sdxl_vae.decode(assets.vae_module(), params["vae"], latents)  # NCHW [-1, 1]
+            images = jnp.transpose(images, (0, 2, 3, 1))
+            return assets.scorer().score(params["scorer"], images, cond["reward_tokens"])
+
+    d = config.data
+    if d.path.startswith("tfds:"):
+        captions = P.tfds_captions(d.path, d.tfds_dir or None, d.field or "captions.text")
+    else:
+        captions = P.read_captions(d.path, d.field)
+    embeddings = None
+    if d.embeddings:
+        raw = P.load_array_file(d.embeddings)
+        embeddings = {"prompt_embeds": raw["prompt_embeds"],
+                      "text_embeds": raw["text_embeds"] if "text_embeds" in raw else raw["pooled"]}
+    real = None
+    if d.real:
+        raw = P.load_array_file(d.real)
+        real = raw.get("latents", raw.get("array", next(iter(raw.values()))))
+        if tuple(real.shape[1:]) != sample_shape:
+            raise ConfigError(f"data.real latents have shape {real.shape[1:]}, expected {sample_shape}.")
+    tokenize = {"reward_tokens": lambda p: assets.scorer().tokenize(p)} if use_reward else {}
+    source = P.PromptSource(captions, seed=config.seed if d.seed < 0 else d.seed,
+                            encode=None if embeddings is not None else assets.encode, embeddings=embeddings,
+                            tokenize=tokenize, constants={"time_ids": time_ids(config)}, real=real,
+                            real_shape=sample_shape if real is None and config.gan.enabled else (1,),
+                            local_rows=P.process_rows_fn(config.mesh.axes, config.mesh.shape))
+    models = Models(student=den, critic=den, teacher=den, init_denoiser=module.init_weights, gan_head=gan_head,
+                    init_gan_head=init_gan_head, reward=reward, sample_shape=sample_shape)
+    return models, source
+
+
+def eval_prompts(config, source, n: int) -> tuple[list[str], np.ndarray]:
+    """n prompts, each caption `eval.samples_per_prompt` (K) times in a row, and each one's caption index."""
+    k = max(int(config.eval.samples_per_prompt), 1)
+    if config.eval.prompts:
+        caps = P.read_captions(config.eval.prompts, config.data.field)
+    else:  # the first captions of the data file (unshuffled)
+        caps = [source.captions[i] for i in range(min(-(-n // k), source.num_captions))]
+    groups = (np.arange(n) // k) % len(caps)
+    return [caps[g] for g in groups], groups
+
+
+def eval_conds(config, assets: Assets, source, n: int) -> dict:
+    prompts, _ = eval_prompts(config, source, n)
+    cond = {}
+    bsz = max(int(config.global_batch), 1)
+    for i in range(0, n, bsz):  # a fixed chunk size: one compile of the text encoder
+        chunk = prompts[i:i + bsz]
+        chunk = chunk + [""] * (bsz - len(chunk))
+        part = assets.encode(chunk)
+        for k, v in part.items():
+            cond.setdefault(k, []).append(v[: min(bsz, n - i)])
+    cond = {k: np.concatenate(v) for k, v in cond.items()}
+    for k, tok in source.tokenize.items():
+        cond[k] = np.asarray(tok(prompts))
+    cond["time_ids"] = np.broadcast_to(time_ids(config), (n, 6)).copy()
+    return cond
+
+
+@functools.lru_cache(maxsize=4)
+def _decode_fn(module):
+    return jax.jit(functools.partial(sdxl_vae.decode, module))
+
+
+def decode_images(assets: Assets, x, chunk: int = 8) -> np.ndarray:
+    """Latents [N,4,h,w] -> uint8 images [N, H, W, 3] with the frozen VAE (host side, chunks of `chunk`)."""
+    module, params = assets.vae()
+    fn, out = _decode_fn(module), []
+    x = np.asarray(x, np.float32)
+    for i in range(0, len(x), chunk):
+        part = x[i:i + chunk]
+        pad = chunk - len(part)
+        img = np.asarray(fn(params, np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])))
+        out.append(img[: len(part)])
+    img = np.concatenate(out).transpose(0, 2, 3, 1)
+    return np.round((img + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, cols: int = 8, zone=None) -> np.ndarray:
+    n, h, w, _ = images.shape
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    grid = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        y, x = r * (h + 2), c * (w + 2)
+        if zone is not None and zone[i]:  # Forbidden-Zone samples framed in red
+            grid[y:y + h + 2, x:x + w + 2] = (255, 0, 0)
+        grid[y + 1:y + 1 + h, x + 1:x + 1 + w] = im
+    return grid
+
+
+def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", save_dir=None):
+    """The training reward's statistics, the eval suite's metrics (amd_jax/eval/t2i.py: FID, scorers, diversity)
+    on every decoded image, and a grid of the first eval.grid_size; save_dir: also every image as a PNG."""
+    suite = assets.eval_suite()
+    full = bool(suite.scorer_paths or suite.inception_path or save_dir)
+    n = len(x) if full else min(len(x), int(config.eval.grid_size))
+    metrics = {"num_samples": int(len(x))}
+    if rewards is not None:
+        r = np.asarray(rewards, np.float64)
+        metrics.update(reward_mean=float(r.mean()), reward_std=float(r.std()), reward_name=config.reward.name)
+    if zone is not None:
+        metrics["zone_fraction"] = float(np.mean(zone))
+    images = decode_images(assets, np.asarray(x)[:n])
+    if full:
+        prompts, groups = eval_prompts(config, source, len(x))
+        metrics.update(suite.metrics(images, prompts, groups))
+        if save_dir is not None:
+            from amd_jax.eval.t2i import save_images
+
+            save_images(save_dir, images, prompts)
+    g = min(len(x), int(config.eval.grid_size))
+    return metrics, {"samples": image_grid(images[:g], int(config.eval.grid_cols), None if zone is None else zone[:g])}
+
+

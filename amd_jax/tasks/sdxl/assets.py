@@ -1,0 +1,98 @@
+"""The SDXL task's files, loaded lazily and once: text encoders, VAE, reward scorer, teacher UNet, eval suite."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from amd_jax.errors import ConfigError
+from amd_jax.models.sdxl import text as sdxl_text
+from amd_jax.models.sdxl import unet as sdxl_unet
+from amd_jax.models.sdxl import weights as W
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dtype(name):
+    if name not in _DTYPES:
+        raise ConfigError(f"dtype {name!r}: use one of {sorted(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+class Assets:
+    """Everything loaded from disk, lazily and once: text encoders, VAE, reward scorer, teacher params."""
+
+    def __init__(self, config):
+        self.c = config
+        self._cache = {}
+
+    def _once(self, key, fn):
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    def unet_config(self) -> dict:
+        return self._once("unet_config", lambda: json.loads(
+            (epath.Path(self.c.model.path) / "unet" / "config.json").read_text()))
+
+    def text(self) -> sdxl_text.SDXLTextEncoders:
+        def load():
+            enc = sdxl_text.SDXLTextEncoders.load(self.c.model.path, param_dtype=np.float32,
+                                                  dtype=dtype(self.c.model.text_dtype),
+                                                  variant=self.c.model.variant or None)
+            # one copy on this process's first device (not re-sent every call)
+            dev = jax.local_devices()[0]
+            enc.params, enc.params_2 = jax.device_put((enc.params, enc.params_2), dev)
+            return enc
+
+        return self._once("text", load)
+
+    def encode_jit(self):
+        return self._once("encode_jit", lambda: jax.jit(self.text().encode_ids))
+
+    def encode(self, prompts: list[str]) -> dict[str, np.ndarray]:
+        enc = self.text()
+        ids, ids_2 = enc.tokenize(list(prompts))
+        pe, te = self.encode_jit()(enc.params, enc.params_2, ids, ids_2)
+        return {"prompt_embeds": np.asarray(pe), "text_embeds": np.asarray(te)}
+
+    def empty_prompt(self) -> dict[str, np.ndarray]:
+        return self._once("empty", lambda: {k: v[0] for k, v in self.encode([""]).items()})
+
+    def vae(self):
+        return self._once("vae", lambda: W.load_vae(self.c.model.path, param_dtype=np.float32,
+                                                   dtype=dtype(self.c.reward.vae_dtype),
+                                                   variant=self.c.model.variant or None))
+
+    def vae_module(self):
+        def make():  # the module from vae/config.json alone (no weights), for tracing the reward
+            cfg = json.loads((epath.Path(self.c.model.path) / "vae" / "config.json").read_text())
+            return W.vae_from_config(cfg, dtype(self.c.reward.vae_dtype))
+
+        return self._once("vae_module", make)
+
+    def eval_suite(self):
+        from amd_jax.eval.t2i import TextToImageSuite
+
+        return self._once("eval_suite", lambda: TextToImageSuite(self.c.eval))
+
+    def scorer(self):
+        from amd_jax.models.rewards.registry import load_reward
+
+        return self._once("scorer", lambda: load_reward(self.c.reward.name, self.c.reward.path))
+
+    def teacher(self):
+        def load():
+            _, params = W.load_unet(self.c.model.path, param_dtype=np.float32, variant=self.c.model.variant or None)
+            return sdxl_unet.cast_params(params, dtype(self.c.model.teacher_dtype))
+
+        return self._once("teacher", load)
+
+
+def time_ids(config) -> np.ndarray:
+    r = int(config.model.resolution)
+    return np.asarray([r, r, 0, 0, r, r], np.float32)

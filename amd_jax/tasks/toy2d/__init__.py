@@ -1,0 +1,45 @@
+"""toy2d: a 2-D class-conditional mixture; MLP denoisers; the reward is the true log-density (configs/toy2d.py)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from amd_jax import teacher as teacher_lib
+from amd_jax.data.toy2d import Toy2D
+from amd_jax.eval import toy2d as metrics_lib
+from amd_jax.models import toy2d as nets
+from amd_jax.tasks import Task
+from amd_jax.tasks.common import class_labels, teacher_report
+
+
+def build(config) -> Task:
+    data = Toy2D(**config.data.to_dict())
+    models = nets.build(config, data)
+    eval_conds = functools.partial(class_labels, num_classes=data.num_classes)
+
+    def evaluate(x, cond, rewards, zone, title="", save_dir=None):
+        del save_dir  # no per-sample files for 2-D points
+        labels = cond["label"]
+        rewards = data.log_density(x, labels) if rewards is None else rewards
+        metrics = metrics_lib.evaluate(data, np.asarray(x), labels, np.asarray(rewards))
+        if zone is not None:
+            metrics["zone_fraction"] = float(np.mean(zone))
+        return metrics, {"samples": metrics_lib.scatter_png(data, np.asarray(x), labels, zone, title)}
+
+    @functools.cache
+    def teacher():
+        params = teacher_lib.load_or_train(config, models, data)
+
+        def report():  # 50-step DDIM with the distillation's CFG scale
+            conds = eval_conds(config.eval.num_samples)
+            x = teacher_lib.sample_teacher(models, params, conds, config.dmd.guidance_scale, steps=50)
+            metrics, _ = evaluate(x, conds, None, None)
+            return {**metrics, "sampler": "ddim50", "guidance_scale": config.dmd.guidance_scale}, None
+
+        teacher_report(config, report)
+        return params
+
+    return Task(models=models, data=data, teacher=teacher, reward=lambda: None, eval_conds=eval_conds,
+                evaluate=evaluate)
