@@ -144,6 +144,23 @@ class Checkpointer:
         self._verify(step, out["state"], out["meta"])
         return serialization.from_state_dict(abstract_state, out["state"]), out["meta"]
 
+    def restore_part(self, step: int, name: str, abstract_part, shardings):
+        """Only the state's top-level field `name` (e.g. 'student') of checkpoint `step`, verified: the offline
+        evaluation reads the student's bytes alone, not the critic's nor the two optimizer states."""
+        target = {name: serialization.to_state_dict(jax.tree_util.tree_map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_part, shardings))}
+        restore_args = jax.tree_util.tree_map(
+            lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype), target)
+        reader = ocp.CheckpointManager(self.dir, options=ocp.CheckpointManagerOptions(read_only=True),
+                                       item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                                                      "meta": ocp.JsonCheckpointHandler()})
+        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                                               partial_restore=True),
+                                  meta=ocp.args.JsonRestore())
+        out = self._read(step, "data", lambda: reader.restore(step, args=args))
+        self._verify(step, out["state"], out["meta"], partial=True)
+        return serialization.from_state_dict(abstract_part, out["state"][name])
+
     def restore_latest(self, abstract_state, shardings, config: dict | None = None):
         """The newest checkpoint that restores and verifies: (step, state, meta), or None if there is none.
 
@@ -184,7 +201,7 @@ class Checkpointer:
             raise CheckpointError(f"cannot read the {what} of {self.dir / str(step)}: {why}") from error
         return out
 
-    def _verify(self, step: int, state_dict, meta: dict):
+    def _verify(self, step: int, state_dict, meta: dict, partial: bool = False):
         stored = meta.get("checksum")
         if stored is None:
             log.warning("Checkpoint %d has no checksums (written before amd_jax stored them): restored unverified.",
@@ -194,7 +211,7 @@ class Checkpointer:
             raise CheckpointError(f"{self.dir / str(step)}: unknown checksum algorithm {stored.get('algorithm')!r}")
         sums, nonfinite = digest(state_dict)
         saved = stored.get("arrays", {})
-        bad = sorted(p for p in set(sums) | set(saved) if sums.get(p) != saved.get(p))
+        bad = sorted(p for p in set(sums) | (set() if partial else set(saved)) if sums.get(p) != saved.get(p))
         if bad:
             raise CheckpointError(
                 f"{self.dir / str(step)}: checksum mismatch in {len(bad)} of {len(sums)} arrays (first: "

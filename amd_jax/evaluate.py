@@ -47,7 +47,7 @@ class Evaluator:
 
         from amd_jax.session import Session
 
-        self.session = Session(config, workdir)
+        self.session = Session(config, workdir, training=False)
         self.out = epath.Path(workdir) / "eval"
         self.gen = self.session.sampler(self.session.frozen(teacher=False))
 
@@ -66,8 +66,8 @@ class Evaluator:
 
         s, c = self.session, self.session.c
         t0 = time.time()
-        state = s.restore(step)
-        x, cond, r, z = s.generate(self.gen, state.student, c.eval.num_samples, seed=777)
+        student = s.restore_student(step)
+        x, cond, r, z = s.generate(self.gen, student, c.eval.num_samples, seed=777)
         t_gen = time.time() - t0
         save_dir = self.out / f"images_{step:07d}" if c.eval.get("save_images") else None
         metrics, images = s.task.evaluate(x, cond, r, z, title=f"{c.method} step {step}", save_dir=save_dir)

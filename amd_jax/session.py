@@ -56,7 +56,9 @@ class Session:
     benches. Construction is cheap (no weights loaded, nothing compiled) and refuses a bad config or an
     incompatible checkpoint first."""
 
-    def __init__(self, config, workdir: str, devices=None):
+    def __init__(self, config, workdir: str, devices=None, training: bool = True):
+        """`training=False` (offline evaluation): a checkpoint past total_steps or written with other training
+        keys is not a resume, so check_resume does not apply; shapes must still match."""
         config = config.copy_and_resolve_references()  # the caller's config is never changed
         self.c, self.workdir = config, epath.Path(workdir)
         devices = jax.devices() if devices is None else list(devices)
@@ -77,7 +79,7 @@ class Session:
         self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save)
         # checked before compiling; initial_state restores it or, if its data is damaged, an older step (checked too)
         self.resume_step = self.ckpt.latest_compatible(self.abstract_state, config.to_dict())
-        if self.resume_step is not None:
+        if self.resume_step is not None and training:
             meta = self.ckpt.restore_meta(self.resume_step)
             check_resume(meta.get("config", {}), config.to_dict(), self.resume_step)
 
@@ -110,6 +112,10 @@ class Session:
     def restore(self, step: int):
         """The verified state of checkpoint `step` on this session's mesh."""
         return self.ckpt.restore(step, self.abstract_state, self.state_sh)[0]
+
+    def restore_student(self, step: int):
+        """Only the student's parameters of checkpoint `step` (verified), for sampling."""
+        return self.ckpt.restore_part(step, "student", self.abstract_state.student, self.state_sh.student)
 
     def batch(self, step: int):
         """The global training batch of `step`, sharded over the mesh's batch axes."""

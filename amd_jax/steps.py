@@ -6,10 +6,10 @@ One iteration (DMD2's order, TTUR = `dmd.ttur`):
     state = critic_step(state, frozen, batch, x, r)                             # fake teacher, every step
 The critic trains on the same stop-gradient samples the generator produced in this iteration. An update whose loss
 or gradient norm is not finite is skipped inside the step (parameters and optimizer state unchanged, the iteration
-counted) and reported as `skipped_generator` / `skipped_critic`; the trainer stops a run that keeps skipping.
+counted) and reported as `skipped_generator` / `skipped_critic`; the loop (amd_jax/loop.py) stops a run that keeps skipping.
 `frozen` holds the
 teacher's and the reward model's parameters: arguments of every step, never part of the saved state.
-The trainer jit-compiles these functions with explicit shardings; here they are plain functions.
+The session (amd_jax/session.py) jit-compiles these functions with explicit shardings; here they are plain functions.
 """
 
 from __future__ import annotations

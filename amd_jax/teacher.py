@@ -1,7 +1,7 @@
 """Stage 1 for small experiments: train the class-conditional teacher with the same denoising loss the critic uses.
 
 The teacher is trained on real data with label dropout (the null label gives the unconditional branch of CFG)
-and saved with Orbax under `config.teacher.dir`. `load_or_train` is what the trainer calls: it loads the teacher
+and saved with Orbax under `config.teacher.dir`. `load_or_train` is what a task calls: it loads the teacher
 when its checkpoint exists and trains it otherwise (toy2d: ~1 min on a CPU), also when the checkpoint is damaged.
 """
 

@@ -2,6 +2,9 @@
 
 import json
 
+import jax
+import numpy as np
+
 from amd_jax.evaluate import Evaluator
 from amd_jax.loop import train
 from amd_jax.session import Session
@@ -24,3 +27,21 @@ def test_evaluate_checkpoints_matches_training_eval(tmp_path):
     table = (tmp_path / "eval" / "results.md").read_text().splitlines()
     assert len(table) == 4 and table[2].startswith("| 4 |") and table[3].startswith("| 8 |")
     assert (tmp_path / "eval" / "samples_0000004.png").exists()
+
+
+def test_offline_evaluation_reads_only_the_student_and_never_the_teacher(tmp_path):
+    config = tiny_toy2d_config()
+    config.total_steps, config.checkpoint.every, config.log.sample_every = 4, 4, 0
+    train(Session(config, str(tmp_path)))
+    session = Session(config, str(tmp_path), training=False)
+    full = session.restore(4)
+    student = session.restore_student(4)  # a partial read of the checkpoint, verified against its checksums
+    for a, b in zip(jax.tree_util.tree_leaves(full.student), jax.tree_util.tree_leaves(student)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # the teacher moved away and no training allowed: loading it would raise, the evaluation must not need it
+    (tmp_path / "teacher").rename(tmp_path / "teacher_gone")
+    offline = config.copy_and_resolve_references()
+    offline.teacher.dir, offline.teacher.train_if_missing = str(tmp_path / "teacher"), False
+    offline.total_steps = 2  # an evaluation is no resume: a checkpoint past total_steps is fine
+    metrics = Evaluator(offline, str(tmp_path)).evaluate(4)
+    assert metrics["step"] == 4 and np.isfinite(metrics["precision"])

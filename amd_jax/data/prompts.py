@@ -10,9 +10,9 @@ Local paths or gs:// (etils.epath); several files may be given comma-separated. 
 
 Order and resumption: the captions are a `grain.MapDataset`, `shuffle(seed).repeat()` (a new permutation per
 epoch). Global row g of the run is `ds[g]`, and global batch `step` holds rows step*B .. step*B + B - 1, so the data
-position is a pure function of the step: the trainer's checkpointed step IS the data position, on any mesh.
+position is a pure function of the step: the checkpointed step IS the data position, on any mesh.
 
-Sharding by process: `global_batch(step, B)` returns host arrays of the GLOBAL shape (what the trainer's
+Sharding by process: `global_batch(step, B)` returns host arrays of the GLOBAL shape (what the session's
 `_put_batch` expects) but reads, tokenizes and encodes only the rows this process's devices hold under the batch
 sharding (`local_rows`); the other rows are zeros that no device of this process ever reads.
 
@@ -210,8 +210,8 @@ class PromptSource:
 
 
 def process_rows_fn(mesh_axes, mesh_shape) -> Callable[[int], np.ndarray]:
-    """Rows of a global batch that this process's devices hold, under the trainer's batch sharding (same mesh
-    construction as the trainer with its default devices)."""
+    """Rows of a global batch that this process's devices hold, under the session's batch sharding (same mesh
+    construction as the session with its default devices)."""
     cache = {}
 
     def rows(batch_size: int) -> np.ndarray:
