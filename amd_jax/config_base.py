@@ -204,6 +204,9 @@ def _check_choices(c) -> None:
     _need(a.rls_mode != "soft" or a.rls_lambda * a.adv_clip < 1.0,
           f"amd.rls_mode='soft' with rls_lambda={a.rls_lambda} and adv_clip={a.adv_clip} can make weights <= 0: "
           "keep rls_lambda * adv_clip < 1.")
+    prof = tuple(c.train.get("profile_steps", ()))
+    _need(prof == () or (len(prof) == 2 and all(_is_int(v) for v in prof) and 0 <= prof[0] < prof[1]),
+          f"train.profile_steps={prof}: give (first, last) iterations with 0 <= first < last, or () for no trace.")
     _need(a.tau < a.adv_clip,
           f"amd.tau={a.tau} >= amd.adv_clip={a.adv_clip}: the advantage is clipped to >= -adv_clip, so a~ < -tau "
           "never holds and the Forbidden-Zone mask is always 0 (hard DSA and hard RLS silently off). "

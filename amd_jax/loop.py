@@ -1,5 +1,6 @@
 """The training loop, alone: DMD2's iteration order with TTUR, logs, samples, checkpoints, the final evaluation, the
-non-finite guard, preemption, and an optional profiler window (train.profile_steps).
+non-finite guard, preemption, the next batch prefetched on a background thread, and an optional profiler window
+(train.profile_steps).
 
     if step % ttur == 0:  state, x, r = generator_step(state, frozen, batch)   # student update
     else:                 x, r = sample_step(state, frozen, batch)             # samples only
@@ -8,6 +9,7 @@ non-finite guard, preemption, and an optional profiler window (train.profile_ste
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import signal
 import time
@@ -87,6 +89,31 @@ class NonFiniteGuard:
                 "or start a new --workdir.")
 
 
+class Prefetcher:
+    """The next iteration's batch, read and put on the mesh by a background thread while the current iteration runs.
+    A batch is a pure function of its step, so prefetching changes no number."""
+
+    def __init__(self, session: Session, first_step: int, first_batch, total_steps: int):
+        self.session, self.total = session, total_steps
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self.pending = (first_step, _done(first_batch))
+
+    def get(self, step: int):
+        batch = self.pending[1].result() if self.pending[0] == step else self.session.batch(step)
+        if step + 1 < self.total:
+            self.pending = (step + 1, self.pool.submit(self.session.batch, step + 1))
+        return batch
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _done(value) -> concurrent.futures.Future:
+    future = concurrent.futures.Future()
+    future.set_result(value)
+    return future
+
+
 class ProfilerWindow:
     """A jax.profiler trace of the iterations [first, last) into WORKDIR/profile (TensorBoard's profile plugin);
     `train.profile_steps=(first, last)`, () = off."""
@@ -129,6 +156,7 @@ def train(session: Session, stop_after: int | None = None):
     preempted = Preempted()
     preempted.install()
     guard = NonFiniteGuard(c.train.max_nonfinite, c)
+    batches = Prefetcher(session, start, batch0, c.total_steps)
     profiler = ProfilerWindow(c.train.get("profile_steps", ()), session.workdir / "profile")
     progress, window, t_window = writers.Progress(start, c.total_steps), [], time.time()
     meta = lambda s: {"data_position": s, "config": c.to_dict(), "mesh": dict(session.mesh.shape)}
@@ -136,7 +164,7 @@ def train(session: Session, stop_after: int | None = None):
     try:
         while step < c.total_steps:
             profiler.at(step)
-            batch = batch0 if step == start else session.batch(step)
+            batch = batches.get(step)
             if step % ttur == 0:
                 state, x, r, gm = compiled["generator"](state, frozen, batch)
             else:
@@ -169,11 +197,13 @@ def train(session: Session, stop_after: int | None = None):
             if stop_after is not None and step >= stop_after:
                 break
         guard.flush()
-        profiler.stop()
     except NonFiniteError:
         session.ckpt.close()  # the saves already started finish writing; no new one is made
         writer.close()
         raise
+    finally:
+        profiler.stop()
+        batches.close()
     t0 = time.time()
     session.ckpt.wait()
     log.info("checkpoints finished writing (waited %.2f s)", time.time() - t0)

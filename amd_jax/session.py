@@ -65,9 +65,9 @@ class Session:
         validate(config, len(devices), jax.process_count())  # before anything expensive
         if "teacher" in config and not config.teacher.dir:
             config.teacher.dir = str(self.workdir / "teacher")
-        self.task = tasks.build(config)
-        self.models = self.task.models
         self.mesh = mesh_lib.make_mesh(config.mesh.axes, config.mesh.shape, devices)
+        self.task = tasks.build(config, self.mesh)
+        self.models = self.task.models
         self.steps = Steps(config, self.models)
         rules, min_size = tuple(config.sharding.rules), config.sharding.fsdp_min_size
 

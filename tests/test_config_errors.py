@@ -296,3 +296,11 @@ def test_resume_is_refused_before_compiling(amd_run, tag, args, message):
     assert re.search(message, out), out[-3000:]
     assert "Compiled in" not in out and "the teacher" not in out  # refused before the teacher was even loaded
     assert _tree_digest(wd / "checkpoints") == before
+
+
+@pytest.mark.parametrize("steps", [(4, 2), (3,), (-1, 2)])
+def test_profile_window_must_be_first_before_last(steps):
+    from amd_jax.config_base import validate
+
+    with pytest.raises(ConfigError, match=r"train.profile_steps"):
+        validate(tiny_toy2d_config(**{"train.profile_steps": steps}), 1)

@@ -138,3 +138,21 @@ def test_toy2d_writes_eval_json_and_plot(eight_device_run):
     teacher = json.loads((workdir / "teacher" / "eval.json").read_text())  # the teacher's own DDIM-50 quality
     assert teacher["sampler"] == "ddim50" and 0.0 <= teacher["precision"] <= 1.0
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_prefetched_batches_and_profiler_window(tmp_path):
+    """The loop's prefetcher hands out exactly the session's batches (in order, and after a jump); the profiler
+    window writes a trace."""
+    from amd_jax.loop import Prefetcher
+
+    config = tiny_toy2d_config()
+    session = Session(config, str(tmp_path / "s"))
+    batches = Prefetcher(session, 3, session.batch(3), total_steps=12)
+    for step in (3, 4, 5, 9, 10, 11):
+        got, want = batches.get(step), session.batch(step)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            assert np.array_equal(np.asarray(a), np.asarray(b)) and a.sharding == b.sharding
+    batches.close()
+    config.train.profile_steps, config.total_steps, config.log.sample_every = (2, 4), 4, 0
+    train(Session(config, str(tmp_path / "p")))
+    assert list((tmp_path / "p" / "profile").rglob("*.xplane.pb"))

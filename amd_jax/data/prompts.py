@@ -13,11 +13,11 @@ epoch). Global row g of the run is `ds[g]`, and global batch `step` holds rows s
 position is a pure function of the step: the checkpointed step IS the data position, on any mesh.
 
 Sharding by process: `global_batch(step, B)` returns host arrays of the GLOBAL shape (what the session's
-`_put_batch` expects) but reads, tokenizes and encodes only the rows this process's devices hold under the batch
+`put_batch` expects) but reads, tokenizes and encodes only the rows this process's devices hold under the batch
 sharding (`local_rows`); the other rows are zeros that no device of this process ever reads.
 
 Conditioning: `encode(prompts) -> {name: array [n, ...]}` (for SDXL a jitted text encoder, see
-amd_jax/models/sdxl/experiment.py) or, faster, precomputed per-caption embeddings (`embeddings`: arrays [N, ...]
+amd_jax/tasks/sdxl) or, faster, precomputed per-caption embeddings (`embeddings`: arrays [N, ...]
 indexed by the caption's index in the file, from an .npz / .safetensors written by `save_embeddings`).
 `real`: optional per-caption real samples [N, ...] (e.g. VAE latents for the GAN); without it 'real' is zeros of
 `real_shape` (the GAN must then be off).
@@ -207,24 +207,3 @@ class PromptSource:
     def prompts(self, step: int, batch_size: int) -> list[str]:
         """The global batch's captions (all rows; for logging / evaluation)."""
         return self.rows(int(step) * batch_size, np.arange(batch_size))[1]
-
-
-def process_rows_fn(mesh_axes, mesh_shape) -> Callable[[int], np.ndarray]:
-    """Rows of a global batch that this process's devices hold, under the session's batch sharding (same mesh
-    construction as the session with its default devices)."""
-    cache = {}
-
-    def rows(batch_size: int) -> np.ndarray:
-        import jax
-
-        if jax.process_count() == 1:
-            return np.arange(batch_size)
-        if batch_size not in cache:
-            from amd_jax.parallel import mesh as mesh_lib
-
-            mesh = mesh_lib.make_mesh(mesh_axes, mesh_shape, jax.devices())
-            idx = mesh_lib.batch_sharding(mesh, 1).addressable_devices_indices_map((batch_size,))
-            cache[batch_size] = np.unique(np.concatenate([np.arange(batch_size)[s] for s in idx.values()]))
-        return cache[batch_size]
-
-    return rows

@@ -58,5 +58,14 @@ def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
     return NamedSharding(mesh, P(batch_axes(mesh), *([None] * (ndim - 1))))
 
 
+def process_rows(mesh: Mesh | None, batch_size: int) -> np.ndarray:
+    """The rows of a global batch that this process's devices hold under `batch_sharding` (all rows with one
+    process, or without a mesh): a data pipeline reads and encodes only these."""
+    if mesh is None or jax.process_count() == 1:
+        return np.arange(batch_size)
+    idx = batch_sharding(mesh, 1).addressable_devices_indices_map((batch_size,))
+    return np.unique(np.concatenate([np.arange(batch_size)[s] for s in idx.values()]))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())

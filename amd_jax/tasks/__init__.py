@@ -36,8 +36,10 @@ class Task:
     evaluate: Callable[..., tuple[dict, dict]]
 
 
-def build(config) -> Task:
+def build(config, mesh=None) -> Task:
+    """The task of `config.experiment`. `mesh` (the session's) tells a process-sharded data pipeline which rows of
+    a global batch this process holds; without it, every row."""
     name = config.experiment
     if name not in _TASKS:
         raise ConfigError(f"experiment={name!r} is not a task: choose one of {sorted(_TASKS)}.")
-    return importlib.import_module(_TASKS[name]).build(config)
+    return importlib.import_module(_TASKS[name]).build(config, mesh)

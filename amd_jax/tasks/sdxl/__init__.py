@@ -34,17 +34,20 @@ from amd_jax.models.sdxl import unet as sdxl_unet
 from amd_jax.models.sdxl import vae as sdxl_vae
 from amd_jax.models.sdxl import weights as W
 from amd_jax.models.sdxl.gan_head import GanHead
+from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.tasks import Task
 from amd_jax.tasks.sdxl.assets import Assets, dtype, time_ids
 
 log = logging.getLogger("amd_jax")
 
 
-def build(config) -> Task:
+def build(config, mesh=None) -> Task:
+    """`mesh`: the session's; the prompt source encodes only the rows of each global batch that this process's
+    devices hold on it (all rows without one)."""
     _check(config)
     assets = Assets(config)
     assets.eval_suite()  # checks eval.* now (loads nothing), not after training
-    models, source = _models_and_data(config, assets)
+    models, source = _models_and_data(config, assets, mesh)
 
     def reward():
         if models.reward is None:
@@ -75,7 +78,7 @@ def _check(config):
         raise ConfigError("data.path is empty: a caption file (.txt/.jsonl/.parquet, local or gs://) or tfds:NAME.")
 
 
-def _models_and_data(config, assets: Assets):
+def _models_and_data(config, assets: Assets, mesh):
     """The UNet denoisers, GAN head and reward function, and the prompt source of the training batches."""
     assets.eval_suite()  # checks eval.* now (loads nothing), not after training
     ucfg = assets.unet_config()
@@ -135,7 +138,7 @@ def _models_and_data(config, assets: Assets):
                             encode=None if embeddings is not None else assets.encode, embeddings=embeddings,
                             tokenize=tokenize, constants={"time_ids": time_ids(config)}, real=real,
                             real_shape=sample_shape if real is None and config.gan.enabled else (1,),
-                            local_rows=P.process_rows_fn(config.mesh.axes, config.mesh.shape))
+                            local_rows=functools.partial(mesh_lib.process_rows, mesh))
     models = Models(student=den, critic=den, teacher=den, init_denoiser=module.init_weights, gan_head=gan_head,
                     init_gan_head=init_gan_head, reward=reward, sample_shape=sample_shape)
     return models, source

@@ -14,7 +14,8 @@ from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels, teacher_report
 
 
-def build(config) -> Task:
+def build(config, mesh=None) -> Task:
+    del mesh  # every process computes the whole (small) global batch
     data = Toy2D(**config.data.to_dict())
     models = nets.build(config, data)
     eval_conds = functools.partial(class_labels, num_classes=data.num_classes)
