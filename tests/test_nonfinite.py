@@ -19,12 +19,10 @@ import pytest
 from amd_jax import writers
 from amd_jax.checkpoint import Checkpointer
 from amd_jax.errors import NonFiniteError
-from amd_jax import tasks
-from amd_jax.steps import Steps
 from amd_jax.loop import NonFiniteGuard
 from amd_jax.session import Session
 from procs import Train
-from tiny import tiny_toy2d_config
+from tiny import tiny_toy2d_config, toy_steps
 
 
 def _leaves(tree):
@@ -38,12 +36,7 @@ def _same(a, b) -> bool:
 @pytest.fixture(scope="module")
 def setup():
     config = tiny_toy2d_config()
-    task = tasks.build(config)
-    models, data = task.models, task.data
-    steps = Steps(config, models)
-    teacher = models.init_denoiser(jax.random.PRNGKey(1))
-    frozen = {"teacher": teacher, "reward": None}
-    state = jax.jit(steps.init)(teacher, jax.random.PRNGKey(0))
+    steps, frozen, state, data = toy_steps(config)
     batch = jax.tree_util.tree_map(jnp.asarray, data.global_batch(0, config.global_batch))
     return steps, frozen, state, batch
 

@@ -18,7 +18,7 @@ from amd_jax import tasks
 from amd_jax.steps import Steps
 from amd_jax.loop import train
 from amd_jax.session import Session
-from tiny import tiny_toy2d_config
+from tiny import tiny_toy2d_config, toy_steps
 
 
 def _leaves(tree):
@@ -27,12 +27,7 @@ def _leaves(tree):
 
 def _run_steps(config, n_iters):
     """n iterations of the DMD2/AMD loop (TTUR order) with plain jit on one device; returns the final state."""
-    task = tasks.build(config)
-    models, data = task.models, task.data
-    steps = Steps(config, models)
-    teacher = models.init_denoiser(jax.random.PRNGKey(1))
-    frozen = {"teacher": teacher, "reward": None}
-    state = jax.jit(steps.init)(teacher, jax.random.PRNGKey(0))
+    steps, frozen, state, data = toy_steps(config)
     gen, samp, crit = (jax.jit(f) for f in (steps.generator_step, steps.sample_step, steps.critic_step))
     for i in range(n_iters):
         host = data.global_batch(i, config.global_batch)
