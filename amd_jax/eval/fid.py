@@ -16,7 +16,6 @@ Preprocessing modes (``preprocess``):
 
 from __future__ import annotations
 
-import io
 import warnings
 from typing import Callable, Iterable
 
@@ -109,13 +108,11 @@ def save_stats(path, mu, sigma, **meta) -> None:
 
     Keep one file per reference set and preprocessing mode, e.g. ``coco30k_clean_299.npz``.
     """
-    from amd_jax import caches
+    from amd_jax import tensor_files
 
     mu, sigma = np.asarray(mu), np.asarray(sigma)
     _check_stats(mu, sigma, str(path))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, mu=mu, sigma=sigma, **{k: np.asarray(v) for k, v in meta.items()})
-    caches.atomic_write_bytes(path, buf.getvalue())  # a crash mid-write leaves no half file under `path`
+    tensor_files.write(path, {"mu": mu, "sigma": sigma, **meta}, compress=True)  # atomic: never a half file
 
 
 def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
@@ -126,15 +123,14 @@ def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
     """
     from etils import epath
 
-    from amd_jax import caches
+    from amd_jax import caches, tensor_files
     from amd_jax.errors import DamagedFileError
 
     p = epath.Path(path)
     if not p.exists():
         raise FileNotFoundError(f"FID stats file not found: {path}")
     try:
-        with np.load(io.BytesIO(p.read_bytes()), allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        arrays = tensor_files.read(p)
     except caches.UNREADABLE as e:
         raise DamagedFileError(f"FID stats file {path} cannot be read ({caches.describe(e)}): compute it again "
                                f"with amd_jax.eval.fid.save_stats, or download it again.") from e

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amd_jax import tensor_files
 from amd_jax.data import prompts as P
 from amd_jax.errors import ConfigError
 from amd_jax.models.bundle import Models
@@ -121,13 +122,13 @@ def _models_and_data(config, assets: Assets):
         captions = P.read_captions(d.path, d.field)
     embeddings = None
     if d.embeddings:
-        raw = P.load_array_file(d.embeddings)
+        raw = tensor_files.read(d.embeddings)
         embeddings = {"prompt_embeds": raw["prompt_embeds"],
                       "text_embeds": raw["text_embeds"] if "text_embeds" in raw else raw["pooled"]}
     real = None
     if d.real:
-        raw = P.load_array_file(d.real)
-        real = raw.get("latents", raw.get("array", next(iter(raw.values()))))
+        raw = tensor_files.read(d.real)
+        real = raw.get("latents", raw.get(tensor_files.NPY_KEY, next(iter(raw.values()))))
         if tuple(real.shape[1:]) != sample_shape:
             raise ConfigError(f"data.real latents have shape {real.shape[1:]}, expected {sample_shape}.")
     tokenize = {"reward_tokens": lambda p: assets.scorer().tokenize(p)} if use_reward else {}

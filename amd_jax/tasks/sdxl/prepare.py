@@ -10,6 +10,7 @@ import jax
 import numpy as np
 from etils import epath
 
+from amd_jax import tensor_files
 from amd_jax.data import prompts as P
 from amd_jax.models.sdxl import vae as sdxl_vae
 from amd_jax.tasks.sdxl.assets import Assets
@@ -48,7 +49,7 @@ def encode_real_latents(config, image_paths: list[str], out_path: str, batch_siz
         parts.append(z[: len(chunk)])
         log.info("encoded %d/%d images", i + len(chunk), len(image_paths))
     latents = np.concatenate(parts)
-    P.save_embeddings(out_path, {"latents": latents})
+    tensor_files.write(out_path, {"latents": latents})
     return latents
 
 
@@ -62,4 +63,4 @@ def precompute_embeddings(config, out_path: str, batch_size: int = 64) -> None:
         enc = assets.encode(chunk + [""] * (batch_size - len(chunk)))
         for k, v in enc.items():
             parts.setdefault(k, []).append(v[: len(chunk)])
-    P.save_embeddings(out_path, {k: np.concatenate(v) for k, v in parts.items()})
+    tensor_files.write(out_path, {k: np.concatenate(v) for k, v in parts.items()})
