@@ -30,6 +30,7 @@ from amd_jax import caches, paths
 from amd_jax.data.mnist import ImageData
 from amd_jax.errors import DamagedFileError
 from amd_jax.eval import fid as fid_lib
+from amd_jax.eval import knn
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +77,6 @@ def train_classifier(net: CNN, x, y, steps: int, batch_size: int = 128, lr: floa
         if i % 500 == 0 or i == steps - 1:
             log.info("classifier step %d/%d loss %.4f", i + 1, steps, float(val))
     return params
-
-
-def knn_precision_recall(fake: np.ndarray, real: np.ndarray, k: int = 3, chunk: int = 1024) -> tuple[float, float]:
-    """Improved precision/recall (Kynkaanniemi et al. 2019): each set's manifold = union of its k-NN balls."""
-    fake, real = np.asarray(fake, np.float64), np.asarray(real, np.float64)
-
-    def dists(a, b):
-        return np.sqrt(np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * a @ b.T, 0.0))
-
-    def radii(a):
-        return np.concatenate([np.sort(dists(a[i:i + chunk], a), 1)[:, k] for i in range(0, len(a), chunk)])
-
-    def inside(q, ref, r):
-        return np.concatenate([np.any(dists(q[i:i + chunk], ref) <= r[None], 1) for i in range(0, len(q), chunk)])
-
-    return float(inside(fake, real, radii(real)).mean()), float(inside(real, fake, radii(fake)).mean())
 
 
 class Evaluator:
@@ -165,7 +150,7 @@ class Evaluator:
         logits, feats = self.logits_and_features(x)
         labels = np.asarray(labels)
         n = min(len(feats), len(self.real_feats))  # equal set sizes: the k-NN radii depend on the set size
-        prec, rec = knn_precision_recall(feats[:n], self.real_feats[:n])
+        prec, rec = knn.precision_recall(feats[:n], self.real_feats[:n])  # float64 features
         div = fid_lib.diversity_by_group(feats[:2000], labels[:2000])[0]
         out = {
             "class_accuracy": float(np.mean(logits.argmax(-1) == labels)),
