@@ -30,6 +30,7 @@ from amd_jax import caches, paths
 from amd_jax.data.mnist import ImageData
 from amd_jax.errors import DamagedFileError
 from amd_jax.eval import fid as fid_lib
+from amd_jax.eval import grid
 from amd_jax.eval import knn
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,9 @@ def sample_grid(x, labels, num_classes: int = 10, per_class: int = 10, scale: in
     """RGB uint8 grid: row c = the first `per_class` samples of class c; zone-flagged samples framed in red."""
     x = np.clip((np.asarray(x)[..., 0] + 1.0) * 127.5, 0, 255).astype(np.uint8)
     labels = np.asarray(labels)
-    h, w = x.shape[1] * scale, x.shape[2] * scale
-    pad = 2
-    grid = np.full((num_classes * (h + pad) + pad, per_class * (w + pad) + pad, 3), 128, np.uint8)
-    for c in range(num_classes):
-        for j, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
-            y0, x0 = pad + c * (h + pad), pad + j * (w + pad)
-            if zone is not None and zone[i] > 0.5:
-                grid[y0 - pad:y0 + h + pad, x0 - pad:x0 + w + pad] = (255, 0, 0)
-            grid[y0:y0 + h, x0:x0 + w] = np.kron(x[i], np.ones((scale, scale), np.uint8))[..., None]
-    return grid
+    picked = [(i, (c, j)) for c in range(num_classes) for j, i in enumerate(np.flatnonzero(labels == c)[:per_class])]
+    idx = np.array([i for i, _ in picked], np.int64)
+    tiles = np.repeat(np.repeat(x[idx], scale, 1), scale, 2)[..., None].repeat(3, -1)  # scaled, gray -> RGB
+    framed = None if zone is None else np.asarray(zone)[idx] > 0.5
+    return grid.image_grid(tiles, per_class, rows=num_classes, cells=[cell for _, cell in picked], margin=2,
+                           background=128, framed=framed)

@@ -30,6 +30,7 @@ import numpy as np
 from amd_jax import tensor_files
 from amd_jax.data import prompts as P
 from amd_jax.errors import ConfigError
+from amd_jax.eval import grid
 from amd_jax.models.bundle import Models
 from amd_jax.models.sdxl import unet as sdxl_unet
 from amd_jax.models.sdxl import vae as sdxl_vae
@@ -189,20 +190,6 @@ def decode_images(assets: Assets, x, chunk: int = 8) -> np.ndarray:
     return np.round((img + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
 
 
-def image_grid(images: np.ndarray, cols: int = 8, zone=None) -> np.ndarray:
-    n, h, w, _ = images.shape
-    cols = max(1, min(cols, n))
-    rows = -(-n // cols)
-    grid = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        y, x = r * (h + 2), c * (w + 2)
-        if zone is not None and zone[i]:  # Forbidden-Zone samples framed in red
-            grid[y:y + h + 2, x:x + w + 2] = (255, 0, 0)
-        grid[y + 1:y + 1 + h, x + 1:x + 1 + w] = im
-    return grid
-
-
 def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", save_dir=None):
     """The training reward's statistics, the eval suite's metrics (amd_jax/eval/t2i.py: FID, scorers, diversity)
     on every decoded image, and a grid of the first eval.grid_size; save_dir: also every image as a PNG."""
@@ -224,6 +211,7 @@ def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", s
 
             save_images(save_dir, images, prompts)
     g = min(len(x), int(config.eval.grid_size))
-    return metrics, {"samples": image_grid(images[:g], int(config.eval.grid_cols), None if zone is None else zone[:g])}
+    framed = None if zone is None else zone[:g]
+    return metrics, {"samples": grid.image_grid(images[:g], int(config.eval.grid_cols), framed=framed)}
 
 
