@@ -75,16 +75,17 @@ def extract_features(feature_fn: Callable, images: np.ndarray | Iterable[np.ndar
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from amd_jax import batching
+
+    def features(b):
+        return np.asarray(feature_fn(b), np.float32).reshape(batch_size, -1)
+
     chunks = [images] if isinstance(images, np.ndarray) else images
     feats = []
     for chunk in chunks:
         x = preprocess(chunk, mode)
-        for s in range(0, x.shape[0], batch_size):
-            b = x[s:s + batch_size]
-            n = b.shape[0]
-            if n < batch_size:
-                b = np.concatenate([b, np.zeros((batch_size - n, *b.shape[1:]), b.dtype)])
-            feats.append(np.asarray(feature_fn(b), np.float32).reshape(batch_size, -1)[:n])
+        if x.shape[0]:
+            feats.append(batching.map_fixed_batches(features, x, batch_size))
     if not feats:
         raise ValueError("no images given")
     return np.concatenate(feats)

@@ -14,6 +14,7 @@ Metrics of generated samples x [N, H, W, 1] with their conditioning labels:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -26,7 +27,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from amd_jax import caches, paths
+from amd_jax import batching, caches, paths
 from amd_jax.data.mnist import ImageData
 from amd_jax.errors import DamagedFileError
 from amd_jax.eval import fid as fid_lib
@@ -130,16 +131,9 @@ class Evaluator:
         return caches.load_or_build([weights, report], load, build, save, write=jax.process_index() == 0)
 
     def logits_and_features(self, x, batch: int = 500):
-        x = np.asarray(x, np.float32)
-        outs = []
-        for i in range(0, len(x), batch):
-            b = x[i:i + batch]
-            n = len(b)
-            if n < batch:  # fixed shape: one compilation
-                b = np.concatenate([b, np.zeros((batch - n, *b.shape[1:]), np.float32)])
-            lg, ft = self._apply(self.params, b)
-            outs.append((np.asarray(lg)[:n], np.asarray(ft)[:n]))
-        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]).astype(np.float64)
+        logits, feats = batching.map_fixed_batches(functools.partial(self._apply, self.params),
+                                                   np.asarray(x, np.float32), batch)  # fixed shape: one compile
+        return logits, feats.astype(np.float64)
 
     def predict(self, x):
         return self.logits_and_features(x)[0].argmax(-1)

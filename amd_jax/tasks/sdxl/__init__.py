@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from amd_jax import tensor_files
+from amd_jax import batching, tensor_files
 from amd_jax.data import prompts as P
 from amd_jax.errors import ConfigError
 from amd_jax.eval import grid
@@ -156,15 +156,8 @@ def eval_prompts(config, source, n: int) -> tuple[list[str], np.ndarray]:
 
 def eval_conds(config, assets: Assets, source, n: int) -> dict:
     prompts, _ = eval_prompts(config, source, n)
-    cond = {}
-    bsz = max(int(config.global_batch), 1)
-    for i in range(0, n, bsz):  # a fixed chunk size: one compile of the text encoder
-        chunk = prompts[i:i + bsz]
-        chunk = chunk + [""] * (bsz - len(chunk))
-        part = assets.encode(chunk)
-        for k, v in part.items():
-            cond.setdefault(k, []).append(v[: min(bsz, n - i)])
-    cond = {k: np.concatenate(v) for k, v in cond.items()}
+    # a fixed batch size: one compile of the text encoder
+    cond = batching.map_fixed_batches(assets.encode, prompts, max(int(config.global_batch), 1), fill="")
     for k, tok in source.tokenize.items():
         cond[k] = np.asarray(tok(prompts))
     cond["time_ids"] = np.broadcast_to(time_ids(config), (n, 6)).copy()
@@ -179,14 +172,8 @@ def _decode_fn(module):
 def decode_images(assets: Assets, x, chunk: int = 8) -> np.ndarray:
     """Latents [N,4,h,w] -> uint8 images [N, H, W, 3] with the frozen VAE (host side, chunks of `chunk`)."""
     module, params = assets.vae()
-    fn, out = _decode_fn(module), []
-    x = np.asarray(x, np.float32)
-    for i in range(0, len(x), chunk):
-        part = x[i:i + chunk]
-        pad = chunk - len(part)
-        img = np.asarray(fn(params, np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])))
-        out.append(img[: len(part)])
-    img = np.concatenate(out).transpose(0, 2, 3, 1)
+    img = batching.map_fixed_batches(functools.partial(_decode_fn(module), params), np.asarray(x, np.float32), chunk)
+    img = img.transpose(0, 2, 3, 1)
     return np.round((img + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
 
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from amd_jax import tensor_files
+from amd_jax import batching, tensor_files
 from amd_jax.data import prompts as P
 from amd_jax.models.sdxl import vae as sdxl_vae
 from amd_jax.tasks.sdxl.assets import Assets
@@ -57,10 +57,4 @@ def precompute_embeddings(config, out_path: str, batch_size: int = 64) -> None:
     """Encode every caption of data.path once and save {'prompt_embeds', 'text_embeds'} for data.embeddings."""
     assets = Assets(config)
     caps = P.read_captions(config.data.path, config.data.field)
-    parts = {}
-    for i in range(0, len(caps), batch_size):
-        chunk = caps[i:i + batch_size]
-        enc = assets.encode(chunk + [""] * (batch_size - len(chunk)))
-        for k, v in enc.items():
-            parts.setdefault(k, []).append(v[: len(chunk)])
-    tensor_files.write(out_path, {k: np.concatenate(v) for k, v in parts.items()})
+    tensor_files.write(out_path, batching.map_fixed_batches(assets.encode, caps, batch_size, fill=""))
