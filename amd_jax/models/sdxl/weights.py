@@ -8,10 +8,10 @@ A folder (local path or any etils.epath URL such as gs://...) holds the usual di
     text_encoder_2/config.json  text_encoder_2/model[.fp16].safetensors           (OpenCLIP bigG, with projection)
     tokenizer/, tokenizer_2/    vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json
 
-Weights are read with `safetensors.numpy`, renamed with diffusers' / transformers' own PyTorch->Flax rules and
-checked against the Flax model's abstract parameter tree (`jax.eval_shape`, nothing is initialised): any missing,
-unexpected or mis-shaped tensor raises `WeightError` naming it. Params come back as host numpy trees in the
-requested dtype (place them on devices with your own sharding).
+Weights are read with `amd_jax.tensor_files` (safetensors), renamed with diffusers' / transformers' own
+PyTorch->Flax rules and checked against the Flax model's abstract parameter tree (`jax.eval_shape`, nothing is
+initialised): any missing, unexpected or mis-shaped tensor raises `WeightError` naming it. Params come back as
+host numpy trees in the requested dtype (place them on devices with your own sharding).
 
 `save_unet_pytorch` is the inverse for the UNet: Flax params -> `unet/diffusion_pytorch_model.safetensors` +
 `unet/config.json` loadable by PyTorch `diffusers.UNet2DConditionModel.from_pretrained(out_dir, subfolder="unet")`.
