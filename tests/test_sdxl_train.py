@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, AxisType
 
+from amd_jax import tensor_files
 from amd_jax.config_base import load
 from amd_jax.data import prompts as P
 
@@ -86,8 +87,8 @@ def test_precomputed_embeddings_real_latents_and_formats(tmp_path):
     n = len(caps)
     emb = {"prompt_embeds": np.random.RandomState(0).randn(n, 3, 2).astype(np.float32),
            "text_embeds": np.arange(n, dtype=np.float32)[:, None]}
-    P.save_embeddings(str(tmp_path / "emb.npz"), emb)
-    loaded = P.load_array_file(str(tmp_path / "emb.npz"))
+    tensor_files.write(str(tmp_path / "emb.npz"), emb)
+    loaded = tensor_files.read(str(tmp_path / "emb.npz"))
     real = np.arange(n, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
     src = P.PromptSource(caps, 0, embeddings=loaded, real=real)
     batch = src.global_batch(1, 4)

@@ -18,7 +18,7 @@ sharding (`local_rows`); the other rows are zeros that no device of this process
 
 Conditioning: `encode(prompts) -> {name: array [n, ...]}` (for SDXL a jitted text encoder, see
 amd_jax/tasks/sdxl) or, faster, precomputed per-caption embeddings (`embeddings`: arrays [N, ...]
-indexed by the caption's index in the file, from an .npz / .safetensors written by `save_embeddings`).
+indexed by the caption's index in the file, from an .npz / .safetensors written by `amd_jax.tensor_files.write`).
 `real`: optional per-caption real samples [N, ...] (e.g. VAE latents for the GAN); without it 'real' is zeros of
 `real_shape` (the GAN must then be off).
 """
@@ -114,27 +114,6 @@ def tfds_captions(spec: str, data_dir: str | None = None, field: str = "captions
     split = rest[0] if rest else "train"
     source = tfds.data_source(name, split=split, data_dir=data_dir or None)
     return _TfdsCaptions(source, field)
-
-
-def load_array_file(path: str) -> dict[str, np.ndarray]:
-    """All arrays of an .npz / .npy / .safetensors file (local or gs://)."""
-    p = epath.Path(path)
-    if p.name.endswith(".safetensors"):
-        import safetensors.numpy
-
-        return dict(safetensors.numpy.load(p.read_bytes()))
-    with p.open("rb") as f:
-        data = np.load(f, allow_pickle=False)
-        return {"array": np.asarray(data)} if isinstance(data, np.ndarray) else {k: np.asarray(data[k]) for k in data}
-
-
-def save_embeddings(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write precomputed per-caption conditioning ({'prompt_embeds': [N,77,D], 'text_embeds': [N,P]}) as .npz."""
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    epath.Path(path).write_bytes(buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------------ the source

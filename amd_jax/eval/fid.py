@@ -16,7 +16,6 @@ Preprocessing modes (``preprocess``):
 
 from __future__ import annotations
 
-import io
 import warnings
 from typing import Callable, Iterable
 
@@ -76,16 +75,17 @@ def extract_features(feature_fn: Callable, images: np.ndarray | Iterable[np.ndar
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from amd_jax import batching
+
+    def features(b):
+        return np.asarray(feature_fn(b), np.float32).reshape(batch_size, -1)
+
     chunks = [images] if isinstance(images, np.ndarray) else images
     feats = []
     for chunk in chunks:
         x = preprocess(chunk, mode)
-        for s in range(0, x.shape[0], batch_size):
-            b = x[s:s + batch_size]
-            n = b.shape[0]
-            if n < batch_size:
-                b = np.concatenate([b, np.zeros((batch_size - n, *b.shape[1:]), b.dtype)])
-            feats.append(np.asarray(feature_fn(b), np.float32).reshape(batch_size, -1)[:n])
+        if x.shape[0]:
+            feats.append(batching.map_fixed_batches(features, x, batch_size))
     if not feats:
         raise ValueError("no images given")
     return np.concatenate(feats)
@@ -109,13 +109,11 @@ def save_stats(path, mu, sigma, **meta) -> None:
 
     Keep one file per reference set and preprocessing mode, e.g. ``coco30k_clean_299.npz``.
     """
-    from amd_jax import caches
+    from amd_jax import tensor_files
 
     mu, sigma = np.asarray(mu), np.asarray(sigma)
     _check_stats(mu, sigma, str(path))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, mu=mu, sigma=sigma, **{k: np.asarray(v) for k, v in meta.items()})
-    caches.atomic_write_bytes(path, buf.getvalue())  # a crash mid-write leaves no half file under `path`
+    tensor_files.write(path, {"mu": mu, "sigma": sigma, **meta}, compress=True)  # atomic: never a half file
 
 
 def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
@@ -126,15 +124,14 @@ def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
     """
     from etils import epath
 
-    from amd_jax import caches
+    from amd_jax import caches, tensor_files
     from amd_jax.errors import DamagedFileError
 
     p = epath.Path(path)
     if not p.exists():
         raise FileNotFoundError(f"FID stats file not found: {path}")
     try:
-        with np.load(io.BytesIO(p.read_bytes()), allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        arrays = tensor_files.read(p)
     except caches.UNREADABLE as e:
         raise DamagedFileError(f"FID stats file {path} cannot be read ({caches.describe(e)}): compute it again "
                                f"with amd_jax.eval.fid.save_stats, or download it again.") from e

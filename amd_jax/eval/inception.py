@@ -18,13 +18,14 @@ converted once, on a machine with torch, by
 from __future__ import annotations
 
 import functools
-import io
 from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+
+from amd_jax import tensor_files
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INPUT_SIZE = 299
@@ -306,15 +307,9 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(
             f"Inception weights not found at {path}. Provide pytorch-fid's {FID_WEIGHTS_FILE} converted with "
             f"`python -m amd_jax.eval.convert_inception --src={FID_WEIGHTS_FILE} --out=inception_fid.safetensors`.")
-    data = p.read_bytes()
     name = p.name.lower()
-    if name.endswith(".safetensors"):
-        from safetensors.numpy import load as st_load
-
-        return dict(st_load(data))
-    if name.endswith(".npz"):
-        with np.load(io.BytesIO(data), allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+    if name.endswith((".safetensors", ".npz")):
+        return tensor_files.read(p)
     if name.endswith((".pth", ".pt", ".bin")):
         raise ValueError(f"{path} is a torch pickle; convert it first with "
                          f"`python -m amd_jax.eval.convert_inception --src={p.name} --out=inception_fid.safetensors`")

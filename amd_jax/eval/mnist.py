@@ -14,6 +14,7 @@ Metrics of generated samples x [N, H, W, 1] with their conditioning labels:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -26,10 +27,12 @@ import numpy as np
 import optax
 from etils import epath
 
-from amd_jax import caches, paths
+from amd_jax import batching, caches, paths
 from amd_jax.data.mnist import ImageData
 from amd_jax.errors import DamagedFileError
 from amd_jax.eval import fid as fid_lib
+from amd_jax.eval import grid
+from amd_jax.eval import knn
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +79,6 @@ def train_classifier(net: CNN, x, y, steps: int, batch_size: int = 128, lr: floa
         if i % 500 == 0 or i == steps - 1:
             log.info("classifier step %d/%d loss %.4f", i + 1, steps, float(val))
     return params
-
-
-def knn_precision_recall(fake: np.ndarray, real: np.ndarray, k: int = 3, chunk: int = 1024) -> tuple[float, float]:
-    """Improved precision/recall (Kynkaanniemi et al. 2019): each set's manifold = union of its k-NN balls."""
-    fake, real = np.asarray(fake, np.float64), np.asarray(real, np.float64)
-
-    def dists(a, b):
-        return np.sqrt(np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * a @ b.T, 0.0))
-
-    def radii(a):
-        return np.concatenate([np.sort(dists(a[i:i + chunk], a), 1)[:, k] for i in range(0, len(a), chunk)])
-
-    def inside(q, ref, r):
-        return np.concatenate([np.any(dists(q[i:i + chunk], ref) <= r[None], 1) for i in range(0, len(q), chunk)])
-
-    return float(inside(fake, real, radii(real)).mean()), float(inside(real, fake, radii(fake)).mean())
 
 
 class Evaluator:
@@ -144,16 +131,9 @@ class Evaluator:
         return caches.load_or_build([weights, report], load, build, save, write=jax.process_index() == 0)
 
     def logits_and_features(self, x, batch: int = 500):
-        x = np.asarray(x, np.float32)
-        outs = []
-        for i in range(0, len(x), batch):
-            b = x[i:i + batch]
-            n = len(b)
-            if n < batch:  # fixed shape: one compilation
-                b = np.concatenate([b, np.zeros((batch - n, *b.shape[1:]), np.float32)])
-            lg, ft = self._apply(self.params, b)
-            outs.append((np.asarray(lg)[:n], np.asarray(ft)[:n]))
-        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]).astype(np.float64)
+        logits, feats = batching.map_fixed_batches(functools.partial(self._apply, self.params),
+                                                   np.asarray(x, np.float32), batch)  # fixed shape: one compile
+        return logits, feats.astype(np.float64)
 
     def predict(self, x):
         return self.logits_and_features(x)[0].argmax(-1)
@@ -165,7 +145,7 @@ class Evaluator:
         logits, feats = self.logits_and_features(x)
         labels = np.asarray(labels)
         n = min(len(feats), len(self.real_feats))  # equal set sizes: the k-NN radii depend on the set size
-        prec, rec = knn_precision_recall(feats[:n], self.real_feats[:n])
+        prec, rec = knn.precision_recall(feats[:n], self.real_feats[:n])  # float64 features
         div = fid_lib.diversity_by_group(feats[:2000], labels[:2000])[0]
         out = {
             "class_accuracy": float(np.mean(logits.argmax(-1) == labels)),
@@ -186,13 +166,9 @@ def sample_grid(x, labels, num_classes: int = 10, per_class: int = 10, scale: in
     """RGB uint8 grid: row c = the first `per_class` samples of class c; zone-flagged samples framed in red."""
     x = np.clip((np.asarray(x)[..., 0] + 1.0) * 127.5, 0, 255).astype(np.uint8)
     labels = np.asarray(labels)
-    h, w = x.shape[1] * scale, x.shape[2] * scale
-    pad = 2
-    grid = np.full((num_classes * (h + pad) + pad, per_class * (w + pad) + pad, 3), 128, np.uint8)
-    for c in range(num_classes):
-        for j, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
-            y0, x0 = pad + c * (h + pad), pad + j * (w + pad)
-            if zone is not None and zone[i] > 0.5:
-                grid[y0 - pad:y0 + h + pad, x0 - pad:x0 + w + pad] = (255, 0, 0)
-            grid[y0:y0 + h, x0:x0 + w] = np.kron(x[i], np.ones((scale, scale), np.uint8))[..., None]
-    return grid
+    picked = [(i, (c, j)) for c in range(num_classes) for j, i in enumerate(np.flatnonzero(labels == c)[:per_class])]
+    idx = np.array([i for i, _ in picked], np.int64)
+    tiles = np.repeat(np.repeat(x[idx], scale, 1), scale, 2)[..., None].repeat(3, -1)  # scaled, gray -> RGB
+    framed = None if zone is None else np.asarray(zone)[idx] > 0.5
+    return grid.image_grid(tiles, per_class, rows=num_classes, cells=[cell for _, cell in picked], margin=2,
+                           background=128, framed=framed)

@@ -21,6 +21,7 @@ import logging
 import jax
 import numpy as np
 
+from amd_jax import batching
 from amd_jax.eval import fid as fid_lib
 
 log = logging.getLogger("amd_jax")
@@ -62,14 +63,8 @@ class TextToImageSuite:
         scorer, fn, b = self.scorers[name], self._score_fns[name], self.batch_size
         tokens = np.asarray(scorer.tokenize(list(prompts)))
         x = np.asarray(images, np.float32) / 127.5 - 1.0
-        out = []
-        for i in range(0, len(x), b):
-            xi, ti, n = x[i:i + b], tokens[i:i + b], len(x[i:i + b])
-            if n < b:
-                xi = np.concatenate([xi, np.zeros((b - n, *xi.shape[1:]), xi.dtype)])
-                ti = np.concatenate([ti, np.repeat(ti[-1:], b - n, 0)])
-            out.append(np.asarray(fn(scorer.params, xi, ti))[:n])
-        return np.concatenate(out).astype(np.float32)
+        out = batching.map_fixed_batches(functools.partial(fn, scorer.params), (x, tokens), b, fill=(0, batching.EDGE))
+        return out.astype(np.float32)
 
     def features(self, images: np.ndarray) -> np.ndarray:
         return fid_lib.extract_features(self.inception_features, images, self.batch_size, mode="clean")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from amd_jax.data.toy2d import Toy2D
+from amd_jax.eval import knn
 
 
 def _dist_to_modes(data: Toy2D, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -37,16 +38,6 @@ def mode_coverage(data: Toy2D, x, labels, radius_std: float = 3.0, min_share: fl
     return covered / (data.num_classes * data.modes_per_class)
 
 
-def _pdist(a, b):
-    return np.sqrt(np.maximum(np.sum(a**2, 1)[:, None] + np.sum(b**2, 1)[None] - 2 * a @ b.T, 0.0))
-
-
-def knn_recall(fake: np.ndarray, real: np.ndarray, k: int = 3) -> float:
-    """Fraction of real points inside some fake point's k-NN ball (fake manifold)."""
-    radii = np.sort(_pdist(fake, fake), axis=1)[:, k]
-    return float(np.mean(np.any(_pdist(real, fake) <= radii[None, :], axis=1)))
-
-
 def sliced_wasserstein(a: np.ndarray, b: np.ndarray, num_proj: int = 128, seed: int = 0) -> float:
     n = min(len(a), len(b))
     theta = np.random.default_rng(seed).standard_normal((a.shape[1], num_proj))
@@ -56,7 +47,7 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, num_proj: int = 128, seed: 
 
 
 def mmd_rbf(a: np.ndarray, b: np.ndarray, bandwidth: float) -> float:
-    k = lambda u, v: np.exp(-_pdist(u, v) ** 2 / (2 * bandwidth**2))
+    k = lambda u, v: np.exp(-knn.pairwise_distances(u, v) ** 2 / (2 * bandwidth**2))
     kaa, kbb, kab = k(a, a), k(b, b), k(a, b)
     n, m = len(a), len(b)
     return float((kaa.sum() - n) / (n * (n - 1)) + (kbb.sum() - m) / (m * (m - 1)) - 2 * kab.mean())
@@ -68,7 +59,7 @@ def evaluate(data: Toy2D, x: np.ndarray, labels: np.ndarray, rewards: np.ndarray
     per_class = {"recall": [], "swd": [], "mmd": []}
     for c in range(data.num_classes):
         f, r = x[labels == c], real[labels == c]
-        per_class["recall"].append(knn_recall(f, r))
+        per_class["recall"].append(knn.recall(f, r))
         per_class["swd"].append(sliced_wasserstein(f, r, seed=seed + c))
         per_class["mmd"].append(mmd_rbf(f, r, bandwidth=2 * data.std))
     out = {k: float(np.mean(v)) for k, v in per_class.items()}

@@ -11,7 +11,6 @@ amd_jax/models/rewards/classifiers.py); ``load_reward`` fetches or trains their 
 
 from __future__ import annotations
 
-import io
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from amd_jax import caches, paths
+from amd_jax import caches, paths, tensor_files
 from amd_jax.data.mnist import ImageData
 from amd_jax.errors import DamagedFileError
 from amd_jax.method.schedules import make_schedule
@@ -182,17 +181,14 @@ def _cached_softmax_regression(data: ImageData, path: epath.Path) -> dict:
                 "b": jax.ShapeDtypeStruct((data.num_classes,), np.float32)}
 
     def load():
-        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
-            params = {k: f[k] for k in f.files}
+        params = tensor_files.read(path)
         mismatch = caches.tree_mismatch(params, expected)
         if mismatch:
             raise DamagedFileError(mismatch)
         return params
 
     def save(params):
-        buf = io.BytesIO()
-        np.savez(buf, **params)
-        caches.atomic_write_bytes(path, buf.getvalue())
+        tensor_files.write(path, params)
 
     def build():
         return train_softmax_regression(data.train_x, data.train_y, data.num_classes)

@@ -37,6 +37,8 @@ import numpy as np
 from etils import epath
 from transformers import CLIPConfig
 
+from amd_jax import tensor_files
+
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")  # copied next to the weights by write_folder
 
 # Architectures of the registry's open_clip models (open_clip/model_configs/*.json).
@@ -244,13 +246,11 @@ def write_folder(state: dict[str, np.ndarray], out_dir, model_cfg: dict, tokeniz
     prefix removed), open_clip_config.json and the tokenizer files found in `tokenizer_dir`.
     `preprocess_cfg` (open_clip's mean/std...) is stored when given; without it the loader uses OpenAI's
     mean/std, which is what ViT-H-14 (HPSv2) and ViT-g-14 use."""
-    from safetensors.numpy import save as save_bytes
-
     state = {k: np.array(v, np.float32, order="C") for k, v in strip_prefix(state).items()}  # keeps 0-d
     check_openclip_state_dict(state, clip_config_from_openclip(model_cfg))  # before writing anything
     out = epath.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "open_clip_model.safetensors").write_bytes(save_bytes(state))
+    tensor_files.write(out / "open_clip_model.safetensors", state)
     meta = {"model_cfg": model_cfg, **({"preprocess_cfg": preprocess_cfg} if preprocess_cfg else {})}
     (out / "open_clip_config.json").write_text(json.dumps(meta, indent=1))
     if tokenizer_dir:

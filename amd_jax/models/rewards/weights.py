@@ -11,7 +11,6 @@ Configs are parsed as plain JSON (``CLIPConfig.from_dict``), never through ``fro
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any, Mapping, Sequence
 
@@ -19,6 +18,8 @@ import flax
 import numpy as np
 from etils import epath
 from flax.traverse_util import flatten_dict, unflatten_dict
+
+from amd_jax import tensor_files
 
 
 def as_path(path) -> epath.Path:
@@ -48,16 +49,9 @@ def read_json(path) -> dict[str, Any]:
 def load_tensors(path) -> dict[str, np.ndarray]:
     """Tensors of a .safetensors or .npz file as float32 numpy arrays (fp16/bf16 checkpoints are upcast)."""
     path = as_path(path)
-    if path.name.endswith(".safetensors"):
-        from safetensors.numpy import load, load_file
-
-        # Local files are memory-mapped; remote ones are read into memory first.
-        raw = load_file(str(path)) if _is_local(path) else load(path.read_bytes())
-    elif path.name.endswith(".npz"):
-        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as npz:
-            raw = {k: npz[k] for k in npz.files}
-    else:
+    if not path.name.endswith((".safetensors", ".npz")):
         raise ValueError(f"unsupported weight file {path.name}: convert it to .safetensors or .npz (see weights.py)")
+    raw = tensor_files.read(path)
     out = {}
     for k, v in raw.items():
         if not np.issubdtype(v.dtype, np.floating):
@@ -67,10 +61,6 @@ def load_tensors(path) -> dict[str, np.ndarray]:
             raise ValueError(f"tensor {k} in {path.name} has non-float dtype {v.dtype}")
         out[k] = np.asarray(v, np.float32)
     return out
-
-
-def _is_local(path: epath.Path) -> bool:
-    return "://" not in str(path)
 
 
 # Non-parameter buffers that transformers CLIP checkpoints may contain.

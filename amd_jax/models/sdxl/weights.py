@@ -8,10 +8,10 @@ A folder (local path or any etils.epath URL such as gs://...) holds the usual di
     text_encoder_2/config.json  text_encoder_2/model[.fp16].safetensors           (OpenCLIP bigG, with projection)
     tokenizer/, tokenizer_2/    vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json
 
-Weights are read with `safetensors.numpy`, renamed with diffusers' / transformers' own PyTorch->Flax rules and
-checked against the Flax model's abstract parameter tree (`jax.eval_shape`, nothing is initialised): any missing,
-unexpected or mis-shaped tensor raises `WeightError` naming it. Params come back as host numpy trees in the
-requested dtype (place them on devices with your own sharding).
+Weights are read with `amd_jax.tensor_files` (safetensors), renamed with diffusers' / transformers' own
+PyTorch->Flax rules and checked against the Flax model's abstract parameter tree (`jax.eval_shape`, nothing is
+initialised): any missing, unexpected or mis-shaped tensor raises `WeightError` naming it. Params come back as
+host numpy trees in the requested dtype (place them on devices with your own sharding).
 
 `save_unet_pytorch` is the inverse for the UNet: Flax params -> `unet/diffusion_pytorch_model.safetensors` +
 `unet/config.json` loadable by PyTorch `diffusers.UNet2DConditionModel.from_pretrained(out_dir, subfolder="unet")`.
@@ -30,6 +30,8 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
+
+from amd_jax import tensor_files
 
 FlatKey = tuple[str, ...]
 WEIGHT_STEMS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
@@ -104,11 +106,9 @@ def weight_files(folder: pathlib.Path, stem: str, variant: str | None = None) ->
 
 def load_state_dict(folder: pathlib.Path, stem: str, variant: str | None = None) -> dict[str, np.ndarray]:
     """All tensors of one component as numpy arrays, keyed by their PyTorch names."""
-    import safetensors.numpy
-
     state: dict[str, np.ndarray] = {}
     for f in weight_files(folder, stem, variant):
-        state.update(safetensors.numpy.load_file(str(f)))
+        state.update(tensor_files.read(f))
     return state
 
 
@@ -325,13 +325,10 @@ def save_unet_pytorch(out_dir, params, config, dtype=np.float32) -> pathlib.Path
     `config` is the UNet config dict (e.g. `read_config(src, "unet")`) or the Flax module (its `.config`).
     Load with `UNet2DConditionModel.from_pretrained(out_dir, subfolder="unet")`. Returns the unet folder.
     """
-    import safetensors.numpy
-
     config = getattr(config, "config", config)
     unet_dir = pathlib.Path(out_dir) / "unet"
     unet_dir.mkdir(parents=True, exist_ok=True)
     state = unet_state_dict_pytorch(params, dtype)
-    safetensors.numpy.save_file(state, str(unet_dir / "diffusion_pytorch_model.safetensors"),
-                                metadata={"format": "pt"})
+    tensor_files.write(unet_dir / "diffusion_pytorch_model.safetensors", state, metadata={"format": "pt"})
     (unet_dir / "config.json").write_text(json.dumps(pytorch_unet_config(config), indent=2, sort_keys=True))
     return unet_dir

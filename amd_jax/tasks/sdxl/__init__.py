@@ -27,8 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amd_jax import batching, tensor_files
 from amd_jax.data import prompts as P
 from amd_jax.errors import ConfigError
+from amd_jax.eval import grid
 from amd_jax.models.bundle import Models
 from amd_jax.models.sdxl import unet as sdxl_unet
 from amd_jax.models.sdxl import vae as sdxl_vae
@@ -124,13 +126,13 @@ def _models_and_data(config, assets: Assets, mesh):
         captions = P.read_captions(d.path, d.field)
     embeddings = None
     if d.embeddings:
-        raw = P.load_array_file(d.embeddings)
+        raw = tensor_files.read(d.embeddings)
         embeddings = {"prompt_embeds": raw["prompt_embeds"],
                       "text_embeds": raw["text_embeds"] if "text_embeds" in raw else raw["pooled"]}
     real = None
     if d.real:
-        raw = P.load_array_file(d.real)
-        real = raw.get("latents", raw.get("array", next(iter(raw.values()))))
+        raw = tensor_files.read(d.real)
+        real = raw.get("latents", raw.get(tensor_files.NPY_KEY, next(iter(raw.values()))))
         if tuple(real.shape[1:]) != sample_shape:
             raise ConfigError(f"data.real latents have shape {real.shape[1:]}, expected {sample_shape}.")
     tokenize = {"reward_tokens": lambda p: assets.scorer().tokenize(p)} if use_reward else {}
@@ -157,15 +159,8 @@ def eval_prompts(config, source, n: int) -> tuple[list[str], np.ndarray]:
 
 def eval_conds(config, assets: Assets, source, n: int) -> dict:
     prompts, _ = eval_prompts(config, source, n)
-    cond = {}
-    bsz = max(int(config.global_batch), 1)
-    for i in range(0, n, bsz):  # a fixed chunk size: one compile of the text encoder
-        chunk = prompts[i:i + bsz]
-        chunk = chunk + [""] * (bsz - len(chunk))
-        part = assets.encode(chunk)
-        for k, v in part.items():
-            cond.setdefault(k, []).append(v[: min(bsz, n - i)])
-    cond = {k: np.concatenate(v) for k, v in cond.items()}
+    # a fixed batch size: one compile of the text encoder
+    cond = batching.map_fixed_batches(assets.encode, prompts, max(int(config.global_batch), 1), fill="")
     for k, tok in source.tokenize.items():
         cond[k] = np.asarray(tok(prompts))
     cond["time_ids"] = np.broadcast_to(time_ids(config), (n, 6)).copy()
@@ -180,29 +175,9 @@ def _decode_fn(module):
 def decode_images(assets: Assets, x, chunk: int = 8) -> np.ndarray:
     """Latents [N,4,h,w] -> uint8 images [N, H, W, 3] with the frozen VAE (host side, chunks of `chunk`)."""
     module, params = assets.vae()
-    fn, out = _decode_fn(module), []
-    x = np.asarray(x, np.float32)
-    for i in range(0, len(x), chunk):
-        part = x[i:i + chunk]
-        pad = chunk - len(part)
-        img = np.asarray(fn(params, np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])))
-        out.append(img[: len(part)])
-    img = np.concatenate(out).transpose(0, 2, 3, 1)
+    img = batching.map_fixed_batches(functools.partial(_decode_fn(module), params), np.asarray(x, np.float32), chunk)
+    img = img.transpose(0, 2, 3, 1)
     return np.round((img + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
-
-
-def image_grid(images: np.ndarray, cols: int = 8, zone=None) -> np.ndarray:
-    n, h, w, _ = images.shape
-    cols = max(1, min(cols, n))
-    rows = -(-n // cols)
-    grid = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        y, x = r * (h + 2), c * (w + 2)
-        if zone is not None and zone[i]:  # Forbidden-Zone samples framed in red
-            grid[y:y + h + 2, x:x + w + 2] = (255, 0, 0)
-        grid[y + 1:y + 1 + h, x + 1:x + 1 + w] = im
-    return grid
 
 
 def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", save_dir=None):
@@ -226,6 +201,7 @@ def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", s
 
             save_images(save_dir, images, prompts)
     g = min(len(x), int(config.eval.grid_size))
-    return metrics, {"samples": image_grid(images[:g], int(config.eval.grid_cols), None if zone is None else zone[:g])}
+    framed = None if zone is None else zone[:g]
+    return metrics, {"samples": grid.image_grid(images[:g], int(config.eval.grid_cols), framed=framed)}
 
 

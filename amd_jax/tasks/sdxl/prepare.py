@@ -10,6 +10,7 @@ import jax
 import numpy as np
 from etils import epath
 
+from amd_jax import batching, tensor_files
 from amd_jax.data import prompts as P
 from amd_jax.models.sdxl import vae as sdxl_vae
 from amd_jax.tasks.sdxl.assets import Assets
@@ -38,17 +39,15 @@ def encode_real_latents(config, image_paths: list[str], out_path: str, batch_siz
     {'latents': [N, 4, r/8, r/8]} .npz (r = model.resolution). One row per caption of data.path."""
     assets = Assets(config)
     module, params = assets.vae()
-    enc = jax.jit(functools.partial(sdxl_vae.encode, module))
+    enc = functools.partial(jax.jit(functools.partial(sdxl_vae.encode, module)), params)
     # image size = latent size x the VAE's downsampling (SDXL: 128 x 8 = model.resolution; the tiny VAE: x 2)
     r, parts = int(config.model.resolution) // 8 * 2 ** (len(module.block_out_channels) - 1), []
-    for i in range(0, len(image_paths), batch_size):
+    for i in range(0, len(image_paths), batch_size):  # images read one batch at a time, not all at once
         chunk = np.stack([load_image(p, r) for p in image_paths[i:i + batch_size]])
-        pad = batch_size - len(chunk)  # fixed batch: one compilation
-        z = np.asarray(enc(params, np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])))
-        parts.append(z[: len(chunk)])
+        parts.append(batching.map_fixed_batches(enc, chunk, batch_size))  # padded to batch_size: one compilation
         log.info("encoded %d/%d images", i + len(chunk), len(image_paths))
     latents = np.concatenate(parts)
-    P.save_embeddings(out_path, {"latents": latents})
+    tensor_files.write(out_path, {"latents": latents})
     return latents
 
 
@@ -56,10 +55,4 @@ def precompute_embeddings(config, out_path: str, batch_size: int = 64) -> None:
     """Encode every caption of data.path once and save {'prompt_embeds', 'text_embeds'} for data.embeddings."""
     assets = Assets(config)
     caps = P.read_captions(config.data.path, config.data.field)
-    parts = {}
-    for i in range(0, len(caps), batch_size):
-        chunk = caps[i:i + batch_size]
-        enc = assets.encode(chunk + [""] * (batch_size - len(chunk)))
-        for k, v in enc.items():
-            parts.setdefault(k, []).append(v[: len(chunk)])
-    P.save_embeddings(out_path, {k: np.concatenate(v) for k, v in parts.items()})
+    tensor_files.write(out_path, batching.map_fixed_batches(assets.encode, caps, batch_size, fill=""))
