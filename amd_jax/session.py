@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 from amd_jax import checkpoint as ckpt_lib
 from amd_jax import tasks, writers
 from amd_jax.config_base import check_resume, validate
-from amd_jax.method import group_advantage, sample, zone_mask
+from amd_jax.method import sample
 from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.parallel.sharding import tree_shardings
 from amd_jax.steps import Steps
@@ -164,7 +164,6 @@ class Session:
         """jitted (student params, cond, rng) -> (x, rewards | None, zone | None) with the full few-step sampler."""
         st, ts = self.models.student, self.steps.timesteps
         ts = jnp.asarray(ts, jnp.int32 if st.schedule.discrete else jnp.float32)
-        a = self.c.amd
 
         def gen(params, cond, rng):
             bsz = jax.tree_util.tree_leaves(cond)[0].shape[0]
@@ -173,8 +172,7 @@ class Session:
             if not self.steps.use_reward:
                 return x, None, None
             r = self.models.reward(frozen.get("reward"), x, cond)
-            adv, _, _ = group_advantage(r, a.group_size, a.std_floor, a.adv_eps, a.adv_clip)
-            return x, r, zone_mask(adv, a.tau)
+            return x, r, self.steps.advantage(r)[1]
 
         return jax.jit(gen)
 

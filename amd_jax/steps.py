@@ -103,7 +103,8 @@ class Steps:
             return None
         return sg(self.m.reward(frozen.get("reward"), sg(x), batch["cond"]).astype(jnp.float32))
 
-    def _advantage(self, rewards):
+    def advantage(self, rewards):
+        """(clipped group advantage, Forbidden-Zone mask, group std) of the rewards: docs/METHOD.md section 4."""
         a = self.c.amd
         adv, mean_g, std_g = M.group_advantage(rewards, a.group_size, a.std_floor, a.adv_eps, a.adv_clip)
         return adv, M.zone_mask(adv, a.tau), std_g
@@ -126,7 +127,7 @@ class Steps:
 
         rewards, alpha_d, beta_d = self._rewards(frozen, x, batch), None, None
         if self.use_reward:
-            adv, mask, std_g = self._advantage(rewards)
+            adv, mask, std_g = self.advantage(rewards)
             metrics.update(_reward_metrics(rewards, adv, mask, std_g))
         if self.dsa:
             alpha_d, beta_d = M.dsa_deltas(adv, mask, c.amd.s, c.amd.dsa_mode)
@@ -175,7 +176,7 @@ class Steps:
         bsz = x.shape[0]
         metrics, weights = {}, None
         if self.rls:
-            adv, mask, _ = self._advantage(rewards)
+            adv, mask, _ = self.advantage(rewards)
             weights = M.rls_weights(adv, mask, c.amd.rls_lambda, c.amd.rls_mode)
             metrics.update(_stats("rls_weight", weights))
 

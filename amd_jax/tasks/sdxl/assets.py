@@ -51,13 +51,8 @@ class Assets:
 
         return self._once("text", load)
 
-    def encode_jit(self):
-        return self._once("encode_jit", lambda: jax.jit(self.text().encode_ids))
-
     def encode(self, prompts: list[str]) -> dict[str, np.ndarray]:
-        enc = self.text()
-        ids, ids_2 = enc.tokenize(list(prompts))
-        pe, te = self.encode_jit()(enc.params, enc.params_2, ids, ids_2)
+        pe, te = self.text()(list(prompts))  # the encoders' own jitted encode_ids, compiled once per batch size
         return {"prompt_embeds": np.asarray(pe), "text_embeds": np.asarray(te)}
 
     def empty_prompt(self) -> dict[str, np.ndarray]:
@@ -94,5 +89,6 @@ class Assets:
 
 
 def time_ids(config) -> np.ndarray:
+    """One sample's micro-conditioning [6] at model.resolution, uncropped (models/sdxl/text.py: time_ids)."""
     r = int(config.model.resolution)
-    return np.asarray([r, r, 0, 0, r, r], np.float32)
+    return np.asarray(sdxl_text.time_ids(1, (r, r), (0, 0), (r, r))[0], np.float32)
