@@ -2,7 +2,6 @@
 global batch, K = 1 keeps the batches of before groups existed bit for bit, and AMD's advantage is then a statistic
 of each condition's own samples."""
 
-import importlib
 import os
 import sys
 import types
@@ -14,13 +13,14 @@ import numpy as np
 import pytest
 
 from amd_jax import tasks
+from amd_jax.config_base import load
 from amd_jax.data import prompts as P
 from amd_jax.data.mnist import ImageData, load_digits_split
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.errors import ConfigError
 from amd_jax.loop import train
 from amd_jax.session import Session
-from tiny import tiny_toy2d_config, toy_steps
+from tiny import ROOT, tiny_toy2d_config, toy_steps
 
 CAPTIONS = os.path.join(os.path.dirname(__file__), "fixtures", "captions_tiny.txt")
 
@@ -221,6 +221,18 @@ def test_prompt_source_groups_across_processes(first_row):
         assert not np.any(b["cond"][k][:first_row])
 
 
+# ----------------------------------------------------------------------------------------- the tasks' wiring
+@pytest.mark.parametrize("name", ["toy2d_tiny", "digits", "sdxl_tiny"])
+def test_each_task_hands_the_session_batches_grouped_by_its_config(name):
+    """tasks.build passes amd.group_size to the task's data: its training batches come in groups of K = 2."""
+    config = load(os.path.join(ROOT, "configs", f"{name}.py"), {"amd.group_size": 2})
+    batch = tasks.build(config).data.global_batch(3, config.global_batch)
+    for v in batch["cond"].values():
+        assert len(_groups_of(v, 2)) == config.global_batch // 2
+    first = batch["cond"]["label" if "label" in batch["cond"] else "prompt_embeds"]
+    assert not np.array_equal(first[0::2], np.broadcast_to(first[:1], first[0::2].shape))  # groups differ
+
+
 # --------------------------------------------------------------------------------------------- refusal
 def test_a_task_without_grouped_data_refuses_groups(monkeypatch):
     built = []
@@ -234,5 +246,3 @@ def test_a_task_without_grouped_data_refuses_groups(monkeypatch):
     assert built == []  # refused before the task built anything
     config.amd.group_size = 1
     assert tasks.build(config) == "task" and built == [1]
-    for name in ("toy2d", "digits", "mnist", "sdxl"):  # every real task's data makes groups
-        assert importlib.import_module(tasks._TASKS[name]).GROUPED_DATA is True
