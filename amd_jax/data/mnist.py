@@ -13,7 +13,10 @@ Sources (all offline once fetched; images are float32 [N, H, W, 1] in [-1, 1], l
   * ``digits``: ``sklearn.datasets.load_digits`` (1797 images, 8x8, values 0..16), split per class with a fixed seed
     (20% test: 1437 train / 360 test).
 
-``ImageData.global_batch(step, B)`` is a pure function of (seed, step), like ``amd_jax.data.toy2d``.
+``ImageData.global_batch(step, B)`` is a pure function of (seed, step), like ``amd_jax.data.toy2d``. Groups
+(amd_jax/data/groups.py; ``group_size`` = K > 1): B / K labels, drawn with the train split's class frequencies, each
+on K consecutive rows, and every row its own train image of that label, drawn independently (the GAN's
+discriminator sees an image with its row's label, so the image must be of that label).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import zipfile
 import numpy as np
 
 from amd_jax import caches, paths
+from amd_jax.data import groups
 from amd_jax.errors import DamagedFileError
 
 log = logging.getLogger(__name__)
@@ -188,16 +192,35 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0):
 class ImageData:
     """Class-conditional images with train/test splits; ``global_batch`` draws train images i.i.d. per step."""
 
-    def __init__(self, train_x, train_y, test_x, test_y, num_classes: int = 10, seed: int = 0, name: str = ""):
+    def __init__(self, train_x, train_y, test_x, test_y, num_classes: int = 10, seed: int = 0, name: str = "",
+                 group_size: int = 1):
         self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
-        self.num_classes, self.seed, self.name = num_classes, seed, name
+        self.num_classes, self.seed, self.name, self.group_size = num_classes, seed, name, group_size
         self.image_shape = tuple(train_x.shape[1:])
 
+    def grouped(self, group_size: int) -> "ImageData":
+        """The same images whose training batches put each label on `group_size` consecutive rows."""
+        return ImageData(self.train_x, self.train_y, self.test_x, self.test_y, self.num_classes, self.seed,
+                         self.name, group_size)
+
     def global_batch(self, step: int, batch_size: int) -> dict:
-        """{'cond': {'label': int32 [B]}, 'real': float32 [B, H, W, 1]}: a pure function of (seed, step)."""
+        """{'cond': {'label': int32 [B]}, 'real': float32 [B, H, W, 1]}: a pure function of (seed, step).
+
+        K = 1: B i.i.d. train images and their labels. K > 1: B / K labels (those of B / K i.i.d. train images),
+        each on K consecutive rows, and per row an independent train image of that label."""
+        k = groups.size(self.group_size, batch_size)
         rng = np.random.default_rng([self.seed, step])
-        idx = rng.integers(0, len(self.train_y), size=batch_size)
+        idx = rng.integers(0, len(self.train_y), size=batch_size // k)
+        if k > 1:
+            idx = self._same_label(rng, np.repeat(self.train_y[idx], k))
         return {"cond": {"label": self.train_y[idx]}, "real": self.train_x[idx]}
+
+    def _same_label(self, rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+        """Per row an independent uniform index of a train image with that row's label."""
+        by_label = np.argsort(self.train_y, kind="stable")
+        count = np.bincount(self.train_y, minlength=self.num_classes)
+        start = np.cumsum(count) - count
+        return by_label[start[labels] + rng.integers(0, count[labels])]
 
 
 def make_data(cfg) -> ImageData:

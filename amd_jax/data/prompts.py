@@ -12,6 +12,12 @@ Order and resumption: the captions are a `grain.MapDataset`, `shuffle(seed).repe
 epoch). Global row g of the run is `ds[g]`, and global batch `step` holds rows step*B .. step*B + B - 1, so the data
 position is a pure function of the step: the checkpointed step IS the data position, on any mesh.
 
+Groups (amd_jax/data/groups.py; `group_size` = K > 1): a global batch holds B / K captions, `ds[step*B/K + r//K]`
+on row r, so rows [gK, (g+1)K) share one caption (each epoch still covers every caption once, in B / K per step).
+Where a row's caption comes from depends only on (seed, step, row), so a group that spans processes is read by
+each of them alike. Each caption read is encoded once and copied to its rows. 'real' (per-caption latents) is the
+caption's one latent on each of its K rows: the file has one real sample per caption.
+
 Sharding by process: `global_batch(step, B)` returns host arrays of the GLOBAL shape (what the session's
 `put_batch` expects) but reads, tokenizes and encodes only the rows this process's devices hold under the batch
 sharding (`local_rows`); the other rows are zeros that no device of this process ever reads.
@@ -30,6 +36,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from etils import epath
+
+from amd_jax.data import groups
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -123,7 +131,8 @@ class PromptSource:
     def __init__(self, captions, seed: int, encode: Callable[[list[str]], dict] | None = None,
                  embeddings: dict[str, np.ndarray] | None = None, tokenize: dict[str, Callable] | None = None,
                  constants: dict[str, np.ndarray] | None = None, real: np.ndarray | None = None,
-                 real_shape: tuple[int, ...] = (1,), local_rows: Callable[[int], np.ndarray] | None = None):
+                 real_shape: tuple[int, ...] = (1,), local_rows: Callable[[int], np.ndarray] | None = None,
+                 group_size: int = 1):
         import grain
 
         self.captions = captions
@@ -138,7 +147,7 @@ class PromptSource:
             raise ValueError("PromptSource needs `encode` or precomputed `embeddings`")
         self.encode, self.embeddings, self.tokenize = encode, embeddings, dict(tokenize or {})
         self.constants, self.real, self.real_shape = dict(constants or {}), real, tuple(real_shape)
-        self._local_rows = local_rows
+        self._local_rows, self.group_size = local_rows, group_size
         # (caption index, caption) per global row: shuffled per epoch from the seed, random access.
         self.ds = (grain.MapDataset.range(self.num_captions).shuffle(seed=int(seed)).repeat(None)
                    .map(lambda i: (int(i), captions[int(i)])))
@@ -148,8 +157,14 @@ class PromptSource:
             return np.arange(batch_size)
         return np.asarray(self._local_rows(batch_size))
 
-    def rows(self, start: int, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        items = [self.ds[start + int(r)] for r in rows]
+    def positions(self, step: int, batch_size: int, rows: np.ndarray) -> np.ndarray:
+        """The dataset position of each of these rows of global batch `step`: K consecutive rows share one."""
+        k = groups.size(self.group_size, batch_size)
+        return int(step) * (batch_size // k) + np.asarray(rows) // k
+
+    def read(self, positions: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(caption index, caption) at each dataset position."""
+        items = [self.ds[int(p)] for p in positions]
         return np.asarray([i for i, _ in items], np.int64), [c for _, c in items]
 
     def cond_for(self, index: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
@@ -167,10 +182,12 @@ class PromptSource:
 
     def global_batch(self, step: int, batch_size: int) -> dict:
         rows = self.local_rows(batch_size)
-        index, prompts = self.rows(int(step) * batch_size, rows)
-        local = self.cond_for(index, prompts)
+        # each distinct caption of this process's rows is read and encoded once, then copied to its rows
+        positions, to_rows = np.unique(self.positions(step, batch_size, rows), return_inverse=True)
+        index, prompts = self.read(positions)
+        local = {k: v[to_rows] for k, v in self.cond_for(index, prompts).items()}
         if self.real is not None:
-            local_real = np.asarray(self.real[index], np.float32)
+            local_real = np.asarray(self.real[index[to_rows]], np.float32)
         else:
             local_real = np.zeros((len(rows),) + self.real_shape, np.float32)
         if len(rows) == batch_size and np.array_equal(rows, np.arange(batch_size)):
@@ -185,4 +202,4 @@ class PromptSource:
 
     def prompts(self, step: int, batch_size: int) -> list[str]:
         """The global batch's captions (all rows; for logging / evaluation)."""
-        return self.rows(int(step) * batch_size, np.arange(batch_size))[1]
+        return self.read(self.positions(step, batch_size, np.arange(batch_size)))[1]

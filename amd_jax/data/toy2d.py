@@ -3,6 +3,11 @@
 `num_classes * modes_per_class` equal Gaussians sit on a ring; class c owns modes c, c + C, c + 2C, ...
 (interleaved), so with 2 modes a class's two modes are opposite and the ring's centre, between them, is a
 low-density region that a mode-averaging one-step student falls into.
+
+Groups (amd_jax/data/groups.py; `group_size` = K > 1, the distillation's `amd.group_size`): a global batch holds
+B / K labels, each on K consecutive rows. Each row's real sample is its own independent draw from p(x | its label):
+the GAN's discriminator sees (real row, that row's label), so a real sample must match its row's label, and the K
+rows of a group get K different real samples. The teacher trains on ungrouped batches (the task's `grouped`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amd_jax.data import groups
+
 
 @dataclasses.dataclass(frozen=True)
 class Toy2D:
@@ -21,6 +28,7 @@ class Toy2D:
     radius: float = 2.0
     std: float = 0.15
     seed: int = 0
+    group_size: int = 1  # K consecutive rows share a label; 0 or 1 = i.i.d. labels
 
     def means(self) -> np.ndarray:
         """[C, M, 2] mode centres: mode j of class c at angle 2 pi (c + C j) / (C M)."""
@@ -42,8 +50,15 @@ class Toy2D:
         log_n = -0.5 * d2 / self.std**2 - jnp.log(2 * jnp.pi * self.std**2)
         return jax.nn.logsumexp(log_n, axis=1) - jnp.log(float(self.modes_per_class))
 
+    def grouped(self, group_size: int) -> "Toy2D":
+        """The same data whose training batches put each label on `group_size` consecutive rows."""
+        return dataclasses.replace(self, group_size=group_size)
+
     def global_batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
-        """The global batch of a training step, a pure function of (seed, step): the data position is the step."""
+        """The global batch of a training step, a pure function of (seed, step): the data position is the step.
+
+        B / K labels, each repeated on K consecutive rows (K = `group_size`); B must be a multiple of K."""
+        k = groups.size(self.group_size, batch_size)
         rng = np.random.default_rng([self.seed, step])
-        labels = rng.integers(0, self.num_classes, size=batch_size).astype(np.int32)
+        labels = np.repeat(rng.integers(0, self.num_classes, size=batch_size // k).astype(np.int32), k)
         return {"cond": {"label": labels}, "real": self.sample(rng, labels)}

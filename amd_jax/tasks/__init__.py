@@ -38,8 +38,22 @@ class Task:
 
 def build(config, mesh=None) -> Task:
     """The task of `config.experiment`. `mesh` (the session's) tells a process-sharded data pipeline which rows of
-    a global batch this process holds; without it, every row."""
+    a global batch this process holds; without it, every row. The task's data puts each condition on
+    `amd.group_size` consecutive rows (amd_jax/data/groups.py)."""
     name = config.experiment
     if name not in _TASKS:
         raise ConfigError(f"experiment={name!r} is not a task: choose one of {sorted(_TASKS)}.")
-    return importlib.import_module(_TASKS[name]).build(config, mesh)
+    module = importlib.import_module(_TASKS[name])
+    _check_groups(module, config)
+    return module.build(config, mesh)
+
+
+def _check_groups(module, config) -> None:
+    """Refuse amd.group_size = K > 1, before the task builds anything, when its data pipeline cannot put K rows of
+    one condition next to each other (a task module declares `GROUPED_DATA = True` when it can)."""
+    k = config.amd.group_size
+    if k > 1 and not getattr(module, "GROUPED_DATA", False):
+        raise ConfigError(
+            f"amd.group_size={k}: the data pipeline of experiment={config.experiment!r} cannot put {k} samples of "
+            "one condition on consecutive rows, so the group advantage would normalise over unrelated samples. "
+            "Set --config.amd.group_size=1 (the whole global batch is one group).")

@@ -18,6 +18,8 @@ from amd_jax.models import mnist as nets
 from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels, teacher_report
 
+GROUPED_DATA = True  # the data put each condition on amd.group_size consecutive rows
+
 
 def build(config, mesh=None) -> Task:
     del mesh  # every process computes the whole (small) global batch
@@ -64,5 +66,6 @@ def build(config, mesh=None) -> Task:
         teacher_report(config, report, image=True)
         return params
 
-    return Task(models=models, data=data, teacher=teacher, reward=lambda: reward_and_report()[0],
-                eval_conds=eval_conds, evaluate=evaluate)
+    # the teacher (above) trains on ungrouped batches; the distillation's put each label on amd.group_size rows
+    return Task(models=models, data=data.grouped(config.amd.group_size), teacher=teacher,
+                reward=lambda: reward_and_report()[0], eval_conds=eval_conds, evaluate=evaluate)

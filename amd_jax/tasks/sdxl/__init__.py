@@ -42,6 +42,8 @@ from amd_jax.tasks.sdxl.assets import Assets, dtype, time_ids
 
 log = logging.getLogger("amd_jax")
 
+GROUPED_DATA = True  # the data put each condition on amd.group_size consecutive rows
+
 
 def build(config, mesh=None) -> Task:
     """`mesh`: the session's; the prompt source encodes only the rows of each global batch that this process's
@@ -140,7 +142,8 @@ def _models_and_data(config, assets: Assets, mesh):
                             encode=None if embeddings is not None else assets.encode, embeddings=embeddings,
                             tokenize=tokenize, constants={"time_ids": time_ids(config)}, real=real,
                             real_shape=sample_shape if real is None and config.gan.enabled else (1,),
-                            local_rows=functools.partial(mesh_lib.process_rows, mesh))
+                            local_rows=functools.partial(mesh_lib.process_rows, mesh),
+                            group_size=config.amd.group_size)
     models = Models(student=den, critic=den, teacher=den, init_denoiser=module.init_weights, gan_head=gan_head,
                     init_gan_head=init_gan_head, reward=reward, sample_shape=sample_shape)
     return models, source
