@@ -213,3 +213,23 @@ def test_toy2d_tiny_with_decoupled_knobs_finishes_finite(tmp_path):
         assert r["ca_norm"] > 0 and r["skipped_generator"] == 0
     # the critic starts as a copy of the teacher (xf = xr_c, DM = 0); once it has trained, the DM term acts
     assert gen[-1]["dm_norm"] > 0
+
+
+def test_checkpoint_written_without_the_keys_resumes(tmp_path):
+    """A run whose checkpoint meta lacks the new keys (as written before they existed) resumes with the defaults."""
+    from amd_jax.loop import train
+    from amd_jax.session import Session
+
+    config = tiny_toy2d_config()
+    config.total_steps, config.log.sample_every, config.eval.at_end = 4, 0, False
+    train(Session(config, str(tmp_path)))
+    meta_file = tmp_path / "checkpoints" / "4" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["config"] = _without_new_keys(config)
+    meta_file.write_text(json.dumps(meta))
+    config.total_steps = 8
+    session = Session(config, str(tmp_path))
+    assert session.resume_step == 4
+    train(session)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 8, steps
