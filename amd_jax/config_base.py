@@ -37,6 +37,11 @@ def base() -> ml_collections.ConfigDict:
     c.dmd.t_max = 0.98
     c.dmd.ttur = 5  # critic steps per generator step
     c.dmd.normalizer = "sample"  # DMD2's per-sample mean|x - xr_cfg|; 'batch' | 'none' for low-dimensional data
+    # Decoupled DMD (docs/METHOD.md section 4): the DM and CA terms each over their own normaliser, and the CA term
+    # at its own re-noise timestep t_ca in [ca_t_min, ca_t_max] (negative = the DM term's t, as DMD2).
+    c.dmd.decoupled_normalizer = False
+    c.dmd.ca_t_min = -1.0
+    c.dmd.ca_t_max = -1.0
 
     c.amd = ml_collections.ConfigDict()
     c.amd.s = 0.5  # DSA strength: alpha, beta in [1 - s, 1 + s]
@@ -195,6 +200,7 @@ def _check_choices(c) -> None:
           f"dmd.normalizer={c.dmd.normalizer!r}: use 'sample', 'batch' or 'none'.")
     _need(0.0 <= c.dmd.t_min <= c.dmd.t_max <= 1.0,
           f"dmd.t_min/t_max={c.dmd.t_min}/{c.dmd.t_max}: need 0 <= t_min <= t_max <= 1.")
+    _check_ca_timestep(c.dmd)
     _need(c.amd.dsa_mode in ("soft", "hard"), f"amd.dsa_mode={c.amd.dsa_mode!r}: use 'soft' or 'hard'.")
     _need(c.amd.rls_mode in ("soft", "hard"), f"amd.rls_mode={c.amd.rls_mode!r}: use 'soft' or 'hard'.")
     a = c.amd
@@ -211,6 +217,14 @@ def _check_choices(c) -> None:
           f"amd.tau={a.tau} >= amd.adv_clip={a.adv_clip}: the advantage is clipped to >= -adv_clip, so a~ < -tau "
           "never holds and the Forbidden-Zone mask is always 0 (hard DSA and hard RLS silently off). "
           "Set --config.amd.tau below adv_clip, e.g. 0.5.")
+
+
+def _check_ca_timestep(d) -> None:
+    """dmd.ca_t_min/ca_t_max: both negative (the CA term at the DM term's t) or 0 <= ca_t_min <= ca_t_max <= 1."""
+    lo, hi = d.ca_t_min, d.ca_t_max
+    _need(_is_real(lo) and _is_real(hi) and ((lo < 0 and hi < 0) or 0.0 <= lo <= hi <= 1.0),
+          f"dmd.ca_t_min/ca_t_max={lo}/{hi}: give both as fractions of the time axis with 0 <= ca_t_min <= ca_t_max "
+          "<= 1 (the CA term's own re-noise range, e.g. 0.5/0.98), or set both to -1 to use the DM term's t.")
 
 
 def _check_timesteps(c) -> None:
@@ -307,6 +321,15 @@ _RESUME_FREE = (
 )
 
 
+# Keys added after checkpoints were written -> the value that reproduces the code before them. A saved (or current)
+# config without such a key ran with this value, so check_resume reads the key's absence as it.
+_ADDED_DEFAULTS = {
+    "dmd.decoupled_normalizer": False,
+    "dmd.ca_t_min": -1.0,
+    "dmd.ca_t_max": -1.0,
+}
+
+
 def _under(key: str, blocks) -> bool:
     """`key` is one of `blocks` or lies below one (dotted prefixes)."""
     return any(key == b or key.startswith(b + ".") for b in blocks)
@@ -322,10 +345,11 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
     All the others (method, seed, experiment, schedule, student, model, data, dmd, amd, gan, optim, reward.name,
     teacher.*) set the updates, the data stream or what eval.json is labelled with; when the checkpoint's state has the same shapes, a
     change would silently continue a different experiment. A key present on one side only is a difference (a
-    knob added by newer code). `current`'s resume.allow_changes lists keys or blocks (e.g. 'optim') changed on
-    purpose. Then: a checkpoint past total_steps is refused; at total_steps the run is finished (logged).
+    knob added by newer code), except the _ADDED_DEFAULTS keys, whose absence means the value the older code ran.
+    `current`'s resume.allow_changes lists keys or blocks (e.g. 'optim') changed on purpose. Then: a checkpoint
+    past total_steps is refused; at total_steps the run is finished (logged).
     """
-    old, new = flatten(_json(saved)), flatten(_json(current))
+    old, new = ({**_ADDED_DEFAULTS, **flatten(_json(d))} for d in (saved, current))
     changed = _semantic_changes(old, new, tuple(new.get("resume.allow_changes") or ()))
     _need(not changed, f"The checkpoint at step {step} was trained with other values of {len(changed)} "
                        "training-semantics key(s):\n  "

@@ -60,6 +60,9 @@ class Steps:
         self.rls = amd and config.amd.rls_lambda != 0
         self.use_reward = amd or bool(config.reward.monitor)  # dmd2 may still log rewards and zone statistics
         self.use_gan = bool(config.gan.enabled)
+        # Decoupled DMD (docs/METHOD.md section 4); both off compile exactly today's DMD2 / AMD program.
+        self.ca_own_t = config.dmd.ca_t_min >= 0
+        self.decoupled = bool(config.dmd.decoupled_normalizer) or self.ca_own_t
         self.student_tx = make_optimizer(config.optim, config.optim.student_lr)
         self.critic_tx = make_optimizer(config.optim, config.optim.critic_lr)
         self.timesteps = tuple(int(t) if models.student.schedule.discrete else float(t) for t in config.student.timesteps)
@@ -134,17 +137,10 @@ class Steps:
             metrics.update(_stats("alpha", 1.0 + alpha_d))
             metrics.update(_stats("beta", 1.0 + beta_d))
 
-        t = sched.sample_t(k_t, (bsz,), c.dmd.t_min, c.dmd.t_max)
-        eps = jax.random.normal(k_eps, x.shape, jnp.float32)
-        x_t = M.add_noise(sched, sg(x), eps, t)
-        tp = frozen["teacher"]
-        xr_c = self.m.teacher.x0(tp, x_t, t, cond)
-        xr_u = self.m.teacher.x0(tp, x_t, t, self.m.teacher.null_cond(cond))
-        xf = self.m.critic.x0(state.critic["denoiser"], x_t, t, cond)
-        grad, norm = M.dmd_gradient(x, xr_c, xr_u, xf, c.dmd.guidance_scale, alpha_d, beta_d, c.dmd.normalizer)
+        grad, dmd_metrics = self._dmd_grad(state, frozen, x, cond, k_t, k_eps, alpha_d, beta_d)
         loss_dm = M.dmd_loss(x, grad)
         loss = loss_dm
-        metrics.update(loss_dm=loss_dm, dmd_norm=jnp.mean(norm), dmd_grad_abs=jnp.mean(jnp.abs(grad)))
+        metrics.update(loss_dm=loss_dm, dmd_grad_abs=jnp.mean(jnp.abs(grad)), **dmd_metrics)
 
         if self.use_gan:
             t_g = sched.sample_t(k_gan_t, (bsz,), 0.0, 1.0)
@@ -155,6 +151,29 @@ class Steps:
             metrics["loss_gan_generator"] = loss_gan
         metrics["loss_generator"] = loss
         return loss, (sg(x), rewards, metrics)
+
+    def _dmd_grad(self, state, frozen, x, cond, k_t, k_eps, alpha_d, beta_d):
+        """The stop-gradient DMD gradient of the samples x and its metrics. DMD2 / AMD: one re-noise timestep t for
+        both terms. Decoupled (dmd.decoupled_normalizer, dmd.ca_t_min/ca_t_max; docs/METHOD.md section 4): the CA
+        term may have its own timestep t_ca (the same noise eps re-noised to t_ca), which costs two more teacher
+        calls there; the fake score is only needed for the DM term, at t."""
+        d, sched, teacher, tp = self.c.dmd, self.m.teacher.schedule, self.m.teacher, frozen["teacher"]
+        t = sched.sample_t(k_t, (x.shape[0],), d.t_min, d.t_max)
+        eps = jax.random.normal(k_eps, x.shape, jnp.float32)
+        x_t = M.add_noise(sched, sg(x), eps, t)
+        xr_c = teacher.x0(tp, x_t, t, cond)
+        xr_u = None if self.ca_own_t else teacher.x0(tp, x_t, t, teacher.null_cond(cond))
+        xf = self.m.critic.x0(state.critic["denoiser"], x_t, t, cond)
+        if not self.decoupled:
+            grad, norm = M.dmd_gradient(x, xr_c, xr_u, xf, d.guidance_scale, alpha_d, beta_d, d.normalizer)
+            return grad, {"dmd_norm": jnp.mean(norm)}
+        ca_parts = (xr_c, xr_u)
+        if self.ca_own_t:
+            t_ca = sched.sample_t(jax.random.fold_in(k_t, 1), (x.shape[0],), d.ca_t_min, d.ca_t_max)
+            x_ca = M.add_noise(sched, sg(x), eps, t_ca)
+            ca_parts = (teacher.x0(tp, x_ca, t_ca, cond), teacher.x0(tp, x_ca, t_ca, teacher.null_cond(cond)))
+        return M.decoupled_gradient(x, (xr_c, xf), ca_parts, d.guidance_scale, alpha_d, beta_d, d.normalizer,
+                                    d.decoupled_normalizer)
 
     def generator_step(self, state: TrainState, frozen, batch):
         grad_fn = jax.value_and_grad(self.generator_loss, has_aux=True)

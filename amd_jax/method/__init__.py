@@ -1,7 +1,7 @@
 """Pure math of DMD2 and AMD: no models, no I/O. See docs/METHOD.md for which rule is whose."""
 
 from amd_jax.method.amd import dsa_deltas, group_advantage, rls_weights, zone_mask
-from amd_jax.method.dmd import cfg, decompose, dmd_gradient, dmd_loss, dmd_normalizer
+from amd_jax.method.dmd import cfg, decompose, decoupled_gradient, dmd_gradient, dmd_loss, dmd_normalizer
 from amd_jax.method.losses import denoising_loss, gan_critic_loss, gan_generator_loss
 from amd_jax.method.schedules import (
     PREDICTION_TYPES,

@@ -79,6 +79,40 @@ def dmd_gradient(x, xr_c, xr_u, xf, omega, alpha_delta=None, beta_delta=None, no
     return jnp.nan_to_num(raw / n), n
 
 
+def decoupled_gradient(x, dm_parts, ca_parts, omega, alpha_delta=None, beta_delta=None, normalizer="sample",
+                       separate_normalizers=True):
+    """The DMD gradient with its DM and CA terms treated apart, as in Decoupled-DMD (docs/METHOD.md section 4).
+
+    dm_parts = (xr_c, xf) at the DM timestep t; ca_parts = (xr_c', xr_u') at the CA timestep t_ca (t_ca = t
+    when the CA term has no timestep of its own). With DM = xr_c - xf, CA = xr_c' - xr_u' and
+    xr_cfg' = xr_u' + omega (xr_c' - xr_u'):
+
+    separate_normalizers [choice]: grad = -(beta DM / n(x, xr_c) + alpha (omega - 1) CA / n(x, xr_cfg'))
+    shared normaliser:             grad = -(beta DM + alpha (omega - 1) CA) / n(x, xr_cfg')
+
+    n(x, target) is dmd_normalizer's kind: DMD2's normaliser is the distance from x to the target of the
+    regression, so each term gets the one DMD2 would give it alone: the DM term is DMD at omega = 1, whose target is
+    xr_c; the CA term carries the guidance, whose target is xr_cfg' (at its own timestep). Both normalisers come
+    from teacher outputs the terms already need. alpha = 1 + alpha_delta, beta = 1 + beta_delta (stop-gradient,
+    per sample [B]; None = 1). Each term goes through nan_to_num, so a degenerate normaliser of one term does not
+    zero the other. Returns (grad, metrics) with the mean normalisers and the mean |term| of each term.
+    """
+    x = sg(x).astype(jnp.float32)
+    xr_c, xf = (sg(a).astype(jnp.float32) for a in dm_parts)
+    xr_c_ca, xr_u_ca = (sg(a).astype(jnp.float32) for a in ca_parts)
+    dm, ca = xr_c - xf, (omega - 1.0) * (xr_c_ca - xr_u_ca)
+    if beta_delta is not None:
+        dm = dm + _broadcast(sg(beta_delta), dm) * dm
+    if alpha_delta is not None:
+        ca = ca + _broadcast(sg(alpha_delta), ca) * ca
+    n_ca = dmd_normalizer(x, cfg(xr_c_ca, xr_u_ca, omega), normalizer)
+    n_dm = dmd_normalizer(x, xr_c, normalizer) if separate_normalizers else n_ca
+    g_dm, g_ca = jnp.nan_to_num(-dm / n_dm), jnp.nan_to_num(-ca / n_ca)
+    metrics = {"dm_normalizer": jnp.mean(n_dm), "ca_normalizer": jnp.mean(n_ca),
+               "dm_norm": jnp.mean(jnp.abs(g_dm)), "ca_norm": jnp.mean(jnp.abs(g_ca))}
+    return g_dm + g_ca, metrics
+
+
 def dmd_loss(x: jax.Array, grad: jax.Array) -> jax.Array:
     """loss_dm = 0.5 * mean((x - sg(x - grad))^2): its gradient w.r.t. x is grad / numel(x)."""
     x = x.astype(jnp.float32)
