@@ -30,6 +30,9 @@ def base() -> ml_collections.ConfigDict:
 
     c.schedule = ml_collections.ConfigDict({"name": "ddpm", "kwargs": {}})
     c.student = ml_collections.ConfigDict({"timesteps": (999,)})  # DMD2 4-step: (999, 749, 499, 249)
+    # ema_decay: an exponential moving average of the student, updated with every applied generator update and
+    # evaluated beside it (ema/ metrics, ema_* keys in eval.json); 0 = off, e.g. 0.999 for long runs
+    c.student.ema_decay = 0.0
 
     c.dmd = ml_collections.ConfigDict()
     c.dmd.guidance_scale = 8.0  # omega, DMD2 convention xr_u + omega (xr_c - xr_u)
@@ -103,6 +106,8 @@ _INT_KNOBS = {
 
 # Float knobs: (key, accepts(value), the allowed range as the fix says it, why the rest is wrong).
 _FLOAT_KNOBS = (
+    ("student.ema_decay", lambda v: 0 <= v < 1, "a value in [0, 1): 0 = no EMA, e.g. 0.999",
+     "the student's EMA is decay * ema + (1 - decay) * student: 1 never leaves the teacher, outside [0, 1) it diverges"),
     ("amd.s", lambda v: 0 <= v <= 1, "a value in [0, 1]",
      "the DSA strength: alpha, beta = 1 -+ s a~ (|a~| <= 1) change sign for s > 1, negative s inverts DSA"),
     ("amd.std_floor", lambda v: v >= 0, "a value >= 0", "the floor on a group's reward std"),
@@ -307,6 +312,13 @@ _RESUME_FREE = (
 )
 
 
+# Keys added by newer code, with the value that reproduces the older code: a checkpoint whose saved config lacks
+# one was trained with that value, so a current config holding it resumes that checkpoint.
+_ADDED_DEFAULTS = {
+    "student.ema_decay": 0.0,  # compared (not _RESUME_FREE): it changes the state and what eval.json's ema_* mean
+}
+
+
 def _under(key: str, blocks) -> bool:
     """`key` is one of `blocks` or lies below one (dotted prefixes)."""
     return any(key == b or key.startswith(b + ".") for b in blocks)
@@ -321,9 +333,10 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
     (paths.is_path_key: teacher.dir, data.path, model.path, ... may be moved, and are spelled relative or absolute).
     All the others (method, seed, experiment, schedule, student, model, data, dmd, amd, gan, optim, reward.name,
     teacher.*) set the updates, the data stream or what eval.json is labelled with; when the checkpoint's state has the same shapes, a
-    change would silently continue a different experiment. A key present on one side only is a difference (a
-    knob added by newer code). `current`'s resume.allow_changes lists keys or blocks (e.g. 'optim') changed on
-    purpose. Then: a checkpoint past total_steps is refused; at total_steps the run is finished (logged).
+    change would silently continue a different experiment (student.ema_decay: a changed decay would report an EMA
+    that mixes two averages under one name). A key present on one side only is a difference (a knob added by newer
+    code), except a key of _ADDED_DEFAULTS absent from the checkpoint's config, which counts as its default.
+    `current`'s resume.allow_changes lists keys or blocks (e.g. 'optim') changed on purpose. Then: a checkpoint past total_steps is refused; at total_steps the run is finished (logged).
     """
     old, new = flatten(_json(saved)), flatten(_json(current))
     changed = _semantic_changes(old, new, tuple(new.get("resume.allow_changes") or ()))
@@ -349,7 +362,7 @@ def _semantic_changes(old: dict, new: dict, allowed: tuple) -> list[str]:
     unknown = [a for a in allowed if not any(_under(k, (a,)) for k in {*old, *new})]
     _need(not unknown, f"resume.allow_changes={allowed}: {unknown} name no config key. Give dotted keys or blocks, "
                        "e.g. --config.resume.allow_changes=\"('optim.student_lr', 'amd')\".")
-    return [k for k in sorted({*old, *new}) if old.get(k, _ABSENT) != new.get(k, _ABSENT)
+    return [k for k in sorted({*old, *new}) if old.get(k, _ADDED_DEFAULTS.get(k, _ABSENT)) != new.get(k, _ABSENT)
             and not _under(k, _RESUME_FREE + allowed) and not is_path_key(k)]
 
 
