@@ -107,7 +107,8 @@ _INT_KNOBS = {
 # Float knobs: (key, accepts(value), the allowed range as the fix says it, why the rest is wrong).
 _FLOAT_KNOBS = (
     ("student.ema_decay", lambda v: 0 <= v < 1, "a value in [0, 1): 0 = no EMA, e.g. 0.999",
-     "the student's EMA is decay * ema + (1 - decay) * student: 1 never leaves the teacher, outside [0, 1) it diverges"),
+     "the student's EMA is decay * ema + (1 - decay) * student: 1 never leaves the teacher, outside [0, 1) it "
+     "diverges"),
     ("amd.s", lambda v: 0 <= v <= 1, "a value in [0, 1]",
      "the DSA strength: alpha, beta = 1 -+ s a~ (|a~| <= 1) change sign for s > 1, negative s inverts DSA"),
     ("amd.std_floor", lambda v: v >= 0, "a value >= 0", "the floor on a group's reward std"),
@@ -336,7 +337,8 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
     change would silently continue a different experiment (student.ema_decay: a changed decay would report an EMA
     that mixes two averages under one name). A key present on one side only is a difference (a knob added by newer
     code), except a key of _ADDED_DEFAULTS absent from the checkpoint's config, which counts as its default.
-    `current`'s resume.allow_changes lists keys or blocks (e.g. 'optim') changed on purpose. Then: a checkpoint past total_steps is refused; at total_steps the run is finished (logged).
+    `current`'s resume.allow_changes lists keys or blocks (e.g. 'optim') changed on purpose. Then: a checkpoint past
+    total_steps is refused; at total_steps the run is finished (logged).
     """
     old, new = flatten(_json(saved)), flatten(_json(current))
     changed = _semantic_changes(old, new, tuple(new.get("resume.allow_changes") or ()))
