@@ -3,7 +3,8 @@
 - The EMA after several TTUR iterations equals a NumPy reference fed the student after each applied update.
 - A skipped (NaN) generator update leaves the EMA bit-identical.
 - decay 0 is today's run: a plain TrainState (no EMA leaf), and the EMA never changes the student or the critic.
-- validate refuses decays outside [0, 1); check_resume treats a checkpoint config without the key as decay 0.
+- validate refuses decays outside [0, 1); check_resume treats a checkpoint config without the key as decay 0, so a
+  checkpoint written before the knob existed resumes (and refuses an EMA config, whose state it lacks).
 - End to end: raw and EMA metrics (metrics.jsonl, eval.json, images, the offline evaluation), and a run stopped
   after a checkpoint resumes to exactly the uninterrupted run's state, EMA included.
 - On 8 devices (data=4, fsdp=2) the EMA leaves get the student's shardings, even under rules that name student/.
@@ -184,3 +185,21 @@ def test_ema_sharding_is_the_students_on_eight_devices(tmp_path, rules):
         assert [s.spec for s in jax.tree_util.tree_leaves(by_rules.student_ema)] != specs(state.student)
     else:  # the kernels really are FSDP-sharded
         assert any("fsdp" in s for s in specs(state.student_ema))
+
+
+def test_checkpoint_written_before_the_knob_resumes(ema_run, tmp_path):
+    """A checkpoint whose saved config has no student.ema_decay (older code) resumes with today's default 0."""
+    _, workdir, _ = ema_run
+    cfg = tiny_toy2d_config()
+    cfg.teacher.dir = str(workdir / "teacher")
+    cfg.eval.at_end, cfg.log.sample_every = False, 0
+    train(Session(cfg, str(tmp_path)), stop_after=4)
+    (meta_file,) = (tmp_path / "checkpoints" / "4" / "meta").glob("metadata")
+    meta = json.loads(meta_file.read_text())
+    del meta["config"]["student"]["ema_decay"]
+    meta_file.write_text(json.dumps(meta))
+    resumed = Session(cfg, str(tmp_path))
+    assert resumed.resume_step == 4
+    assert int(train(resumed).step) == cfg.total_steps
+    with pytest.raises(ConfigError, match="missing in checkpoint: student_ema/"):  # EMA on: that state has none
+        Session(_ema_config(), str(tmp_path))
