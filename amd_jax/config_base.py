@@ -30,6 +30,9 @@ def base() -> ml_collections.ConfigDict:
 
     c.schedule = ml_collections.ConfigDict({"name": "ddpm", "kwargs": {}})
     c.student = ml_collections.ConfigDict({"timesteps": (999,)})  # DMD2 4-step: (999, 749, 499, 249)
+    # ema_decay: an exponential moving average of the student, updated with every applied generator update and
+    # evaluated beside it (ema/ metrics, ema_* keys in eval.json); 0 = off, e.g. 0.999 for long runs
+    c.student.ema_decay = 0.0
 
     c.dmd = ml_collections.ConfigDict()
     c.dmd.guidance_scale = 8.0  # omega, DMD2 convention xr_u + omega (xr_c - xr_u)
@@ -108,6 +111,9 @@ _INT_KNOBS = {
 
 # Float knobs: (key, accepts(value), the allowed range as the fix says it, why the rest is wrong).
 _FLOAT_KNOBS = (
+    ("student.ema_decay", lambda v: 0 <= v < 1, "a value in [0, 1): 0 = no EMA, e.g. 0.999",
+     "the student's EMA is decay * ema + (1 - decay) * student: 1 never leaves the teacher, outside [0, 1) it "
+     "diverges"),
     ("amd.s", lambda v: 0 <= v <= 1, "a value in [0, 1]",
      "the DSA strength: alpha, beta = 1 -+ s a~ (|a~| <= 1) change sign for s > 1, negative s inverts DSA"),
     ("amd.std_floor", lambda v: v >= 0, "a value >= 0", "the floor on a group's reward std"),
@@ -327,6 +333,7 @@ _ADDED_DEFAULTS = {
     "dmd.decoupled_normalizer": False,
     "dmd.ca_t_min": -1.0,
     "dmd.ca_t_max": -1.0,
+    "student.ema_decay": 0.0,  # compared (not _RESUME_FREE): it changes the state and what eval.json's ema_* mean
 }
 
 
@@ -344,8 +351,9 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
     (paths.is_path_key: teacher.dir, data.path, model.path, ... may be moved, and are spelled relative or absolute).
     All the others (method, seed, experiment, schedule, student, model, data, dmd, amd, gan, optim, reward.name,
     teacher.*) set the updates, the data stream or what eval.json is labelled with; when the checkpoint's state has the same shapes, a
-    change would silently continue a different experiment. A key present on one side only is a difference (a
-    knob added by newer code), except the _ADDED_DEFAULTS keys, whose absence means the value the older code ran.
+    change would silently continue a different experiment (student.ema_decay: a changed decay would report an EMA
+    that mixes two averages under one name). A key present on one side only is a difference (a knob added by newer
+    code), except the _ADDED_DEFAULTS keys, whose absence means the value the older code ran.
     `current`'s resume.allow_changes lists keys or blocks (e.g. 'optim') changed on purpose. Then: a checkpoint
     past total_steps is refused; at total_steps the run is finished (logged).
     """

@@ -5,6 +5,8 @@
 Restores the student of checkpoint N (default: the newest) from DIR onto this machine's mesh, generates
 `eval.num_samples` samples for the experiment's evaluation conditions, and writes DIR/eval/eval_<step>.json, the
 experiment's images (DIR/eval/<name>_<step>.png) and DIR/eval/results.md, a table over every evaluated step.
+With student.ema_decay > 0 the student's EMA is evaluated too, on the same seed: ema_<metric> keys in the same
+eval_<step>.json (and table), images DIR/eval/<name>_ema_<step>.png.
 `--watch` keeps polling DIR for new checkpoints and evaluates each once, so training never waits for evaluation;
 it stops after the checkpoint of `total_steps` (or after --watch_timeout seconds without a new one).
 """
@@ -62,22 +64,38 @@ class Evaluator:
         return self.session.ckpt.steps()
 
     def evaluate(self, step: int) -> dict:
+        """eval_<step>.json with the student's metrics and, with student.ema_decay > 0, its EMA's as ema_<metric>
+        keys; the images as <name>_<step>.png and <name>_ema_<step>.png."""
         from amd_jax import writers
 
         s, c = self.session, self.session.c
         t0 = time.time()
-        student = s.restore_student(step)
-        x, cond, r, z = s.generate(self.gen, student, c.eval.num_samples, seed=777)
-        t_gen = time.time() - t0
-        save_dir = self.out / f"images_{step:07d}" if c.eval.get("save_images") else None
-        metrics, images = s.task.evaluate(x, cond, r, z, title=f"{c.method} step {step}", save_dir=save_dir)
-        metrics.update(step=step, method=c.method, seed=c.seed, generate_seconds=round(t_gen, 2))
+        metrics = self._evaluate_params(s.restore_student(step), step, "")
+        if s.ema:
+            metrics.update(self._evaluate_params(s.restore_student_ema(step), step, "ema"))
+        metrics.update(step=step, method=c.method, seed=c.seed)
         writers.save_eval_json(self.out / f"eval_{step:07d}.json", metrics)
-        for name, img in images.items():
-            writers.save_png(self.out / f"{name}_{step:07d}.png", img)
         self.write_table()
         log.info("evaluated step %d in %.1f s: %s", step, time.time() - t0, json.dumps(metrics, default=str))
         return metrics
+
+    def _evaluate_params(self, params, step: int, tag: str) -> dict:
+        """The task's metrics of `params` on eval.num_samples samples (keys prefixed '<tag>_' for tag 'ema'), with
+        the seconds spent generating; writes the images."""
+        from amd_jax import writers
+
+        s, c = self.session, self.session.c
+        t0 = time.time()
+        x, cond, r, z = s.generate(self.gen, params, c.eval.num_samples, seed=777)
+        t_gen = time.time() - t0
+        suffix = f"_{tag}" if tag else ""
+        save_dir = self.out / f"images{suffix}_{step:07d}" if c.eval.get("save_images") else None
+        metrics, images = s.task.evaluate(x, cond, r, z, title=f"{c.method} step {step} {tag}".strip(),
+                                          save_dir=save_dir)
+        metrics["generate_seconds"] = round(t_gen, 2)
+        for name, img in images.items():
+            writers.save_png(self.out / f"{name}{suffix}_{step:07d}.png", img)
+        return {f"{tag}_{k}" if tag else k: v for k, v in metrics.items()}
 
     def write_table(self):
         from amd_jax import writers

@@ -216,27 +216,51 @@ def train(session: Session, stop_after: int | None = None):
 
 
 def _write_samples(session: Session, gen, state, writer, step):
-    """Samples of the current student and the task's metrics on them (log.sample_count of them: a quick
-    look, the training curves of sweep.py; the final eval uses eval.num_samples)."""
+    """Samples of the current student (and of its EMA, under ema/) and the task's metrics on them
+    (log.sample_count of them: a quick look, the training curves of sweep.py; the final eval uses eval.num_samples)."""
     n = min(session.c.eval.num_samples, session.c.log.sample_count)
-    metrics, images = session.evaluate(gen, state.student, n, seed=2024, title=f"{session.c.method} step {step}")
-    writer.write_scalars(step, {f"sample_eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
-    writer.write_images(step, images)
-    for name, img in images.items():
-        writers.save_png(session.workdir / "samples" / f"{name}_{step:07d}.png", img)
+    for tag, metrics, images in _evaluate_students(session, gen, state, n, 2024, step):
+        pre = f"{tag}/" if tag else ""
+        writer.write_scalars(step, {f"{pre}sample_eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
+        writer.write_images(step, {f"{pre}{k}": v for k, v in images.items()})
+        for name, img in images.items():
+            writers.save_png(session.workdir / "samples" / f"{_tagged(name, tag)}_{step:07d}.png", img)
 
 
 def _final_eval(session: Session, gen, state, writer, step):
-    metrics, images = session.evaluate(gen, state.student, session.c.eval.num_samples, seed=777,
-                                       title=f"{session.c.method} step {step}")
-    metrics.update(step=step, method=session.c.method, seed=session.c.seed)
-    writers.save_eval_json(session.workdir / "eval.json", metrics)
-    writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
-    writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
-    for name, img in images.items():
-        writers.save_png(session.workdir / "samples" / f"{name}_final.png", img)
-    log.info("eval: %s", _fmt(metrics))
-    return metrics
+    """eval.json: the student's metrics, and with an EMA its metrics as ema_<metric> keys (top-level numbers, which
+    sweep.py tabulates); TensorBoard eval/ and ema/eval/; samples/<name>_final.png and <name>_ema_final.png."""
+    results = {}
+    for tag, metrics, images in _evaluate_students(session, gen, state, session.c.eval.num_samples, 777, step):
+        pre = f"{tag}/" if tag else ""
+        writer.write_scalars(step, {f"{pre}eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
+        writer.write_images(step, {f"{pre}eval/{k}": v for k, v in images.items()})
+        for name, img in images.items():
+            writers.save_png(session.workdir / "samples" / f"{_tagged(name, tag)}_final.png", img)
+        results.update({_tagged_key(k, tag): v for k, v in metrics.items()})
+    results.update(step=step, method=session.c.method, seed=session.c.seed)
+    writers.save_eval_json(session.workdir / "eval.json", results)
+    log.info("eval: %s", _fmt(results))
+    return results
+
+
+def _evaluate_students(session: Session, gen, state, n: int, seed: int, step: int):
+    """[(tag, metrics, images)] of the raw student (tag '') and, when the state has one, its EMA (tag 'ema'): n
+    samples each from the same seed, so the two are compared on the same noise and conditions."""
+    students = [("", state.student)] + ([("ema", state.student_ema)] if session.ema else [])
+    title = f"{session.c.method} step {step}"
+    return [(tag, *session.evaluate(gen, params, n, seed=seed, title=f"{title} {tag}".strip()))
+            for tag, params in students]
+
+
+def _tagged(name: str, tag: str) -> str:
+    """A file name of the EMA's images: samples -> samples_ema."""
+    return f"{name}_{tag}" if tag else name
+
+
+def _tagged_key(key: str, tag: str) -> str:
+    """An eval.json key of the EMA's metrics: fid -> ema_fid."""
+    return f"{tag}_{key}" if tag else key
 
 
 def _mean_metrics(window: list[dict]) -> dict[str, float]:

@@ -74,6 +74,8 @@ class Session:
         teacher_abs = jax.eval_shape(self.models.init_denoiser, jax.random.PRNGKey(0))
         self.abstract_state = jax.eval_shape(self.steps.init, teacher_abs, jax.random.PRNGKey(0))
         self.state_sh = tree_shardings(self.abstract_state, self.mesh, rules, min_size)
+        if self.ema:  # the rules match paths: rules written for student/... would miss student_ema/...
+            self.state_sh = self.state_sh.replace(student_ema=self.state_sh.student)
         self.teacher_sh = tree_shardings(teacher_abs, self.mesh, rules, min_size)
 
         self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save)
@@ -82,6 +84,11 @@ class Session:
         if self.resume_step is not None and training:
             meta = self.ckpt.restore_meta(self.resume_step)
             check_resume(meta.get("config", {}), config.to_dict(), self.resume_step)
+
+    @property
+    def ema(self) -> bool:
+        """The state holds an EMA of the student (student.ema_decay > 0), evaluated beside the raw student."""
+        return self.steps.ema_decay > 0
 
     # ------------------------------------------------------------------------------------------- set-up
     def frozen(self, teacher: bool = True) -> dict:
@@ -116,6 +123,11 @@ class Session:
     def restore_student(self, step: int):
         """Only the student's parameters of checkpoint `step` (verified), for sampling."""
         return self.ckpt.restore_part(step, "student", self.abstract_state.student, self.state_sh.student)
+
+    def restore_student_ema(self, step: int):
+        """Only the student's EMA of checkpoint `step` (verified), for sampling; needs student.ema_decay > 0."""
+        return self.ckpt.restore_part(step, "student_ema", self.abstract_state.student_ema,
+                                      self.state_sh.student_ema)
 
     def batch(self, step: int):
         """The global training batch of `step`, sharded over the mesh's batch axes."""

@@ -7,6 +7,8 @@ One iteration (DMD2's order, TTUR = `dmd.ttur`):
 The critic trains on the same stop-gradient samples the generator produced in this iteration. An update whose loss
 or gradient norm is not finite is skipped inside the step (parameters and optimizer state unchanged, the iteration
 counted) and reported as `skipped_generator` / `skipped_critic`; the loop (amd_jax/loop.py) stops a run that keeps skipping.
+With `student.ema_decay` > 0 the state is an EmaTrainState and an applied generator update also moves the student's
+EMA (ema = decay * ema + (1 - decay) * student); a skipped one leaves it unchanged.
 `frozen` holds the
 teacher's and the reward model's parameters: arguments of every step, never part of the saved state.
 The session (amd_jax/session.py) jit-compiles these functions with explicit shardings; here they are plain functions.
@@ -35,6 +37,15 @@ class TrainState:
     critic: Any  # {'denoiser': ..., 'gan_head': ... (optional)}
     student_opt: Any
     critic_opt: Any
+
+
+@flax.struct.dataclass
+class EmaTrainState(TrainState):
+    """The state of a run with `student.ema_decay` > 0: TrainState plus the float32 exponential moving average of
+    the student's parameters (evaluated beside the raw student). A subclass, so that decay 0 keeps TrainState's
+    exact tree, checkpoints and numbers."""
+
+    student_ema: Any
 
 
 def make_optimizer(opt_cfg, lr: float) -> optax.GradientTransformation:
@@ -66,24 +77,23 @@ class Steps:
         self.student_tx = make_optimizer(config.optim, config.optim.student_lr)
         self.critic_tx = make_optimizer(config.optim, config.optim.critic_lr)
         self.timesteps = tuple(int(t) if models.student.schedule.discrete else float(t) for t in config.student.timesteps)
+        self.ema_decay = float(config.student.get("ema_decay", 0.0))  # 0 = no EMA (a TrainState without one)
 
     # ----------------------------------------------------------------------------------------------- state
     def init(self, teacher_params, rng) -> TrainState:
-        """Student and critic start as copies of the teacher (DMD2); the GAN head is freshly initialised."""
+        """Student and critic start as copies of the teacher (DMD2), the student's EMA (ema_decay > 0) too; the GAN
+        head is freshly initialised."""
         k_state, k_head = jax.random.split(rng)
         copy = lambda p: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)
         student = copy(teacher_params)
         critic = {"denoiser": copy(teacher_params)}
         if self.use_gan:
             critic["gan_head"] = self.m.init_gan_head(k_head)
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            rng=k_state,
-            student=student,
-            critic=critic,
-            student_opt=self.student_tx.init(student),
-            critic_opt=self.critic_tx.init(critic),
-        )
+        fields = dict(step=jnp.zeros((), jnp.int32), rng=k_state, student=student, critic=critic,
+                      student_opt=self.student_tx.init(student), critic_opt=self.critic_tx.init(critic))
+        if self.ema_decay > 0:
+            return EmaTrainState(**fields, student_ema=copy(teacher_params))
+        return TrainState(**fields)
 
     def _keys(self, state):
         return jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
@@ -183,8 +193,15 @@ class Steps:
         ok = _finite(loss, grad_norm)
         student = _if_finite(ok, optax.apply_updates(state.student, updates), state.student)
         state = state.replace(student=student, student_opt=_if_finite(ok, opt, state.student_opt))
+        if self.ema_decay > 0:
+            state = state.replace(student_ema=_if_finite(ok, self._ema(state.student_ema, student), state.student_ema))
         metrics.update(grad_norm_student=grad_norm, skipped_generator=1.0 - ok.astype(jnp.float32))
         return state, x, rewards, metrics
+
+    def _ema(self, ema, student):
+        """decay * ema + (1 - decay) * student, leaf by leaf in float32."""
+        d = self.ema_decay
+        return jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p.astype(jnp.float32), ema, student)
 
     # --------------------------------------------------------------------------------------------- critic
     def critic_loss(self, critic_params, state: TrainState, frozen, batch, x, rewards):
