@@ -152,7 +152,8 @@ def test_damaged_newest_checkpoint_falls_back_and_keeps_it(finished, tmp_path, k
 
 def test_evaluating_a_damaged_step_is_a_clear_error(finished, tmp_path):
     wd = _copy(finished, tmp_path)
-    _truncate(wd / "checkpoints" / "12")
+    for data in _data_files(wd / "checkpoints" / "12"):  # all of them: the evaluator reads only the student's bytes
+        os.remove(data)
     cmd = [sys.executable, "-m", "amd_jax.evaluate", "--config=configs/toy2d_tiny.py", f"--workdir={wd}", "--step=12",
            *_flags()]
     done = subprocess.run(cmd, cwd=procs.REPO, env=procs._env(1), capture_output=True, text=True, timeout=240)
