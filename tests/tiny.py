@@ -24,3 +24,23 @@ def toy_steps(config):
     teacher = task.models.init_denoiser(jax.random.PRNGKey(1))
     state = jax.jit(steps.init)(teacher, jax.random.PRNGKey(0))
     return steps, {"teacher": teacher, "reward": None}, state, task.data
+
+
+def run_toy_steps(config, n_iters, after_generator=None):
+    """n iterations of the DMD2/AMD loop (TTUR order) from toy_steps' state, plain jit on one device; returns the
+    final state. `after_generator(state)` is called after each generator step."""
+    import jax
+    import jax.numpy as jnp
+
+    steps, frozen, state, data = toy_steps(config)
+    gen, samp, crit = (jax.jit(f) for f in (steps.generator_step, steps.sample_step, steps.critic_step))
+    for i in range(n_iters):
+        batch = jax.tree_util.tree_map(jnp.asarray, data.global_batch(i, config.global_batch))
+        if i % config.dmd.ttur == 0:
+            state, x, r, _ = gen(state, frozen, batch)
+            if after_generator is not None:
+                after_generator(state)
+        else:
+            x, r = samp(state, frozen, batch)
+        state, _ = crit(state, frozen, batch, x, r)
+    return state
