@@ -171,8 +171,10 @@ class Steps:
         t = sched.sample_t(k_t, (x.shape[0],), d.t_min, d.t_max)
         eps = jax.random.normal(k_eps, x.shape, jnp.float32)
         x_t = M.add_noise(sched, sg(x), eps, t)
-        xr_c = teacher.x0(tp, x_t, t, cond)
-        xr_u = None if self.ca_own_t else teacher.x0(tp, x_t, t, teacher.null_cond(cond))
+        if self.ca_own_t:  # the CA term's teacher pair is at t_ca, below
+            xr_c, xr_u = teacher.x0(tp, x_t, t, cond), None
+        else:
+            xr_c, xr_u = teacher.x0_cond_uncond(tp, x_t, t, cond)
         xf = self.m.critic.x0(state.critic["denoiser"], x_t, t, cond)
         if not self.decoupled:
             grad, norm = M.dmd_gradient(x, xr_c, xr_u, xf, d.guidance_scale, alpha_d, beta_d, d.normalizer)
@@ -181,7 +183,7 @@ class Steps:
         if self.ca_own_t:
             t_ca = sched.sample_t(jax.random.fold_in(k_t, 1), (x.shape[0],), d.ca_t_min, d.ca_t_max)
             x_ca = M.add_noise(sched, sg(x), eps, t_ca)
-            ca_parts = (teacher.x0(tp, x_ca, t_ca, cond), teacher.x0(tp, x_ca, t_ca, teacher.null_cond(cond)))
+            ca_parts = teacher.x0_cond_uncond(tp, x_ca, t_ca, cond)
         return M.decoupled_gradient(x, (xr_c, xf), ca_parts, d.guidance_scale, alpha_d, beta_d, d.normalizer,
                                     d.decoupled_normalizer)
 

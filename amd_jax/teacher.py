@@ -161,7 +161,7 @@ def sample_teacher(models: Models, params, cond, omega: float, steps: int = 50, 
     @jax.jit
     def run(params, cond, z):
         def x0_fn(x, t):
-            return M.cfg(d.x0(params, x, t, cond), d.x0(params, x, t, d.null_cond(cond)), omega)
+            return M.cfg(*d.x0_cond_uncond(params, x, t, cond), omega)
 
         return M.ddim_sample(x0_fn, d.schedule, ts, z)
 

@@ -19,6 +19,7 @@ from amd_jax import method as M
 from amd_jax.config_base import check_resume, validate
 from amd_jax.errors import ConfigError
 from amd_jax.method import dmd as D
+from amd_jax.models.denoiser import Denoiser
 from amd_jax.steps import Steps
 from tiny import tiny_toy2d_config
 
@@ -92,9 +93,8 @@ def _fake_models():
     """A teacher whose CA term is known in closed form: x0(x_t, t, cond) = cond * t + C_SHIFT (x_t ignored), so
     CA = xr_c - xr_u = t; a critic x0 = FAKE_GAIN * x_t that depends on the noise (only the DM term sees it)."""
     sched = M.make_schedule("rectified_flow")
-    teacher = types.SimpleNamespace(
-        schedule=sched, null_cond=jnp.zeros_like,
-        x0=lambda p, x_t, t, cond: cond * t[:, None] + C_SHIFT + 0.0 * x_t)
+    teacher = Denoiser(apply_fn=lambda p, x_t, t, cond: cond["c"] * t[:, None] + C_SHIFT + 0.0 * x_t,
+                       null_cond=lambda cond: {"c": jnp.zeros_like(cond["c"])}, schedule=sched, prediction_type="x0")
     critic = types.SimpleNamespace(schedule=sched, x0=lambda p, x_t, t, cond: FAKE_GAIN * x_t)
     student = types.SimpleNamespace(schedule=sched)
     return types.SimpleNamespace(teacher=teacher, critic=critic, student=student)
@@ -112,7 +112,7 @@ def _dmd_grad(config, x, cond, key=0):
     steps = Steps(config, _fake_models())
     state = types.SimpleNamespace(critic={"denoiser": None})
     k_t, k_eps = jax.random.split(jax.random.PRNGKey(key))
-    f = jax.jit(lambda x, cond: steps._dmd_grad(state, {"teacher": None}, x, cond, k_t, k_eps, None, None))
+    f = jax.jit(lambda x, c: steps._dmd_grad(state, {"teacher": None}, x, {"c": c}, k_t, k_eps, None, None))
     return f(x, cond), (k_t, k_eps)
 
 
@@ -123,6 +123,7 @@ def _old_dmd_block(config, models, x, cond, k_t, k_eps):
     t = sched.sample_t(k_t, (bsz,), c.dmd.t_min, c.dmd.t_max)
     eps = jax.random.normal(k_eps, x.shape, jnp.float32)
     x_t = M.add_noise(sched, sg(x), eps, t)
+    cond = {"c": cond}
     xr_c = models.teacher.x0(None, x_t, t, cond)
     xr_u = models.teacher.x0(None, x_t, t, models.teacher.null_cond(cond))
     xf = models.critic.x0(None, x_t, t, cond)

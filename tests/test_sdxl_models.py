@@ -303,3 +303,17 @@ def test_full_sdxl_base_unet_parameter_count():
 def _split(out_and_vars):
     out, variables = out_and_vars
     return (out, variables["params"]), variables["intermediates"]
+
+
+def test_cond_uncond_pair_is_one_call_equal_to_two(ref, tiny_unet):
+    """Denoiser.x0_cond_uncond (the real teacher's CFG pair on a doubled, row-interleaved batch) gives each row's
+    conditional and unconditional x0 of two separate calls; keys the UNet does not read (reward tokens) are ignored."""
+    module, params = tiny_unet
+    den = unet.make_denoiser(module)
+    cond = {**_cond(ref), "reward_tokens": jnp.ones((2, 5), jnp.int32)}
+    x, t = jnp.asarray(ref["x"]), jnp.asarray(ref["t"])
+    pair = jax.jit(den.x0_cond_uncond)(params, x, t, cond)
+    two = jax.jit(lambda p: (den.x0(p, x, t, cond), den.x0(p, x, t, den.null_cond(cond))))(params)
+    for name, got, want in zip(("cond", "uncond"), pair, two):
+        _close(f"x0 {name}: batched pair vs separate call", got, want, tol=1e-5)
+    assert np.max(np.abs(np.asarray(pair[0]) - np.asarray(pair[1]))) > 1e-3  # the two branches really differ

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from amd_jax.method.schedules import Schedule, to_x0
 
@@ -31,6 +32,20 @@ class Denoiser:
     def x0(self, params, x_t, t, cond) -> jax.Array:
         """float32 x0-prediction, whatever the network's native output and dtype."""
         return to_x0(self.schedule, self.prediction_type, self.apply_fn(params, x_t, t, cond), x_t, t)
+
+    def x0_cond_uncond(self, params, x_t, t, cond) -> tuple[jax.Array, jax.Array]:
+        """x0 with and without the condition from ONE call on a doubled batch (as DMD2 does): one pass over the
+        weights (one FSDP all-gather) and larger matmuls. The rows interleave (row i, then row i unconditional),
+        so a batch-sharded x_t stays on its devices when doubled."""
+        def interleave(a, b):
+            return jnp.stack([a, b], axis=1).reshape((-1,) + a.shape[1:])
+
+        t = jnp.broadcast_to(t, x_t.shape[:1])
+        null = self.null_cond(cond)  # its keys are what the network reads (a batch may hold more, e.g. reward tokens)
+        both = {k: jax.tree_util.tree_map(interleave, cond[k], null[k]) for k in null}
+        x0 = self.x0(params, interleave(x_t, x_t), interleave(t, t), both)
+        x0 = x0.reshape((-1, 2) + x0.shape[1:])
+        return x0[:, 0], x0[:, 1]
 
     def x0_and_features(self, params, x_t, t, cond):
         """x0-prediction plus the network's feature map (for DMD2's GAN head)."""
