@@ -36,8 +36,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from amd_jax import paths, tensor_files
 from amd_jax.errors import ConfigError, DamagedFileError
-from amd_jax.models.sit_weights import (ARCH_FIELDS, SIZES, SiTConfig, check_state, expected_shapes,  # noqa: F401
-                                        pos_embed_2d, size_config)
+from amd_jax.models.sit_weights import (ARCH_FIELDS, CONFIG_FILE, SIZES, WEIGHTS_FILE, SiTConfig,  # noqa: F401
+                                        check_state, expected_shapes, pos_embed_2d, size_config)
 
 LN_EPS = 1e-6
 FREQ_DIM = 256  # TimestepEmbedder.frequency_embedding_size
@@ -295,10 +295,6 @@ def state_from_params(params: dict, cfg: SiTConfig) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------------- loading
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-
-
 def load_sit(path: str, **overrides) -> tuple[SiTConfig, dict]:
     """(SiTConfig, float32 numpy Flax params) of a folder written by `python -m amd_jax.models.sit_convert`
     (model.safetensors in SiT's names + config.json), local or gs://; torch-free. `overrides` set run-time fields

@@ -27,6 +27,7 @@ ARCH_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth"
                "num_classes", "class_dropout_prob", "learn_sigma")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = (None, "xla", "cudnn")
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # a converted folder (sit_convert -> load_sit)
 POS_EMBED_TOL = 1e-5  # |checkpoint pos_embed - sin-cos| allowed (float32 rounding of the float64 table)
 
 
@@ -195,9 +196,18 @@ def checkpoint_state(path: str) -> dict[str, np.ndarray]:
         import safetensors.numpy
 
         return {k: np.asarray(v, np.float32) for k, v in safetensors.numpy.load_file(path).items()}
+    import pickle
+
     from amd_jax.torch_weights import torch_to_numpy
 
-    return torch_to_numpy(path, containers=("ema", "model", "state_dict"))
+    try:
+        return torch_to_numpy(path, containers=("ema", "model", "state_dict"))
+    except pickle.UnpicklingError as e:  # torch's weights_only=True refuses non-tensor objects
+        raise DamagedFileError(
+            f"{path} holds objects other than tensors, which torch.load(weights_only=True) refuses "
+            f"({str(e).splitlines()[0]}). Fix: save "
+            "only its state dict, e.g. torch.save(torch.load(SRC, weights_only=False)['ema'], 'ema.pt') for a "
+            "checkpoint you trust, and convert that.") from e
 
 
 # diffusers' DiTTransformer2DModel -> SiT names (its blocks each carry a copy of the t / label embedders).
@@ -213,9 +223,11 @@ def is_diffusers(state: Mapping[str, np.ndarray]) -> bool:
     return any(k.startswith("transformer_blocks.") for k in state)
 
 
-def from_diffusers(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def from_diffusers(state: Mapping[str, np.ndarray], input_size: int | None) -> dict[str, np.ndarray]:
     """diffusers DiTTransformer2DModel tensors renamed to SiT's (to_q/to_k/to_v fused into qkv, the per-block
     embedder copies checked equal and kept once). Names it does not know are kept, so `check_state` reports them.
+    diffusers keeps its sin-cos table as a non-persistent buffer, so `input_size` (its config's sample_size) is
+    needed to add SiT's `pos_embed`.
 
     diffusers' DiT sinusoid uses downscale_freq_shift=1 (frequencies exp(-ln(1e4) k / (half - 1))) where DiT/SiT use
     k / half: the weights are the same, only diffusers' forward differs slightly.
@@ -247,24 +259,31 @@ def from_diffusers(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             raise DamagedFileError(f"diffusers DiT: {differ} differ from {found[0][0]}; SiT shares one embedder "
                                    "across blocks, so this checkpoint is not a SiT/DiT.")
         out[key] = found[0][1]
+    if "pos_embed" not in out and "x_embedder.proj.weight" in out:
+        if input_size is None:
+            raise ConfigError("diffusers' DiT does not store its position table: give --input_size (its config's "
+                              "sample_size, e.g. 32 for 256x256 images).")
+        hidden, _, patch, _ = out["x_embedder.proj.weight"].shape
+        out["pos_embed"] = pos_embed_2d(hidden, input_size // patch)[None]
     return out
 
 
-def convert(state: Mapping[str, np.ndarray], num_heads: int, what: str,
-            size: str | None = None) -> tuple[dict[str, np.ndarray], SiTConfig]:
+def convert(state: Mapping[str, np.ndarray], num_heads: int, what: str, size: str | None = None,
+            input_size: int | None = None) -> tuple[dict[str, np.ndarray], SiTConfig]:
     """(SiT-named float32 state, config) of a SiT or diffusers-DiT state dict, fully checked (`check_state`).
 
-    With `size` ('XL/2', ...) the preset's depth / width / heads / patch must match the checkpoint's.
+    With `size` ('XL/2', ...) the preset's depth / width / heads / patch must match the checkpoint's, and with
+    `input_size` the latent size (required for diffusers weights, which do not store it).
     """
-    sit = from_diffusers(state) if is_diffusers(state) else dict(state)
+    sit = from_diffusers(state, input_size) if is_diffusers(state) else dict(state)
     cfg = infer_config(sit, num_heads)
-    if size is not None:
-        preset = size_config(size)
+    if size is not None or input_size is not None:
+        preset = {**(size_config(size) if size else {}), **({"input_size": input_size} if input_size else {})}
         wrong = {k: (v, getattr(cfg, k)) for k, v in preset.items() if getattr(cfg, k) != v}
         if wrong:
-            raise DamagedFileError(f"{what} is not a SiT-{size}: " + ", ".join(
-                f"{k} {have} in the checkpoint, {want} in the preset" for k, (want, have) in wrong.items())
-                + ". Fix: pass the --size the checkpoint was trained with.")
+            raise DamagedFileError(f"{what} does not match the flags: " + ", ".join(
+                f"{k} {have} in the checkpoint, {want} asked" for k, (want, have) in wrong.items())
+                + ". Fix: pass the --size / --input_size the checkpoint was trained with.")
     check_state(sit, cfg, what)
     return {k: np.ascontiguousarray(v, np.float32) for k, v in sit.items()}, cfg
 
