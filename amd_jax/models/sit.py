@@ -211,16 +211,23 @@ def param_count(cfg: SiTConfig, include_pos_embed: bool = False) -> int:
 
 
 def denoiser_apply(cfg: SiTConfig):
-    """apply_fn(params, x_t, t, cond, features=False) for `amd_jax.models.denoiser.Denoiser` with the project's
-    RectifiedFlow (t = 1 noise, t = 0 data) and prediction_type 'velocity': u = eps - x0.
+    """apply_fn(params, x_t, t, cond, features=False) of `SiT(cfg)` for `amd_jax.models.denoiser.Denoiser` with
+    the project's RectifiedFlow schedule and prediction_type 'velocity'; cond = {'label': int [B]}."""
+    net = SiT(cfg)
+    return rectified_flow_apply(
+        lambda params, x, t_sit, cond, features: net.apply({"params": params}, x, t_sit, cond["label"], features))
+
+
+def rectified_flow_apply(sit_fn):
+    """A SiT-convention fn(params, x, t_sit, cond, features) -> SiT velocity (and features), as an apply_fn in the
+    project's RectifiedFlow convention (t = 1 noise, t = 0 data, u = eps - x0).
 
     SiT's x_t = t_sit x1 + (1 - t_sit) x0 (x1 data, x0 noise) is the same point as RectifiedFlow's
-    (1 - t) x0 + t eps with t_sit = 1 - t, and SiT's velocity x1 - x0 = data - noise = -u. cond = {'label' int [B]}.
+    (1 - t) x0 + t eps when t_sit = 1 - t, and SiT's velocity x1 - x0 = data - noise = -u.
     """
-    net = SiT(cfg)
 
     def apply_fn(params, x_t, t, cond, features=False):
-        out = net.apply({"params": params}, x_t, 1.0 - jnp.asarray(t, jnp.float32), cond["label"], features)
+        out = sit_fn(params, x_t, 1.0 - jnp.asarray(t, jnp.float32), cond, features)
         return (-out[0], out[1]) if features else -out
 
     return apply_fn

@@ -4,7 +4,7 @@
 - `pos_embed_2d`: the fixed 2-D sin-cos position embedding (MAE's code, as SiT/DiT), which the Flax model recomputes
   and the converter compares with a checkpoint's `pos_embed`.
 - `expected_shapes`: every tensor of a SiT checkpoint under SiT's original names (models.py, timm's Attention/Mlp).
-- `checkpoint_state`, `from_diffusers`, `infer_config`, `check_state`: read a PyTorch checkpoint (bare state dict,
+- `checkpoint_state`, `from_diffusers`, `infer_arch`, `check_state`: read a PyTorch checkpoint (bare state dict,
   or SiT train.py's {'ema', 'model', ...}), accept diffusers' `DiTTransformer2DModel` naming, infer the config from
   tensor shapes and check every key, shape and the pos_embed; a wrong checkpoint raises `DamagedFileError` naming
   the missing / unexpected / mis-shaped tensors.
@@ -147,9 +147,9 @@ def expected_shapes(cfg: SiTConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def infer_config(state: Mapping[str, np.ndarray], num_heads: int) -> SiTConfig:
-    """The architecture of a SiT-named state dict: every field from tensor shapes except `num_heads` (no shape
-    shows it). The label table is taken to hold the null class (class_dropout_prob > 0, as SiT's released
+def infer_arch(state: Mapping[str, np.ndarray], num_heads: int) -> dict:
+    """The SiTConfig fields of a SiT-named state dict: all from tensor shapes except `num_heads` (no shape shows
+    it). The label table is taken to hold the null class (class_dropout_prob > 0, as SiT's released
     class-conditional models), so num_classes = table rows - 1."""
     need = ["x_embedder.proj.weight", "y_embedder.embedding_table.weight", "final_layer.linear.weight", "pos_embed"]
     missing = [k for k in need if k not in state]
@@ -159,7 +159,7 @@ def infer_config(state: Mapping[str, np.ndarray], num_heads: int) -> SiTConfig:
     hidden, in_ch, patch, _ = state["x_embedder.proj.weight"].shape
     out_ch = state["final_layer.linear.weight"].shape[0] // (patch * patch)
     fc1 = state.get("blocks.0.mlp.fc1.weight")
-    return SiTConfig(
+    return dict(
         input_size=int(round(state["pos_embed"].shape[1] ** 0.5)) * patch, patch_size=patch, in_channels=in_ch,
         hidden_size=hidden, depth=len({k.split(".")[1] for k in state if k.startswith("blocks.")}),
         num_heads=num_heads, mlp_ratio=fc1.shape[0] / hidden if fc1 is not None else 4.0,
@@ -276,14 +276,15 @@ def convert(state: Mapping[str, np.ndarray], num_heads: int, what: str, size: st
     `input_size` the latent size (required for diffusers weights, which do not store it).
     """
     sit = from_diffusers(state, input_size) if is_diffusers(state) else dict(state)
-    cfg = infer_config(sit, num_heads)
+    arch = infer_arch(sit, num_heads)
     if size is not None or input_size is not None:
         preset = {**(size_config(size) if size else {}), **({"input_size": input_size} if input_size else {})}
-        wrong = {k: (v, getattr(cfg, k)) for k, v in preset.items() if getattr(cfg, k) != v}
+        wrong = {k: (v, arch[k]) for k, v in preset.items() if arch[k] != v}
         if wrong:
             raise DamagedFileError(f"{what} does not match the flags: " + ", ".join(
                 f"{k} {have} in the checkpoint, {want} asked" for k, (want, have) in wrong.items())
                 + ". Fix: pass the --size / --input_size the checkpoint was trained with.")
+    cfg = SiTConfig(**arch)
     check_state(sit, cfg, what)
     return {k: np.ascontiguousarray(v, np.float32) for k, v in sit.items()}, cfg
 
