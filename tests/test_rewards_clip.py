@@ -23,7 +23,7 @@ from amd_jax.models.rewards.clip_scorers import abstract_clip_params, load_hf_cl
 from amd_jax.models.rewards.preprocess import PreprocessConfig, preprocess
 from amd_jax.models.rewards.registry import REWARD_LOADERS, load_reward
 from amd_jax.models.rewards.tokenizer import load_tokenizer
-from amd_jax.models.rewards.weights import convert_hf_clip_state_dict
+from amd_jax.models.rewards.weights import convert_hf_state_dict
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "clip")
 OC_DIR, HF_DIR = os.path.join(FIX, "openclip_tiny"), os.path.join(FIX, "hf_tiny")
@@ -348,5 +348,5 @@ def test_full_size_transformers_conversion_shapes(name, layers):
     abstract = abstract_clip_params(config)
     shapes = _keep_layers(entry["shapes"], 2)
     abstract_sd = {k: jax.ShapeDtypeStruct(tuple(v), jnp.float32) for k, v in shapes.items()}
-    converted = jax.eval_shape(lambda s: convert_hf_clip_state_dict(s, abstract), abstract_sd)
+    converted = jax.eval_shape(lambda s: convert_hf_state_dict(s, abstract), abstract_sd)
     assert _flat_shapes(converted) == _flat_shapes(abstract)

@@ -175,7 +175,7 @@ def load_hf_clip(path, score_type: str = "clip_score", name: str = "clip", dtype
         raise FileNotFoundError(f"no config.json in {folder} (transformers CLIPModel layout expected)")
     config = CLIPConfig.from_dict(W.read_json(folder / "config.json"))
     weights = W.find_file(folder, _HF_WEIGHTS, (".safetensors",), "transformers weight file")
-    params = W.convert_hf_clip_state_dict(W.load_tensors(weights), abstract_clip_params(config))
+    params = W.convert_hf_state_dict(W.load_tensors(weights), abstract_clip_params(config))
     size = config.vision_config.image_size
     mean, std = OPENAI_MEAN, OPENAI_STD
     if (folder / "preprocessor_config.json").exists():

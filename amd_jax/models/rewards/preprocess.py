@@ -1,4 +1,4 @@
-"""CLIP image preprocessing in JAX (runs inside jit, differentiable): [-1, 1] NHWC at any size -> model input.
+"""CLIP / ViT image preprocessing in JAX (runs inside jit, differentiable): [-1, 1] NHWC at any size -> model input.
 
 Reproduces the evaluation transforms of the references on float images:
 
@@ -7,9 +7,13 @@ Reproduces the evaluation transforms of the references on float images:
   ``ToTensor``, ``Normalize(mean, std)``.
 * transformers ``CLIPImageProcessor`` (PickScore, torchmetrics' CLIPScore; ``crop="hf"``): resize of the
   shortest edge with PIL bicubic, centre crop with offset ``(H - S) // 2``, rescale 1/255, normalise.
+* transformers ``ViTImageProcessor`` (the ImageNet classifier reward; ``crop="none"``, ``resample="bilinear"``):
+  resize both sides to S with PIL bilinear (antialiased when downscaling; the aspect ratio is not kept), no crop,
+  rescale 1/255, normalise.
 
 Both compute the resized size as ``(S, int(S * long / short))``. The resize and the crop are fused into one
-``jax.image.scale_and_translate`` with the Keys cubic kernel (a = -0.5, the kernel PIL uses), widened by the
+``jax.image.scale_and_translate`` with the Keys cubic kernel (a = -0.5, the kernel PIL uses; or the triangle
+kernel of PIL's bilinear), widened by the
 downscale factor when antialiasing exactly as PIL's ``support * scale``, weights renormalised per output pixel
 like PIL's. Known differences from the PIL path, measured in tests/test_rewards_clip.py:
 
@@ -41,12 +45,19 @@ class PreprocessConfig:
     image_size: int = 224
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
-    crop: str = "torchvision"  # "torchvision" (open_clip, HPSv2) or "hf" (CLIPImageProcessor)
+    crop: str = "torchvision"  # "torchvision" (open_clip, HPSv2), "hf" (CLIPImageProcessor), "none" (ViT: S x S)
     quantize: bool = False  # round to the uint8 grid (straight-through gradient), like the PIL path
+    resample: str = "bicubic"  # PIL's filter: "bicubic" (CLIP) or "bilinear" (ViTImageProcessor's default)
 
     def __post_init__(self):
-        if self.crop not in ("torchvision", "hf"):
-            raise ValueError(f"crop must be 'torchvision' or 'hf', got {self.crop!r}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.resample not in _METHODS:
+            raise ValueError(f"resample must be one of {sorted(_METHODS)}, got {self.resample!r}")
+
+
+CROPS = ("torchvision", "hf", "none")
+_METHODS = {"bicubic": "cubic", "bilinear": "linear"}  # PIL filter -> jax.image kernel
 
 
 def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -58,15 +69,21 @@ def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 def crop_offset(resized: int, size: int, crop: str) -> int:
     """Top/left offset of a centre crop of `size` from `resized` pixels."""
+    if crop == "none":
+        return 0
     if crop == "torchvision":
         return int(round((resized - size) / 2.0))
     return (resized - size) // 2
 
 
-def resize_and_crop(images01: jax.Array, size: int, crop: str = "torchvision", quantize: bool = False) -> jax.Array:
-    """Bicubic antialiased shortest-side resize to `size` fused with a centre crop: [B,H,W,C] -> [B,S,S,C]."""
+def resize_and_crop(images01: jax.Array, size: int, crop: str = "torchvision", quantize: bool = False,
+                    resample: str = "bicubic") -> jax.Array:
+    """Antialiased shortest-side resize to `size` fused with a centre crop: [B,H,W,C] -> [B,S,S,C].
+
+    crop="none": both sides are resized to `size` (no crop, aspect ratio not kept).
+    """
     _, height, width, _ = images01.shape
-    rh, rw = resized_size(height, width, size)
+    rh, rw = (size, size) if crop == "none" else resized_size(height, width, size)
     if rh < size or rw < size:
         raise ValueError(f"image {height}x{width} resizes to {rh}x{rw}, smaller than the crop {size}")
     top, left = crop_offset(rh, size, crop), crop_offset(rw, size, crop)
@@ -76,11 +93,11 @@ def resize_and_crop(images01: jax.Array, size: int, crop: str = "torchvision", q
     batch, channels = images01.shape[0], images01.shape[3]
     x = images01
     if (rw, left, size) != (width, 0, width):
-        x = jnp.clip(_resample_axis(x, 2, (batch, height, size, channels), rw / width, -left), 0.0, 1.0)
+        x = jnp.clip(_resample_axis(x, 2, (batch, height, size, channels), rw / width, -left, resample), 0.0, 1.0)
         if quantize:
             x = _round_ste(x)
     if (rh, top, size) != (height, 0, height):
-        x = _resample_axis(x, 1, (batch, size, size, channels), rh / height, -top)
+        x = _resample_axis(x, 1, (batch, size, size, channels), rh / height, -top, resample)
     return x
 
 
@@ -89,20 +106,20 @@ def _round_ste(x: jax.Array) -> jax.Array:
     return x + jax.lax.stop_gradient(jnp.round(x * 255.0) / 255.0 - x)
 
 
-def _resample_axis(x, axis, out_shape, scale, translation):
-    """Keys-cubic (a=-0.5) antialiased resampling along one axis, PIL's per-pass filter."""
+def _resample_axis(x, axis, out_shape, scale, translation, resample="bicubic"):
+    """Antialiased resampling along one axis with PIL's per-pass filter (Keys cubic a=-0.5, or triangle)."""
     return jax.image.scale_and_translate(
         x, out_shape, (axis,), jnp.array([scale], jnp.float32), jnp.array([translation], jnp.float32),
-        method="cubic", antialias=True,
+        method=_METHODS[resample], antialias=True,
     )
 
 
 def preprocess(images: jax.Array, cfg: PreprocessConfig) -> jax.Array:
-    """[-1, 1] NHWC images of any size -> normalised [B, S, S, 3] float32 CLIP input."""
+    """[-1, 1] NHWC images of any size -> normalised [B, S, S, 3] float32 model input."""
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected NHWC images with 3 channels, got shape {images.shape}")
     x = jnp.clip((images.astype(jnp.float32) + 1.0) * 0.5, 0.0, 1.0)
-    x = jnp.clip(resize_and_crop(x, cfg.image_size, cfg.crop, cfg.quantize), 0.0, 1.0)
+    x = jnp.clip(resize_and_crop(x, cfg.image_size, cfg.crop, cfg.quantize, cfg.resample), 0.0, 1.0)
     if cfg.quantize:
         x = _round_ste(x)
     mean = jnp.asarray(cfg.mean, jnp.float32)

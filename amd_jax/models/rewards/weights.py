@@ -1,4 +1,4 @@
-"""Reading reward-model folders (local or gs://) and turning transformers CLIP tensors into Flax params.
+"""Reading reward-model folders (local or gs://) and turning transformers (CLIP, ViT) tensors into Flax params.
 
 Only tensor formats that cannot run code are read: ``.safetensors`` and ``.npz`` (``allow_pickle=False``).
 PyTorch pickles (``.pt``/``.bin``, e.g. HPSv2's ``HPS_v2_compressed.pt``) must be converted once, on a machine
@@ -67,9 +67,11 @@ def load_tensors(path) -> dict[str, np.ndarray]:
 _HF_BUFFERS = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
 
 
-def convert_hf_clip_state_dict(state: Mapping[str, np.ndarray], abstract_params) -> dict[str, Any]:
-    """transformers (PyTorch-layout) CLIPModel tensors -> FlaxCLIPModel params, validated against `abstract_params`.
+def convert_hf_state_dict(state: Mapping[str, np.ndarray], abstract_params, what: str = "CLIP") -> dict[str, Any]:
+    """transformers (PyTorch-layout) tensors -> the Flax model's params, validated against `abstract_params`.
 
+    Works for models whose Flax param paths are the PyTorch names with '.' -> '/' (CLIPModel, ViT*); `what`
+    names the model in errors.
     Linear weights are transposed into Dense kernels, the patch conv goes OIHW -> HWIO, LayerNorm weight -> scale,
     Embedding weight -> embedding. Raises ValueError naming every missing/unexpected/mis-shaped tensor.
     """
@@ -111,7 +113,7 @@ def convert_hf_clip_state_dict(state: Mapping[str, np.ndarray], abstract_params)
     if bad:
         problems.append("shape mismatches: " + "; ".join(bad[:8]))
     if problems:
-        raise ValueError("transformers CLIP checkpoint does not match its config: " + " | ".join(problems))
+        raise ValueError(f"transformers {what} checkpoint does not match its config: " + " | ".join(problems))
     return unflatten_dict({tuple(k.split("/")): v for k, v in params.items()})
 
 
