@@ -34,7 +34,6 @@ import jax.numpy as jnp
 
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x [B, ...], t [B]) -> u = eps - x0
 LAST_STEPS = ("Mean", "Euler", "Tweedie", None)
-DIFFUSION_FORMS = ("sigma", "constant")
 
 
 def _bcast(c: jax.Array, like: jax.Array) -> jax.Array:
@@ -77,24 +76,23 @@ def sit_score(v: jax.Array, x: jax.Array, s: jax.Array) -> jax.Array:
 
 
 def sde_sample(velocity_fn: VelocityFn, z: jax.Array, rng: jax.Array, num_steps: int = 250,
-               diffusion_form: str = "sigma", diffusion_norm: float = 1.0, last_step: str | None = "Mean",
-               last_step_size: float = 0.04) -> jax.Array:
+               diffusion_norm: float = 1.0, last_step: str | None = "Mean", last_step_size: float = 0.04) -> jax.Array:
     """SiT's SDE sampler (Euler-Maruyama, its sample.py defaults): noise z (t = 1) -> data (t = 0).
 
     num_steps network evaluations: num_steps - 1 stochastic steps then `last_step` ('Mean': drift only, SiT's
     default; 'Euler': velocity only; 'Tweedie': x / alpha + sigma^2 / alpha * score; None: no last step and the
-    grid runs to s = 1). diffusion_form 'sigma' (SiT's command-line default) is w = norm (1 - s); 'constant' w = norm.
+    grid runs to s = 1). The diffusion coefficient is SiT's command-line default form 'sigma', w = norm (1 - s)
+    (SiT's other forms are not provided).
     """
-    if last_step not in LAST_STEPS or diffusion_form not in DIFFUSION_FORMS:
-        raise ValueError(f"last_step={last_step!r} / diffusion_form={diffusion_form!r}: use one of {LAST_STEPS} / "
-                         f"{DIFFUSION_FORMS}.")
+    if last_step not in LAST_STEPS:
+        raise ValueError(f"last_step={last_step!r}: use one of {LAST_STEPS}.")
     last_step_size = last_step_size if last_step is not None else 0.0
     v_fn, batch = sit_velocity(velocity_fn), z.shape[0]
     ss = jnp.linspace(0.0, 1.0 - last_step_size, num_steps, dtype=jnp.float32)
     dt = ss[1] - ss[0]
 
     def diffusion(s):
-        return diffusion_norm * (1.0 - s) if diffusion_form == "sigma" else diffusion_norm * jnp.ones_like(s)
+        return diffusion_norm * (1.0 - s)
 
     def drift(x, s):
         v = v_fn(x, s)
