@@ -125,11 +125,12 @@ def test_guidance_is_sits_three_channel_cfg_in_one_call():
     x, t = jnp.zeros((2, 3, 3, 4)), jnp.full((2,), 0.5)
     cond, null = {"label": jnp.array([2.0, 5.0])}, {"label": jnp.array([10.0, 10.0])}
     out = sit_sampling.guided_velocity(velocity, cond, null, 4.0)(x, t)
-    c, u = 2.0 * jnp.arange(1.0, 5.0), 10.0 * jnp.arange(1.0, 5.0)  # sample 0: cond / uncond per channel
-    np.testing.assert_allclose(out[0, 0, 0], jnp.concatenate([(u + 4.0 * (c - u))[:3], c[3:]]))
-    assert calls == [4]  # [x; x] with [cond; null]: one batched call
+    c = cond["label"][:, None] * jnp.arange(1.0, 5.0)  # [sample, channel]: conditional and unconditional values
+    u = null["label"][:, None] * jnp.arange(1.0, 5.0)
+    np.testing.assert_allclose(out[:, 1, 2], jnp.concatenate([(u + 4.0 * (c - u))[:, :3], c[:, 3:]], axis=1))
+    assert calls == [4]  # x and x with cond and null: one batched call
     every = sit_sampling.guided_velocity(velocity, cond, null, 4.0, guided_channels=None)(x, t)
-    np.testing.assert_allclose(every[0, 0, 0], u + 4.0 * (c - u))
+    np.testing.assert_allclose(every[:, 1, 2], u + 4.0 * (c - u))
     np.testing.assert_allclose(sit_sampling.guided_velocity(velocity, cond, null, 1.0)(x, t), velocity(x, t, cond))
 
 

@@ -19,8 +19,9 @@ The ODE here is fixed-step on t_k = linspace(1, 0, num_steps + 1) (SiT's sample.
 of torchdiffeq, which is not reproduced); Heun is the explicit trapezoid (2 evaluations per step, also at t = 0,
 where a velocity network is finite).
 
-CFG, as SiT's `forward_with_cfg`: one batched call on [x; x] with [cond; null], guided = uncond + scale (cond -
-uncond) on the first `guided_channels` channels only (SiT's default 3 "for exact reproducibility", last axis
+CFG, as SiT's `forward_with_cfg`: one batched call on x and x with cond and null (rows interleaved, as
+Denoiser.x0_cond_uncond, so a batch-sharded x stays on its devices; SiT concatenates, the result is the same),
+guided = uncond + scale (cond - uncond) on the first `guided_channels` channels only (SiT's default 3 "for exact reproducibility", last axis
 here, NHWC), the conditional prediction on the rest; guided_channels=None guides every channel (the standard
 form). SiT's sample_ddp.py uses the plain conditional model when scale <= 1, which scale = 1 gives here exactly.
 """
@@ -118,14 +119,20 @@ def sde_sample(velocity_fn: VelocityFn, z: jax.Array, rng: jax.Array, num_steps:
 # ------------------------------------------------------------------------------------------------------- CFG
 def guided_velocity(velocity_fn: Callable[[jax.Array, jax.Array, Any], jax.Array], cond: Any, null: Any,
                     scale: float, guided_channels: int | None = 3) -> VelocityFn:
-    """SiT's classifier-free guidance as a VelocityFn: `velocity_fn(x, t, cond)` is called once on the batch
-    [x; x] with [cond; null]; the first `guided_channels` channels (last axis) get uncond + scale (cond - uncond),
-    the others the conditional prediction (None: every channel guided). Linear, so the same in u or SiT's v."""
+    """SiT's classifier-free guidance as a VelocityFn: `velocity_fn(x, t, cond)` is called once on the doubled
+    batch (row i with cond, then row i with null); the first `guided_channels` channels (last axis) get uncond +
+    scale (cond - uncond), the others the conditional prediction (None: every channel guided). Linear, so the
+    same in u or SiT's v. `null` holds the keys the network reads (e.g. `amd_jax.models.sit.null_cond(cfg)(cond)`).
+    """
+
+    def interleave(a, b):
+        return jnp.stack([a, b], axis=1).reshape((-1,) + a.shape[1:])
 
     def fn(x, t):
-        both = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), cond, null)
-        out = velocity_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
-        u_c, u_u = jnp.split(out, 2)
+        both = {k: jax.tree_util.tree_map(interleave, cond[k], null[k]) for k in null}
+        out = velocity_fn(interleave(x, x), interleave(t, t), both)
+        out = out.reshape((-1, 2) + out.shape[1:])
+        u_c, u_u = out[:, 0], out[:, 1]
         guided = u_u + scale * (u_c - u_u)
         if guided_channels is None:
             return guided

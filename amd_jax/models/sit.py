@@ -234,13 +234,13 @@ def rectified_flow_apply(sit_fn):
 
 
 def null_cond(cfg: SiTConfig):
-    """cond -> the unconditional branch's cond: every label replaced by the null class num_classes."""
+    """cond -> the unconditional branch's cond {'label': num_classes [B]} (only the key the network reads)."""
     if not cfg.has_null_class:
         raise ConfigError(f"This SiT has no null class (class_dropout_prob={cfg.class_dropout_prob}): it cannot "
                           "be guided. Use a checkpoint trained with label dropout (class_dropout_prob > 0).")
 
     def fn(cond):
-        return {**cond, "label": jnp.full_like(cond["label"], cfg.num_classes)}
+        return {"label": jnp.full_like(cond["label"], cfg.num_classes)}
 
     return fn
 
