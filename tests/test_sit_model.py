@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def test_null_cond_and_config_errors():
 # ---------------------------------------------------------------------------------------------- converter
 def _run_convert(*args):
     return subprocess.run([sys.executable, "-m", "amd_jax.models.sit_convert", *args], capture_output=True,
-                          text=True, cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def test_convert_cli_reproduces_fixture_and_loads(tmp_path):

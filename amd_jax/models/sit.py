@@ -130,6 +130,29 @@ class FinalLayer(nn.Module):
         return out(modulate(layer_norm(x), shift, scale)).astype(jnp.float32)
 
 
+class TimestepEmbedder(nn.Module):
+    cfg: SiTConfig
+
+    @nn.compact
+    def __call__(self, t):
+        d = self.cfg.hidden_size
+        h = _dense(self.cfg, d, "mlp_0", kernel_init=_normal02)(timestep_embedding(t))
+        return _dense(self.cfg, d, "mlp_2", kernel_init=_normal02)(nn.silu(h)).astype(jnp.float32)
+
+
+class LabelEmbedder(nn.Module):
+    """Label table with num_classes + 1 rows (the last one the null class) when class_dropout_prob > 0."""
+
+    cfg: SiTConfig
+
+    @nn.compact
+    def __call__(self, labels):
+        rows = self.cfg.num_classes + int(self.cfg.has_null_class)
+        table = nn.Embed(rows, self.cfg.hidden_size, param_dtype=self.cfg.param_dtype, embedding_init=_normal02,
+                         name="embedding_table")
+        return table(jnp.asarray(labels, jnp.int32)).astype(jnp.float32)
+
+
 class SiT(nn.Module):
     """(x [B, H, W, C] NHWC, t_sit [B] or scalar, labels int [B]) -> SiT velocity [B, H, W, C] float32
     (and with features=True the last block's tokens [B, N, D] float32)."""
@@ -154,29 +177,6 @@ class SiT(nn.Module):
             h = SiTBlock(cfg, name=f"blocks_{i}")(h, c)
         out = unpatchify(FinalLayer(cfg, name="final_layer")(h, c), cfg)[..., :cfg.in_channels]
         return (out, h) if features else out
-
-
-class TimestepEmbedder(nn.Module):
-    cfg: SiTConfig
-
-    @nn.compact
-    def __call__(self, t):
-        d = self.cfg.hidden_size
-        h = _dense(self.cfg, d, "mlp_0", kernel_init=_normal02)(timestep_embedding(t))
-        return _dense(self.cfg, d, "mlp_2", kernel_init=_normal02)(nn.silu(h)).astype(jnp.float32)
-
-
-class LabelEmbedder(nn.Module):
-    """Label table with num_classes + 1 rows (the last one the null class) when class_dropout_prob > 0."""
-
-    cfg: SiTConfig
-
-    @nn.compact
-    def __call__(self, labels):
-        rows = self.cfg.num_classes + int(self.cfg.has_null_class)
-        table = nn.Embed(rows, self.cfg.hidden_size, param_dtype=self.cfg.param_dtype, embedding_init=_normal02,
-                         name="embedding_table")
-        return table(jnp.asarray(labels, jnp.int32)).astype(jnp.float32)
 
 
 def unpatchify(x: jax.Array, cfg: SiTConfig) -> jax.Array:
@@ -234,13 +234,13 @@ def rectified_flow_apply(sit_fn):
 
 
 def null_cond(cfg: SiTConfig):
-    """cond -> the unconditional branch's cond: every label replaced by the null class num_classes."""
+    """cond -> the unconditional branch's cond {'label': num_classes [B]} (only the key the network reads)."""
     if not cfg.has_null_class:
         raise ConfigError(f"This SiT has no null class (class_dropout_prob={cfg.class_dropout_prob}): it cannot "
                           "be guided. Use a checkpoint trained with label dropout (class_dropout_prob > 0).")
 
     def fn(cond):
-        return {**cond, "label": jnp.full_like(cond["label"], cfg.num_classes)}
+        return {"label": jnp.full_like(cond["label"], cfg.num_classes)}
 
     return fn
 
@@ -311,9 +311,9 @@ def load_sit(path: str, **overrides) -> tuple[SiTConfig, dict]:
         raise DamagedFileError(f"{folder} has no {CONFIG_FILE} + {WEIGHTS_FILE}: convert the PyTorch checkpoint "
                                f"first with `python -m amd_jax.models.sit_convert --src=CKPT.pt --out={path}`.")
     arch = json.loads((folder / CONFIG_FILE).read_text())
-    unknown = set(arch) - set(ARCH_FIELDS) - {"architecture"}
-    if unknown:
-        raise DamagedFileError(f"{folder / CONFIG_FILE} has unknown fields {sorted(unknown)}: re-run sit_convert.")
-    cfg = SiTConfig(**{k: arch[k] for k in ARCH_FIELDS if k in arch}, **overrides)
+    if set(arch) != {*ARCH_FIELDS, "architecture"}:
+        raise DamagedFileError(f"{folder / CONFIG_FILE} has fields {sorted(arch)}, not SiT's {sorted(ARCH_FIELDS)}: "
+                               "re-run sit_convert on the PyTorch checkpoint.")
+    cfg = SiTConfig(**{k: arch[k] for k in ARCH_FIELDS}, **overrides)
     state = tensor_files.read(folder / WEIGHTS_FILE)
-    return cfg, params_from_state({k: np.asarray(v) for k, v in state.items()}, cfg, jnp.dtype(cfg.param_dtype))
+    return cfg, params_from_state(state, cfg, jnp.dtype(cfg.param_dtype))

@@ -28,7 +28,7 @@ from amd_jax.errors import ConfigError, DamagedFileError
 from amd_jax.models.sit_weights import (CONFIG_FILE, WEIGHTS_FILE, SiTConfig, checkpoint_state, config_json,
                                         convert, size_config)
 
-_SRC = flags.DEFINE_string("src", None, "The PyTorch SiT/DiT checkpoint (.pt/.pth/.bin or .safetensors).")
+_SRC = flags.DEFINE_string("src", None, "The local PyTorch SiT/DiT checkpoint (.pt/.pth/.bin or .safetensors).")
 _OUT = flags.DEFINE_string("out", None, "The folder to write (local or gs://).")
 _SIZE = flags.DEFINE_string("size", None, "SiT preset of the checkpoint: S/p, B/p, L/p or XL/p (e.g. XL/2).")
 _HEADS = flags.DEFINE_integer("num_heads", None, "Attention heads, for a checkpoint that is not a preset.")
@@ -51,8 +51,9 @@ def convert_file(src: str, out: str, size: str | None = None, heads: int | None 
     """Read, convert and check `src`, then write `out`/{model.safetensors, config.json}; nothing is written when
     a check fails (ConfigError / DamagedFileError)."""
     heads = num_heads(size, heads)
-    if not epath.Path(src).exists():
-        raise ConfigError(f"--src={src} does not exist.")
+    if paths.is_url(src) or not epath.Path(src).is_file():
+        raise ConfigError(f"--src={src} is not a local file: give the checkpoint's local path (copy it from a bucket "
+                          "first).")
     state, cfg = convert(checkpoint_state(src), heads, what=src, size=size, input_size=input_size)
     folder = epath.Path(out)
     folder.mkdir(parents=True, exist_ok=True)
