@@ -1,4 +1,5 @@
-"""Small class-conditional UNet denoisers for MNIST / digits, their reward's parameters and the model bundle.
+"""Small class-conditional denoisers for MNIST / digits (a UNet, or `model.net='sit'` the SiT transformer of
+amd_jax/models/sit.py), their reward's parameters and the model bundle.
 
 Denoiser: a 2-3 level conv UNet (GroupNorm + SiLU residual blocks, no attention: cheap on a CPU), conditioned on
 the timestep and a class embedding with one extra 'null' label (index num_classes) for classifier-free guidance.
@@ -11,6 +12,7 @@ amd_jax/models/rewards/classifiers.py); ``load_reward`` fetches or trains their 
 
 from __future__ import annotations
 
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +23,7 @@ from etils import epath
 
 from amd_jax import caches, paths, tensor_files
 from amd_jax.data.mnist import ImageData
-from amd_jax.errors import DamagedFileError
+from amd_jax.errors import ConfigError, DamagedFileError
 from amd_jax.method.schedules import make_schedule
 from amd_jax.models.bundle import Models
 from amd_jax.models.denoiser import Denoiser
@@ -112,15 +114,34 @@ def train_softmax_regression(x, y, num_classes=10, steps=500, lr=0.05, l2=1e-3, 
 
 
 def build(config, data: ImageData) -> Models:
-    """Teacher, critic and student share one UNet; the reward's parameters are loaded by the task."""
+    """Teacher, critic and student share one network (`model.net`: the UNet above, or 'sit', the SiT transformer
+    of amd_jax/models/sit.py on patches of the image); the reward's parameters are loaded by the task."""
     schedule = make_schedule(config.schedule.name, **config.schedule.kwargs.to_dict())
-    net = UNet(
-        num_classes=data.num_classes,
-        channels=tuple(config.model.channels),
-        emb_dim=config.model.emb_dim,
-        time_scale=1.0 if schedule.discrete else 1000.0,
-    )
     shape = data.image_shape
+    if config.model.get("net", "unet") == "sit":
+        apply_fn, null_cond, init_denoiser, feat_dim, pool = _sit(config, data, schedule)
+    else:
+        apply_fn, null_cond, init_denoiser, feat_dim, pool = _unet(config, data, schedule)
+
+    head = GANHead(config.model.gan_hidden)
+    reward_fn = CLASSIFIER_REWARDS[config.reward.name]
+
+    return Models(
+        student=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
+        critic=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
+        teacher=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
+        init_denoiser=init_denoiser,
+        gan_head=lambda params, feats: head.apply({"params": params}, pool(feats)),
+        init_gan_head=lambda rng: head.init(rng, jnp.zeros((1, feat_dim), jnp.float32))["params"],
+        reward=lambda params, x, cond: reward_fn(params, x, cond["label"]),
+        sample_shape=shape,
+    )
+
+
+def _unet(config, data: ImageData, schedule):
+    """(apply_fn, null_cond, init_denoiser, GAN feature width, feature pooling) of the UNet."""
+    net = UNet(num_classes=data.num_classes, channels=tuple(config.model.channels), emb_dim=config.model.emb_dim,
+               time_scale=1.0 if schedule.discrete else 1000.0)
 
     def apply_fn(params, x_t, t, cond, features=False):
         return net.apply({"params": params}, x_t, t, cond["label"], features=features)
@@ -129,23 +150,26 @@ def build(config, data: ImageData) -> Models:
         return {"label": jnp.full_like(cond["label"], data.num_classes)}
 
     def init_denoiser(rng):
-        x, t, label = jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32), jnp.zeros((1,), jnp.int32)
+        x, t, label = (jnp.zeros((1, *data.image_shape), jnp.float32), jnp.zeros((1,), jnp.float32),
+                       jnp.zeros((1,), jnp.int32))
         return net.init(rng, x, t, label)["params"]
 
-    head = GANHead(config.model.gan_hidden)
-    feat_dim = config.model.channels[-1]
-    reward_fn = CLASSIFIER_REWARDS[config.reward.name]
+    return apply_fn, null_cond, init_denoiser, config.model.channels[-1], lambda feats: feats
 
-    return Models(
-        student=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
-        critic=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
-        teacher=Denoiser(apply_fn, null_cond, schedule, config.model.prediction_type),
-        init_denoiser=init_denoiser,
-        gan_head=lambda params, feats: head.apply({"params": params}, feats),
-        init_gan_head=lambda rng: head.init(rng, jnp.zeros((1, feat_dim), jnp.float32))["params"],
-        reward=lambda params, x, cond: reward_fn(params, x, cond["label"]),
-        sample_shape=shape,
-    )
+
+def _sit(config, data: ImageData, schedule):
+    """The same five of a SiT on the image's patches (`model.sit`: hidden_size, depth, num_heads, patch_size);
+    its adapter speaks the rectified-flow velocity, so the config must too."""
+    from amd_jax.models import sit
+
+    if config.schedule.name != "rectified_flow" or config.model.prediction_type != "velocity":
+        raise ConfigError("model.net='sit' needs schedule.name='rectified_flow' and model.prediction_type='velocity' "
+                         "(the SiT adapter's convention).")
+    h, w, ch = data.image_shape
+    arch = sit.SiTConfig(input_size=h, in_channels=ch, num_classes=data.num_classes, learn_sigma=False,
+                         dtype="float32", **config.model.sit.to_dict())
+    return (sit.denoiser_apply(arch), sit.null_cond(arch), functools.partial(sit.init_params, arch),
+            arch.hidden_size, lambda feats: jnp.mean(feats.astype(jnp.float32), axis=1))
 
 
 def load_reward(config, data: ImageData, directory: str) -> tuple[dict, dict]:

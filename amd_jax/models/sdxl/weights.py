@@ -69,7 +69,7 @@ def stage(src, subfolders: tuple[str, ...]) -> pathlib.Path:
     for sub in subfolders:
         if not (src / sub).exists():
             continue
-        (dst / sub).mkdir()
+        (dst / sub).mkdir(exist_ok=True)  # sub '' = the folder itself
         for f in (src / sub).iterdir():
             if f.is_dir():
                 continue
@@ -233,13 +233,14 @@ def load_unet(path, *, param_dtype=np.float32, dtype=None, variant: str | None =
                                       dtype=param_dtype, pt_name=diffusers_pt_name)
 
 
-def load_vae(path, *, param_dtype=np.float32, dtype=None, variant: str | None = None):
-    """(FlaxAutoencoderKL, params) from `<path>/vae` (keep the SDXL VAE in float32: it overflows in fp16)."""
-    folder = local_folder(path, ("vae",))
-    module = vae_from_config(read_config(folder, "vae"), dtype)
-    state = load_state_dict(folder / "vae", WEIGHT_STEMS["vae"], variant)
-    return module, convert_state_dict(state, abstract_params(module), diffusers_rename, what=f"{folder}/vae",
-                                      dtype=param_dtype, pt_name=diffusers_pt_name)
+def load_vae(path, *, param_dtype=np.float32, dtype=None, variant: str | None = None, subfolder: str = "vae"):
+    """(FlaxAutoencoderKL, params) from `<path>/<subfolder>` (keep the SDXL VAE in float32: it overflows in fp16).
+    subfolder '' reads a bare AutoencoderKL folder (e.g. stabilityai/sd-vae-ft-ema)."""
+    folder = local_folder(path, (subfolder,))
+    module = vae_from_config(read_config(folder, subfolder), dtype)
+    state = load_state_dict(folder / subfolder, WEIGHT_STEMS["vae"], variant)
+    return module, convert_state_dict(state, abstract_params(module), diffusers_rename,
+                                      what=f"{folder / subfolder}", dtype=param_dtype, pt_name=diffusers_pt_name)
 
 
 def load_text_encoder(path, subfolder: str, *, param_dtype=np.float32, dtype=None, variant: str | None = None):
