@@ -90,3 +90,16 @@ def test_refuses_unsupported_processor_and_wrong_tensors(tmp_path):
 def test_refuses_non_square_images(clf):
     with pytest.raises(ValueError, match="square"):
         clf.log_prob(clf.params, jnp.zeros((1, 32, 40, 3)), jnp.zeros((1,), jnp.int32))
+
+
+def test_reads_google_vit_base_preprocessor_config():
+    """google/vit-base-patch16-224's preprocessor_config.json (legacy int size) -> a 224 px bilinear resize, no crop."""
+    from amd_jax.models.rewards.imagenet_classifier import vit_preprocess_config
+
+    proc = {"do_normalize": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+            "resample": 2, "size": 224}
+    cfg = vit_preprocess_config(proc, 224)
+    assert (cfg.image_size, cfg.crop, cfg.resample, cfg.mean, cfg.std) == (224, "none", "bilinear", (0.5,) * 3,
+                                                                         (0.5,) * 3)
+    with pytest.raises(NotImplementedError, match=r"size=384 \(need 224x224"):
+        vit_preprocess_config({**proc, "size": 384}, 224)
