@@ -68,7 +68,6 @@ class ImageClassifier:
         return jnp.take_along_axis(log_p, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
 
 
-
 def abstract_variables(arch: str, config, image_size: int):
     """eval_shape of the Flax classifier's init: the expected variable paths and shapes (no memory)."""
     module = ARCHS[arch][1](config)
