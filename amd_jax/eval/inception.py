@@ -2,7 +2,8 @@
 
 The network is pytorch-fid's ``fid_inception_v3`` (torchvision InceptionV3 with the FIDInceptionA/C/E_1/E_2
 patches: average pools that ignore padding, a max pool in the last block) cut after the final average pool, so
-it returns the 2048-d "pool3" features that FID uses. Layout is NHWC; inputs are float images in [0, 1] which are
+it returns the 2048-d "pool3" features that FID uses (``heads=True`` adds ADM's spatial features and
+unbiased logits, see :class:`InceptionV3`). Layout is NHWC; inputs are float images in [0, 1] which are
 resized to 299x299 exactly like ``F.interpolate(mode='bilinear', align_corners=False)`` (no antialiasing) and
 scaled to [-1, 1] (pytorch-fid's ``resize_input=True, normalize_input=True``). Everything is float32; convolutions
 run at ``Precision.HIGHEST`` so TPUs do not silently drop to bf16 passes.
@@ -30,16 +31,25 @@ from amd_jax import tensor_files
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
-# Keys of the pytorch-fid state dict that the pool3 network does not use (classifier head, BN step counters).
+NUM_LOGITS = 1008  # the 2015-12-05 graph's softmax: 1000 ImageNet classes + 8 unused
+SPATIAL_CHANNELS = 7  # ADM's sFID: mixed_6/conv:0 (Mixed_6d.branch1x1, 17x17x192), first 7 channels
+# Keys of the pytorch-fid state dict that the network never uses (BN step counters, the logits' bias: ADM's and
+# torch-fidelity's Inception Score use the unbiased logits pool3 @ fc.weight.T). fc.weight is used by heads=True.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 _IGNORED_KEYS = ("fc.weight", "fc.bias")
 
 
-def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """[n_out, n_in] weights of torch's bilinear interpolation with align_corners=False, no antialias."""
-    f32 = np.float32  # torch does this index arithmetic in float32 (opmath of float)
+def _bilinear_matrix(n_in: int, n_out: int, half_pixel: bool = True) -> np.ndarray:
+    """[n_out, n_in] weights of bilinear interpolation without antialias.
+
+    ``half_pixel=True``: torch's ``align_corners=False`` (source ``(dst + 0.5) * in / out - 0.5``, clamped at 0).
+    ``half_pixel=False``: TensorFlow 1.x ``ResizeBilinear(align_corners=False)``, the resize inside the 2015-12-05
+    Inception graph that ADM's evaluator feeds (source ``dst * in / out``).
+    """
+    f32 = np.float32  # torch and TF do this index arithmetic in float32
     scale = f32(n_in) / f32(n_out)
-    src = np.maximum(scale * (np.arange(n_out, dtype=f32) + f32(0.5)) - f32(0.5), f32(0))
+    dst = np.arange(n_out, dtype=f32)
+    src = np.maximum(scale * (dst + f32(0.5)) - f32(0.5), f32(0)) if half_pixel else dst * scale
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     lam = src - i0.astype(f32)
@@ -60,7 +70,22 @@ def resize_bilinear_torch(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     h, w = x.shape[1:3]
     if (h, w) == tuple(size):
         return x
-    mh, mw = _bilinear_matrix(h, size[0]), _bilinear_matrix(w, size[1])
+    return _resize_separable(x, _bilinear_matrix(h, size[0]), _bilinear_matrix(w, size[1]))
+
+
+def resize_bilinear_tf1(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Resize NHWC ``x`` to ``size`` as TF 1.x ``tf.image.resize_bilinear(align_corners=False)`` (no half-pixel
+    centres), the resize of the Inception graph ADM's evaluator uses."""
+    if x.ndim != 4:
+        raise ValueError(f"expected NHWC images, got shape {x.shape}")
+    h, w = x.shape[1:3]
+    if (h, w) == tuple(size):
+        return x
+    return _resize_separable(x, _bilinear_matrix(h, size[0], False), _bilinear_matrix(w, size[1], False))
+
+
+def _resize_separable(x, mh, mw):
+    """Apply [out_h, in_h] and [out_w, in_w] interpolation matrices to NHWC ``x``."""
     hi = jax.lax.Precision.HIGHEST
     x = jnp.einsum("oh,nhwc->nowc", mh, x, precision=hi)
     return jnp.einsum("pw,nowc->nopc", mw, x, precision=hi)
@@ -187,10 +212,15 @@ class InceptionV3(nn.Module):
     """pytorch-fid ``InceptionV3(output_blocks=[3])``: NHWC float images in [0, 1] -> [N, 2048] pool3 features.
 
     ``resize_input``/``normalize_input`` mirror pytorch-fid's flags (bilinear resize to 299, then 2x - 1).
+    ``heads=True`` returns a dict instead, ADM's evaluator's three outputs: ``pool`` [N, 2048]; ``spatial``
+    [N, 17 * 17 * 7] (Mixed_6d's first 7 channels, which are its branch1x1 output, flattened in HWC order like
+    ADM's ``mixed_6/conv:0[..., :7]``) and ``logits`` [N, 1008] = pool @ fc.weight.T (no bias, as ADM's
+    ``softmax/logits/MatMul``).
     """
 
     resize_input: bool = True
     normalize_input: bool = True
+    heads: bool = False
 
     @nn.compact
     def __call__(self, x):
@@ -215,11 +245,16 @@ class InceptionV3(nn.Module):
         x = FIDInceptionC(128, name="Mixed_6b")(x)
         x = FIDInceptionC(160, name="Mixed_6c")(x)
         x = FIDInceptionC(160, name="Mixed_6d")(x)
+        spatial = x[..., :SPATIAL_CHANNELS].reshape(x.shape[0], -1)
         x = FIDInceptionC(192, name="Mixed_6e")(x)
         x = InceptionD(name="Mixed_7a")(x)
         x = FIDInceptionE("avg", name="Mixed_7b")(x)
         x = FIDInceptionE("max", name="Mixed_7c")(x)
-        return jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d(1), flattened
+        pool = jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d(1), flattened
+        if not self.heads:
+            return pool
+        logits = nn.Dense(NUM_LOGITS, use_bias=False, precision=jax.lax.Precision.HIGHEST, name="fc")(pool)
+        return {"pool": pool, "spatial": spatial, "logits": logits}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,6 +287,7 @@ def _expected(module: nn.Module, input_hw: tuple[int, int], in_channels: int) ->
     for kp, sds in jax.tree_util.tree_flatten_with_path(shapes)[0]:
         names = [k.key for k in kp]
         key, kind = _torch_name(names[0], names[1:])
+        kind = "dense" if kind == "conv" and len(sds.shape) == 2 else kind  # the fc head of heads=True
         wanted[key] = (tuple(names), kind, tuple(sds.shape))
     return wanted
 
@@ -259,7 +295,14 @@ def _expected(module: nn.Module, input_hw: tuple[int, int], in_channels: int) ->
 def torch_key_shapes(module: nn.Module | None = None, input_hw=(INPUT_SIZE, INPUT_SIZE), in_channels: int = 3):
     """The torch state-dict keys (and torch-layout shapes) that ``convert_state_dict`` needs for ``module``."""
     wanted = _expected(InceptionV3() if module is None else module, tuple(input_hw), in_channels)
-    return {k: (s if kind != "conv" else (s[3], s[2], s[0], s[1])) for k, (_, kind, s) in wanted.items()}
+    return {k: _torch_shape(s, kind) for k, (_, kind, s) in wanted.items()}
+
+
+def _torch_shape(shape, kind):
+    """The torch layout of a Flax shape: conv HWIO -> OIHW, dense [in, out] -> [out, in]."""
+    if kind == "conv":
+        return shape[3], shape[2], shape[0], shape[1]
+    return shape[::-1] if kind == "dense" else shape
 
 
 def convert_state_dict(state_dict: Mapping[str, Any], module: nn.Module | None = None,
@@ -268,12 +311,14 @@ def convert_state_dict(state_dict: Mapping[str, Any], module: nn.Module | None =
 
     ``state_dict`` maps torch names (``Mixed_5b.branch1x1.conv.weight``, ``...bn.running_var`` ...) to numpy
     arrays (or anything ``np.asarray`` accepts, e.g. CPU torch tensors). Conv weights OIHW become HWIO kernels;
-    BN weight/bias/running_mean/running_var become scale/bias/mean/var. ``fc.*`` and ``*.num_batches_tracked`` are
-    ignored. Any missing key, unexpected key or shape mismatch raises one ValueError that lists them all.
+    BN weight/bias/running_mean/running_var become scale/bias/mean/var; ``fc.weight`` becomes the ``fc`` kernel
+    of a ``heads=True`` module. ``fc.bias``, ``*.num_batches_tracked`` (and ``fc.weight`` for the pool3 network)
+    are ignored. Any missing key, unexpected key or shape mismatch raises one ValueError that lists them all.
     ``module``/``input_hw``/``in_channels`` let a single block be converted (tests); the default is the whole net.
     """
     wanted = _expected(InceptionV3() if module is None else module, tuple(input_hw), in_channels)
-    provided = {k for k in state_dict if not (k.endswith(_IGNORED_SUFFIXES) or k in _IGNORED_KEYS)}
+    provided = {k for k in state_dict
+                if not (k.endswith(_IGNORED_SUFFIXES) or (k in _IGNORED_KEYS and k not in wanted))}
     missing = sorted(set(wanted) - provided)
     extra = sorted(provided - set(wanted))
     problems = [f"missing key: {k}" for k in missing] + [f"unexpected key: {k}" for k in extra]
@@ -282,12 +327,14 @@ def convert_state_dict(state_dict: Mapping[str, Any], module: nn.Module | None =
         if key not in state_dict:
             continue
         arr = np.asarray(state_dict[key], dtype=np.float32)
-        torch_shape = shape if kind != "conv" else (shape[3], shape[2], shape[0], shape[1])
+        torch_shape = _torch_shape(shape, kind)
         if arr.shape != torch_shape:
             problems.append(f"shape mismatch: {key} has shape {arr.shape}, expected {torch_shape}")
             continue
         if kind == "conv":
             arr = arr.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        elif kind == "dense":
+            arr = arr.T
         node = out
         for n in names[:-1]:
             node = node.setdefault(n, {})
@@ -316,13 +363,15 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     raise ValueError(f"unsupported weight file {path}: expected .safetensors or .npz")
 
 
-def load_inception(path) -> tuple[InceptionV3, dict]:
-    """Load converted pytorch-fid weights from ``path`` (local or gs://): returns (module, variables).
+def load_inception(path, module: InceptionV3 | None = None) -> tuple[InceptionV3, dict]:
+    """Load converted pytorch-fid weights from ``path`` (local or gs://) for ``module`` (default: the pool3
+    network): returns (module, variables).
 
     Use ``module.apply(variables, images)`` with NHWC float images in [0, 1], or ``feature_fn`` below.
     """
-    variables = convert_state_dict(read_state_dict(path))
-    return InceptionV3(), jax.tree_util.tree_map(jnp.asarray, variables)
+    module = InceptionV3() if module is None else module
+    variables = convert_state_dict(read_state_dict(path), module)
+    return module, jax.tree_util.tree_map(jnp.asarray, variables)
 
 
 def feature_fn(module: InceptionV3, variables) -> Any:

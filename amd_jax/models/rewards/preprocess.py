@@ -10,6 +10,8 @@ Reproduces the evaluation transforms of the references on float images:
 * transformers ``ViTImageProcessor`` (the ImageNet classifier reward; ``crop="none"``, ``resample="bilinear"``):
   resize both sides to S with PIL bilinear (antialiased when downscaling; the aspect ratio is not kept), no crop,
   rescale 1/255, normalise.
+* transformers ``ConvNextImageProcessor`` (microsoft/resnet-50; ``crop="hf"``, ``resize_size=int(S / crop_pct)``):
+  PIL bicubic resize of the shortest edge to ``resize_size``, centre crop S with offset ``(H - S) // 2``.
 
 Both compute the resized size as ``(S, int(S * long / short))``. The resize and the crop are fused into one
 ``jax.image.scale_and_translate`` with the Keys cubic kernel (a = -0.5, the kernel PIL uses; or the triangle
@@ -48,6 +50,7 @@ class PreprocessConfig:
     crop: str = "torchvision"  # "torchvision" (open_clip, HPSv2), "hf" (CLIPImageProcessor), "none" (ViT: S x S)
     quantize: bool = False  # round to the uint8 grid (straight-through gradient), like the PIL path
     resample: str = "bicubic"  # PIL's filter: "bicubic" (CLIP) or "bilinear" (ViTImageProcessor's default)
+    resize_size: int = 0  # shortest side before the crop; 0: image_size (ConvNextImageProcessor: S / crop_pct)
 
     def __post_init__(self):
         if self.crop not in CROPS:
@@ -77,13 +80,12 @@ def crop_offset(resized: int, size: int, crop: str) -> int:
 
 
 def resize_and_crop(images01: jax.Array, size: int, crop: str = "torchvision", quantize: bool = False,
-                    resample: str = "bicubic") -> jax.Array:
-    """Antialiased shortest-side resize to `size` fused with a centre crop: [B,H,W,C] -> [B,S,S,C].
-
-    crop="none": both sides are resized to `size` (no crop, aspect ratio not kept).
+                    resample: str = "bicubic", resize_size: int = 0) -> jax.Array:
+    """Antialiased shortest-side resize to `resize_size` (0: `size`) fused with a centre crop of `size`:
+    [B,H,W,C] -> [B,S,S,C]. crop="none": both sides are resized to `size` (no crop, aspect ratio not kept).
     """
     _, height, width, _ = images01.shape
-    rh, rw = (size, size) if crop == "none" else resized_size(height, width, size)
+    rh, rw = (size, size) if crop == "none" else resized_size(height, width, resize_size or size)
     if rh < size or rw < size:
         raise ValueError(f"image {height}x{width} resizes to {rh}x{rw}, smaller than the crop {size}")
     top, left = crop_offset(rh, size, crop), crop_offset(rw, size, crop)
@@ -119,7 +121,7 @@ def preprocess(images: jax.Array, cfg: PreprocessConfig) -> jax.Array:
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected NHWC images with 3 channels, got shape {images.shape}")
     x = jnp.clip((images.astype(jnp.float32) + 1.0) * 0.5, 0.0, 1.0)
-    x = jnp.clip(resize_and_crop(x, cfg.image_size, cfg.crop, cfg.quantize, cfg.resample), 0.0, 1.0)
+    x = jnp.clip(resize_and_crop(x, cfg.image_size, cfg.crop, cfg.quantize, cfg.resample, cfg.resize_size), 0.0, 1.0)
     if cfg.quantize:
         x = _round_ste(x)
     mean = jnp.asarray(cfg.mean, jnp.float32)

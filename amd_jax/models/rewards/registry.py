@@ -9,9 +9,10 @@
 
   - text-to-image: a CLIP scorer, an object with ``params`` and a pure
     ``score(params, images, text_tokens) -> [B] float32`` (images in [-1, 1] NHWC).
-  - class-conditional ImageNet (``imagenet_vit``): an ImageClassifier (imagenet_classifier.py), an object with
-    ``params`` and a pure ``log_prob(params, images, labels) -> [B] float32`` (images in [-1, 1] NHWC, any square
-    size), the log-probability a pretrained ViT gives the target class.
+  - class-conditional ImageNet (``imagenet_vit``, ``imagenet_resnet``): an ImageClassifier
+    (imagenet_classifier.py), an object with ``params`` and a pure
+    ``log_prob(params, images, labels) -> [B] float32`` (images in [-1, 1] NHWC, any square size), the
+    log-probability a pretrained classifier gives the target class.
 
 The toy2d experiment's reward (the true log-density, amd_jax/models/toy2d.py) is part of its model bundle.
 
@@ -32,6 +33,7 @@ remote code):
   ``merges.txt`` (or ``tokenizer.json``), optional ``open_clip_config.json``.
 * ``imagenet_vit``: transformers ViTForImageClassification folder, e.g. google/vit-base-patch16-224:
   ``config.json``, ``model.safetensors``, ``preprocessor_config.json``.
+* ``imagenet_resnet``: transformers ResNetForImageClassification folder, e.g. microsoft/resnet-50, same files.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ REWARD_LOADERS: dict[str, Callable[..., Any]] = {
     "clip_l14": _lazy("clip_scorers", "load_clip_l14"),
     "clip_g14": _lazy("clip_scorers", "load_clip_g14"),
     "imagenet_vit": _lazy("imagenet_classifier", "load_vit_classifier"),
+    "imagenet_resnet": _lazy("imagenet_classifier", "load_resnet_classifier"),
 }
 
 

@@ -55,7 +55,7 @@ def load_tensors(path) -> dict[str, np.ndarray]:
     out = {}
     for k, v in raw.items():
         if not np.issubdtype(v.dtype, np.floating):
-            if k.endswith("position_ids"):  # an integer buffer of old transformers checkpoints
+            if k.endswith(("position_ids", "num_batches_tracked")):  # integer buffers (old CLIP, BatchNorm)
                 out[k] = v
                 continue
             raise ValueError(f"tensor {k} in {path.name} has non-float dtype {v.dtype}")
