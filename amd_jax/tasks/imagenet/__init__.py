@@ -184,7 +184,7 @@ def evaluate(config, files: _Files, x, cond, rewards, zone, title="", save_dir=N
                                      int(config.eval.batch_size))
     images = np.round((img + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
     if full:
-        metrics.update(files.evaluator().metrics(images, np.asarray(cond["label"])[:n]))
+        metrics.update(files.evaluator().metrics(images))
     if save_dir is not None:
         from amd_jax.eval.t2i import save_images
 
