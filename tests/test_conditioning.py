@@ -89,7 +89,7 @@ def _assert_encoded_like_host(cond, prompts, host_encoders):
     want_pe, want_te = (np.asarray(a) for a in host_encoders(prompts))
     diff_pe = float(np.abs(np.asarray(cond["prompt_embeds"]) - want_pe).max())
     diff_te = float(np.abs(np.asarray(cond["text_embeds"]) - want_te).max())
-    print(f"max |mesh - host|: prompt_embeds {diff_pe:.2e}, text_embeds {diff_te:.2e}")
+    print(f"max abs diff to the one-device encoders: prompt_embeds {diff_pe:.2e}, text_embeds {diff_te:.2e}")
     assert diff_pe <= TOL and diff_te <= TOL
     assert np.abs(want_pe).max() > 1e-2 and np.ptp(want_te, axis=0).max() > 1e-3  # real, prompt-dependent values
 
@@ -126,8 +126,9 @@ def test_sdxl_eval_conditions_are_encoded_on_the_mesh_like_the_host(sdxl_session
     _assert_encoded_like_host(cond, prompts, host_encoders)
 
 
-def test_precomputed_embeddings_have_no_condition_and_batches_unchanged(tmp_path):
+def test_precomputed_embeddings_have_no_condition_and_batches_unchanged(tmp_path, host_encoders):
     from amd_jax.data import prompts as P
+    from amd_jax.tasks.sdxl import eval_prompts
 
     config = load(SDXL_TINY)
     n = len(P.read_captions(config.data.path))
@@ -145,3 +146,6 @@ def test_precomputed_embeddings_have_no_condition_and_batches_unchanged(tmp_path
         assert a.sharding == b.sharding
     rows = [P.read_captions(config.data.path).index(p) for p in s.task.data.prompts(2, config.global_batch)]
     np.testing.assert_array_equal(np.asarray(got["cond"]["prompt_embeds"]), emb["prompt_embeds"][rows])
+    # its evaluation conditions are encoded on the host (Assets.encode: the captions need not be in the file)
+    bsz = config.global_batch
+    _assert_encoded_like_host(s.task.eval_conds(bsz), eval_prompts(s.c, s.task.data, bsz)[0], host_encoders)
