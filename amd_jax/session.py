@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 
 from amd_jax import checkpoint as ckpt_lib
 from amd_jax import tasks, writers
+from amd_jax.conditioning import MeshCondition
 from amd_jax.config_base import check_resume, validate
 from amd_jax.method import sample
 from amd_jax.parallel import mesh as mesh_lib
@@ -70,6 +71,9 @@ class Session:
         self.models = self.task.models
         self.steps = Steps(config, self.models)
         rules, min_size = tuple(config.sharding.rules), config.sharding.fsdp_min_size
+        # the task's conditioning computed on the mesh (its encoders placed on first use); None: in the host batch
+        cond = self.task.condition
+        self.condition = None if cond is None else MeshCondition(cond, self.mesh, rules, min_size)
 
         teacher_abs = jax.eval_shape(self.models.init_denoiser, jax.random.PRNGKey(0))
         self.abstract_state = jax.eval_shape(self.steps.init, teacher_abs, jax.random.PRNGKey(0))
@@ -130,8 +134,10 @@ class Session:
                                       self.state_sh.student_ema)
 
     def batch(self, step: int):
-        """The global training batch of `step`, sharded over the mesh's batch axes."""
-        return put_batch(self.task.data.global_batch(step, self.c.global_batch), self.mesh)
+        """The global training batch of `step`, sharded over the mesh's batch axes (its cond computed there when
+        the task has a `condition`)."""
+        batch = put_batch(self.task.data.global_batch(step, self.c.global_batch), self.mesh)
+        return batch if self.condition is None else {**batch, "cond": self.condition(batch["cond"])}
 
     def compile(self, frozen, state, batch):
         """AOT-compile the three steps with explicit shardings; returns (executables, seconds, flops)."""
@@ -197,7 +203,9 @@ class Session:
             host = jax.tree_util.tree_map(lambda a: a[i : i + bsz], conds)
             if jax.tree_util.tree_leaves(host)[0].shape[0] < bsz:
                 break
-            x, r, z = gen(params, put_batch(host, self.mesh), jax.random.PRNGKey(seed + i))
+            cond = put_batch(host, self.mesh)
+            cond = cond if self.condition is None else self.condition(cond)
+            x, r, z = gen(params, cond, jax.random.PRNGKey(seed + i))
             outs.append(jax.tree_util.tree_map(lambda v: np.asarray(multihost_utils.process_allgather(v, tiled=True)), (x, r, z)))
             if batches >= 50 and len(outs) * 10 // batches > (len(outs) - 1) * 10 // batches:  # long runs: every 10%
                 log.info("generated %d/%d samples, %s", len(outs) * bsz, batches * bsz, progress.line(len(outs)))

@@ -229,7 +229,7 @@ def test_each_task_hands_the_session_batches_grouped_by_its_config(name):
     batch = tasks.build(config).data.global_batch(3, config.global_batch)
     for v in batch["cond"].values():
         assert len(_groups_of(v, 2)) == config.global_batch // 2
-    first = batch["cond"]["label" if "label" in batch["cond"] else "prompt_embeds"]
+    first = batch["cond"]["label" if "label" in batch["cond"] else "input_ids"]  # SDXL: token ids (encoded on the mesh)
     assert not np.array_equal(first[0::2], np.broadcast_to(first[:1], first[0::2].shape))  # groups differ
 
 

@@ -270,13 +270,14 @@ def test_sdxl_tiny_eval_conds_and_evaluate():
 
     config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))
     task = tasks.build(config)
-    cond = task.eval_conds(10)  # not a multiple of the encoder's chunk (global_batch 8)
-    assert cond["prompt_embeds"].shape == (10, 77, 96) and cond["text_embeds"].shape == (10, 64)
+    cond = task.eval_conds(10)  # not a multiple of the tokenizing chunk (global_batch 8)
+    # token ids: the session encodes them on the mesh (tests/test_conditioning.py)
+    assert cond["input_ids"].shape == cond["input_ids_2"].shape == (10, 77) and cond["input_ids"].dtype == np.int32
     assert cond["reward_tokens"].shape == (10, 16) and cond["time_ids"].shape == (10, 6)
     assert np.array_equal(cond["time_ids"][0], [128, 128, 0, 0, 128, 128])
-    # the same prompt encodes the same in the eval chunk and in a training batch
-    np.testing.assert_allclose(cond["prompt_embeds"][8], Assets(config).encode([P.read_captions(CAPTIONS)[8]])
-                               ["prompt_embeds"][0], atol=1e-5)
+    # the same prompt is tokenized the same in the eval chunk and in a training batch
+    ids = Assets(config).tokenize([P.read_captions(CAPTIONS)[8]])
+    assert all(np.array_equal(cond[k][8], ids[k][0]) for k in ("input_ids", "input_ids_2"))
     x = np.random.RandomState(0).randn(10, 4, 16, 16).astype(np.float32)
     rewards, zone = np.linspace(0, 1, 10), np.arange(10) < 3
     metrics, images = task.evaluate(x, cond, rewards, zone)
@@ -290,11 +291,11 @@ def test_sdxl_tiny_eval_conds_and_evaluate():
 
 def test_empty_prompt_unconditional_option():
     from amd_jax import tasks
-    from amd_jax.tasks.sdxl.assets import Assets
+    from amd_jax.models.sdxl.text import SDXLTextEncoders
 
     config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"), {"model.uncond": "empty_prompt"})
     models = tasks.build(config).models
-    e = Assets(config).encode([""])
+    e = dict(zip(("prompt_embeds", "text_embeds"), SDXLTextEncoders.load(config.model.path)([""])))
     cond = {"prompt_embeds": jnp.ones((2, 77, 96)), "text_embeds": jnp.ones((2, 64)), "time_ids": jnp.ones((2, 6))}
     out = jax.jit(models.teacher.null_cond)(cond)  # traced, as inside the steps
     np.testing.assert_allclose(out["prompt_embeds"][1], e["prompt_embeds"][0], atol=1e-6)

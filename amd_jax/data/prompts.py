@@ -22,9 +22,10 @@ Sharding by process: `global_batch(step, B)` returns host arrays of the GLOBAL s
 `put_batch` expects) but reads, tokenizes and encodes only the rows this process's devices hold under the batch
 sharding (`local_rows`); the other rows are zeros that no device of this process ever reads.
 
-Conditioning: `encode(prompts) -> {name: array [n, ...]}` (for SDXL a jitted text encoder, see
-amd_jax/tasks/sdxl) or, faster, precomputed per-caption embeddings (`embeddings`: arrays [N, ...]
-indexed by the caption's index in the file, from an .npz / .safetensors written by `amd_jax.tensor_files.write`).
+Conditioning: `encode(prompts) -> {name: array [n, ...]}` (for SDXL the two tokenizers' ids: the task's `condition`
+then runs the text encoders on the device mesh, amd_jax/conditioning.py) or precomputed per-caption embeddings
+(`embeddings`: arrays [N, ...] indexed by the caption's index in the file, from an .npz / .safetensors written by
+`amd_jax.tensor_files.write`).
 `real`: optional per-caption real samples [N, ...] (e.g. VAE latents for the GAN); without it 'real' is zeros of
 `real_shape` (the GAN must then be off).
 """
@@ -168,7 +169,7 @@ class PromptSource:
         return np.asarray([i for i, _ in items], np.int64), [c for _, c in items]
 
     def cond_for(self, index: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
-        """Conditioning rows for these captions (precomputed rows or encoded now) + tokens + constants."""
+        """Conditioning rows for these captions (precomputed rows or `encode`d now) + tokens + constants."""
         n = len(prompts)
         if self.embeddings is not None:
             cond = {k: np.asarray(v[index]) for k, v in self.embeddings.items()}

@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 from typing import Any, Callable
 
+from amd_jax.conditioning import Condition
 from amd_jax.errors import ConfigError
 from amd_jax.models.bundle import Models
 
@@ -35,6 +36,9 @@ class Task:
     # (x, cond, rewards | None, zone | None, title='', save_dir=None) -> (metrics, images); save_dir: also write
     # every sample as an image file, where the task has them (SDXL)
     evaluate: Callable[..., tuple[dict, dict]]
+    # conditioning the session computes on the mesh from what the batch carries (SDXL: token ids -> text
+    # embeddings), for the training batches and eval_conds alike; None: the host batch already holds it
+    condition: Condition | None = None
 
 
 def build(config, mesh=None) -> Task:

@@ -5,9 +5,14 @@ DiscreteDDPM, amd_jax/models/sdxl/unet.py). `init_denoiser(rng)` is the UNet arc
 the abstract state); the task's `teacher()` loads the real weights from `model.path` (diffusers folder, local or
 gs://) in `model.teacher_dtype` (bf16 for SDXL); steps.py's `init` copies them to the float32 student and critic.
 
-Conditioning: prompts are encoded outside the differentiated steps, in the data pipeline (amd_jax/data/prompts.py,
-or precomputed embeddings, `data.embeddings`), so a batch is already
+Conditioning: outside the differentiated steps, once per batch. The data pipeline (amd_jax/data/prompts.py) tokenizes
+the captions on the host; the batch carries input_ids and input_ids_2 [B,77] int32 (both tokenizers), and the task's
+`condition` (Assets.condition) runs both text encoders ON THE MESH, where the batch lives: the session places their
+parameters once and applies it to every training batch and the evaluation conditions (amd_jax/conditioning.py).
+With precomputed embeddings (`data.embeddings`) the batch holds them already and there is no `condition`. Either way
+the steps read
     cond = {prompt_embeds [B,77,2048], text_embeds [B,1280], time_ids [B,6], reward_tokens [B,L] int32}
+(reward_tokens stay host-tokenized: the reward's tokenizer is cheap and its ids are what the reward reads).
 Unconditional branch: zero text and pooled embeddings (DMD2; `model.uncond='zeros'`) or the empty prompt's
 embeddings (`model.uncond='empty_prompt'`); micro-conditioning is kept.
 
@@ -28,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from amd_jax import batching, tensor_files
+from amd_jax.conditioning import Condition
 from amd_jax.data import prompts as P
 from amd_jax.errors import ConfigError
 from amd_jax.eval import grid
@@ -58,10 +64,12 @@ def build(config, mesh=None) -> Task:
             return None
         return {"vae": assets.vae()[1], "scorer": assets.scorer().params}
 
+    on_mesh = source.embeddings is None  # else the batches hold precomputed embeddings
+    condition = Condition(params=assets.text_params, apply=assets.condition) if on_mesh else None
     return Task(
         models=models, data=source, teacher=assets.teacher, reward=reward,
-        eval_conds=functools.partial(eval_conds, config, assets, source),
-        evaluate=functools.partial(evaluate, config, assets, source),
+        eval_conds=functools.partial(eval_conds, config, assets.tokenize if on_mesh else assets.encode, source),
+        evaluate=functools.partial(evaluate, config, assets, source), condition=condition,
     )
 
 
@@ -139,7 +147,7 @@ def _models_and_data(config, assets: Assets, mesh):
             raise ConfigError(f"data.real latents have shape {real.shape[1:]}, expected {sample_shape}.")
     tokenize = {"reward_tokens": lambda p: assets.scorer().tokenize(p)} if use_reward else {}
     source = P.PromptSource(captions, seed=config.seed if d.seed < 0 else d.seed,
-                            encode=None if embeddings is not None else assets.encode, embeddings=embeddings,
+                            encode=None if embeddings is not None else assets.tokenize, embeddings=embeddings,
                             tokenize=tokenize, constants={"time_ids": time_ids(config)}, real=real,
                             real_shape=sample_shape if real is None and config.gan.enabled else (1,),
                             local_rows=functools.partial(mesh_lib.process_rows, mesh),
@@ -160,10 +168,12 @@ def eval_prompts(config, source, n: int) -> tuple[list[str], np.ndarray]:
     return [caps[g] for g in groups], groups
 
 
-def eval_conds(config, assets: Assets, source, n: int) -> dict:
+def eval_conds(config, encode, source, n: int) -> dict:
+    """The host cond of n evaluation samples: `encode` is Assets.tokenize (the session encodes them on the mesh,
+    as the training batches) or, for a run on precomputed embeddings, Assets.encode."""
     prompts, _ = eval_prompts(config, source, n)
     # a fixed batch size: one compile of the text encoder
-    cond = batching.map_fixed_batches(assets.encode, prompts, max(int(config.global_batch), 1), fill="")
+    cond = batching.map_fixed_batches(encode, prompts, max(int(config.global_batch), 1), fill="")
     for k, tok in source.tokenize.items():
         cond[k] = np.asarray(tok(prompts))
     cond["time_ids"] = np.broadcast_to(time_ids(config), (n, 6)).copy()

@@ -14,6 +14,7 @@ from amd_jax.models.sdxl import text as sdxl_text
 from amd_jax.models.sdxl import unet as sdxl_unet
 from amd_jax.models.sdxl import weights as W
 
+TOKEN_KEYS = ("input_ids", "input_ids_2")  # a batch's token ids, replaced by the embeddings
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -40,23 +41,47 @@ class Assets:
             (epath.Path(self.c.model.path) / "unet" / "config.json").read_text()))
 
     def text(self) -> sdxl_text.SDXLTextEncoders:
-        def load():
-            enc = sdxl_text.SDXLTextEncoders.load(self.c.model.path, param_dtype=np.float32,
-                                                  dtype=dtype(self.c.model.text_dtype),
-                                                  variant=self.c.model.variant or None)
-            # one copy on this process's first device (not re-sent every call)
-            dev = jax.local_devices()[0]
-            enc.params, enc.params_2 = jax.device_put((enc.params, enc.params_2), dev)
-            return enc
+        """Both tokenizers and text encoders; the parameters stay on the host (`text_params`): the session places
+        them on the mesh once, and `encode` keeps its own copy on one device only when it is used."""
+        return self._once("text", lambda: sdxl_text.SDXLTextEncoders.load(
+            self.c.model.path, param_dtype=np.float32, dtype=dtype(self.c.model.text_dtype),
+            variant=self.c.model.variant or None))
 
-        return self._once("text", load)
+    def text_params(self) -> dict:
+        """The two text encoders' host parameters, the first argument of `condition`."""
+        enc = self.text()
+        return {"text_encoder": enc.params, "text_encoder_2": enc.params_2}
+
+    def tokenize(self, prompts: list[str]) -> dict[str, np.ndarray]:
+        """What a batch carries instead of embeddings: int32 token ids [n, 77] of each tokenizer (cheap, host)."""
+        ids, ids_2 = self.text().tokenize(list(prompts))
+        return {"input_ids": ids, "input_ids_2": ids_2}
+
+    def condition(self, params: dict, cond: dict) -> dict:
+        """Token ids -> embeddings, pure and jit-able (the session runs it on the mesh, amd_jax/conditioning.py):
+        `cond` with prompt_embeds [n, 77, D1+D2] and text_embeds [n, P2] in place of TOKEN_KEYS; the other keys
+        (time_ids, reward_tokens) pass through."""
+        pe, te = self.text().encode_ids(params["text_encoder"], params["text_encoder_2"], cond["input_ids"],
+                                        cond["input_ids_2"])
+        rest = {k: v for k, v in cond.items() if k not in TOKEN_KEYS}
+        return {**rest, "prompt_embeds": pe, "text_embeds": te}
 
     def encode(self, prompts: list[str]) -> dict[str, np.ndarray]:
-        pe, te = self.text()(list(prompts))  # the encoders' own jitted encode_ids, compiled once per batch size
-        return {"prompt_embeds": np.asarray(pe), "text_embeds": np.asarray(te)}
+        """Host-side encoding on this process's first device (offline `precompute_embeddings`, the evaluation
+        conditions of a run on precomputed embeddings): `condition` jitted, with one device copy of the parameters
+        (made on first use, then kept)."""
+        fn = self._once("encode_fn", lambda: jax.jit(self.condition))
+        params = self._once("text_device", lambda: jax.device_put(self.text_params(), jax.local_devices()[0]))
+        return {k: np.asarray(v) for k, v in fn(params, self.tokenize(prompts)).items()}
 
     def empty_prompt(self) -> dict[str, np.ndarray]:
-        return self._once("empty", lambda: {k: v[0] for k, v in self.encode([""]).items()})
+        """The empty prompt's embeddings (one row, no batch axis), for model.uncond='empty_prompt'; the host
+        parameters go to a device for this one call only, so no device keeps a copy."""
+        def one():
+            out = jax.jit(self.condition)(self.text_params(), self.tokenize([""]))
+            return {k: np.asarray(out[k][0]) for k in ("prompt_embeds", "text_embeds")}
+
+        return self._once("empty", one)
 
     def vae(self):
         return self._once("vae", lambda: W.load_vae(self.c.model.path, param_dtype=np.float32,
