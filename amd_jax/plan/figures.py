@@ -19,21 +19,23 @@ def step_figures(compiled, compile_s: float, chip: Chip) -> dict:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops, seconds = float(cost.get("flops", 0.0)), float(cost.get("optimal_seconds", 0.0))
     memory = memory_figures(compiled.memory_analysis())
+    text = compiled.as_text()
+    memory["argument_logical"] = hlo.entry_parameter_bytes(text)
     return {"compile_s": round(compile_s, 2), "flops_per_chip": flops,
             "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)), "optimal_seconds": seconds,
             "mfu": flops / seconds / (chip.bf16_tflops * 1e12) if seconds > 0 else None,
             "memory_bytes": memory, "hbm_bytes": int(chip.hbm_gib * GIB),
-            "fits": memory["peak"] <= chip.hbm_gib * GIB, "collectives": hlo.collective_bytes(compiled.as_text())}
+            "fits": memory["peak"] <= chip.hbm_gib * GIB, "collectives": hlo.collective_bytes(text)}
 
 
 def memory_figures(stats) -> dict:
-    """Per-chip bytes: argument, output, alias, temp, generated code, and the peak: memory_analysis's own
-    peak_memory_in_bytes where it gives one, else argument + output - alias + temp."""
+    """Per-chip bytes: argument, output, alias, temp, generated code; the peak as argument + output - alias + temp
+    and as memory_analysis's own peak_memory_in_bytes (0 where not given). The two disagree on TPU (the reported
+    one can be below temp alone), so `peak`, which the fit verdict uses, is the larger."""
     memory = {k: int(getattr(stats, f"{k}_size_in_bytes")) for k in _MEMORY}
-    formula = memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
-    reported = int(getattr(stats, "peak_memory_in_bytes", 0) or 0)
-    memory["peak"] = reported or formula
-    memory["peak_source"] = "memory_analysis" if reported else "argument+output-alias+temp"
+    memory["peak_formula"] = memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
+    memory["peak_reported"] = int(getattr(stats, "peak_memory_in_bytes", 0) or 0)
+    memory["peak"] = max(memory["peak_formula"], memory["peak_reported"])
     return memory
 
 

@@ -31,6 +31,13 @@ def shape_bytes(shape_text: str) -> int:
     return int(total)
 
 
+def entry_parameter_bytes(hlo_text: str) -> int:
+    """Logical (unpadded) bytes of the entry computation's parameters, per chip: the argument shards the program
+    really takes (jit drops unused arguments; memory_analysis's argument bytes also count the TPU layout padding)."""
+    m = re.search(r"entry_computation_layout=\{\((.*?)\)->", hlo_text)
+    return shape_bytes(m.group(1)) if m else 0
+
+
 def collective_bytes(hlo_text: str) -> dict:
     """{kind: {'ops': count, 'bytes': output bytes}} for every kind in KINDS (zeros included), per chip."""
     out = {k: {"ops": 0, "bytes": 0} for k in KINDS}

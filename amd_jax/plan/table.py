@@ -38,8 +38,9 @@ def text(plan: dict) -> str:
 def _iteration(it: dict, chips: int) -> str:
     if "error" in it:
         return f"iteration: {it['error']}"
-    return (f"iteration (TTUR {it['ttur']}: generator every {it['ttur']}th, critic every one): "
+    return (f"iteration (TTUR {it['ttur']}: 1 generator + {it['ttur'] - 1} sample steps per {it['ttur']} "
+            f"iterations, a critic step in each): "
             f"{1e3 * it['seconds']:.1f} ms est., {it['flops_per_chip'] / 1e12:.3f} TFLOP/chip, MFU "
             f"{100 * it['mfu']:.1f}%, {it['images_per_second_per_chip']:.2f} images/s/chip; full run "
-            f"{it['total_steps']} iterations ({it['generator_steps']} generator): {it['run_hours']:.2f} h on "
-            f"{chips} chips = {it['chip_hours']:.1f} chip-hours (compiler estimate, no input/host overhead)")
+            f"{it['total_steps']} iterations ({it['generator_steps']} generator): {it['run_hours']:.3g} h on "
+            f"{chips} chips = {it['chip_hours']:.3g} chip-hours (compiler estimate, no input/host overhead)")
