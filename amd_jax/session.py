@@ -5,6 +5,8 @@ Order of work (maxdiffusion's abstract-state-first): validate the config -> the 
 then, on demand: the frozen teacher/reward (`frozen`), the state restored or jit-initialised into its shardings
 (`initial_state`, `restore`), the AOT-compiled steps (`compile`, compile time and FLOPs apart), the few-step sampler
 (`sampler`, `generate`, `evaluate`). The training loop itself is amd_jax/loop.py.
+Abstract mode (`abstract=True`, the TPU plan amd_jax/plan): the same state, shardings and `compile` over any device
+list (a TPU topology's), from ShapeDtypeStructs (`abstract_state_args`, `abstract_frozen`, `abstract_batch`).
 """
 
 from __future__ import annotations

@@ -36,12 +36,15 @@ flags.mark_flags_as_required(["config", "topology"])
 
 def main(argv):
     del argv
+    import jax
+
     from amd_jax import paths
     from amd_jax.errors import ConfigError
     from amd_jax.plan import core, table
     from amd_jax.writers import setup_logging
 
     setup_logging()
+    jax.config.update("jax_enable_compilation_cache", False)  # executables compiled for a topology cannot be read back
     try:
         options = _options(_XLA.value)
         unknown = sorted(set(_STEPS.value) - set(core.STEPS))
