@@ -39,18 +39,28 @@ class Task:
     # conditioning the session computes on the mesh from what the batch carries (SDXL: token ids -> text
     # embeddings), for the training batches and eval_conds alike; None: the host batch already holds it
     condition: Condition | None = None
+    # The plan (amd_jax/plan), from the architecture alone: () -> {'teacher': ..., 'reward': ... | None} as
+    # ShapeDtypeStructs in the dtypes the steps receive, and global batch size -> the batch's ShapeDtypeStructs.
+    abstract_frozen: Callable[[], dict] | None = None
+    abstract_batch: Callable[[int], Any] | None = None
 
 
-def build(config, mesh=None) -> Task:
+def build(config, mesh=None, abstract: bool = False) -> Task:
     """The task of `config.experiment`. `mesh` (the session's) tells a process-sharded data pipeline which rows of
     a global batch this process holds; without it, every row. The task's data puts each condition on
-    `amd.group_size` consecutive rows (amd_jax/data/groups.py)."""
+    `amd.group_size` consecutive rows (amd_jax/data/groups.py). `abstract=True` (the plan): a task that declares
+    `ABSTRACT = True` builds its networks and abstract_* hooks without reading any weight or data file."""
     name = config.experiment
     if name not in _TASKS:
         raise ConfigError(f"experiment={name!r} is not a task: choose one of {sorted(_TASKS)}.")
     module = importlib.import_module(_TASKS[name])
     _check_groups(module, config)
-    return module.build(config, mesh)
+    if not abstract:
+        return module.build(config, mesh)
+    if not getattr(module, "ABSTRACT", False):
+        raise ConfigError(f"experiment={name!r} cannot be planned without its files (its task does not declare "
+                          "ABSTRACT); the TPU plan supports experiment='sdxl'.")
+    return module.build(config, mesh, abstract=True)
 
 
 def _check_groups(module, config) -> None:
