@@ -30,6 +30,8 @@ from amd_jax import cli, paths
 
 
 FOUR_STEP = "student.timesteps=(1.0,0.75,0.5,0.25)"  # rectified flow: t = 1 is pure noise
+# Decoupled-DMD (docs/METHOD.md section 4): own normalisers, the CA term re-noised at high noise
+DECOUPLED = "dmd.decoupled_normalizer=True,dmd.ca_t_min=0.5,dmd.ca_t_max=0.98"
 VARIANT_SETS = {
     "main": ["dmd2:method=dmd2", "amd:method=amd"],
     # docs/METHOD.md section 6: the ablations. amd_s0 (s = 0, lambda = 0) must reproduce dmd2 exactly.
@@ -44,8 +46,24 @@ VARIANT_SETS = {
         f"dmd2_4step:method=dmd2,{FOUR_STEP}",
         f"amd_4step:method=amd,{FOUR_STEP}",
     ],
+    # issue 12 on zones2d (configs/zones2d.py): the methods, s, K, Decoupled-DMD and EMA; the first three first
+    "zones": [
+        "dmd2:method=dmd2",
+        "amd:method=amd",
+        "amd_hard:method=amd,amd.dsa_mode=hard",
+        "dsa_only:method=amd,amd.rls_lambda=0.0",
+        "rls_only:method=amd,amd.s=0.0",
+        "amd_s0.25:method=amd,amd.s=0.25",
+        "amd_s1.0:method=amd,amd.s=1.0",
+        "amd_k4:method=amd,amd.group_size=4",
+        f"dmd2_decoupled:method=dmd2,{DECOUPLED}",
+        f"amd_decoupled:method=amd,{DECOUPLED}",
+        "dmd2_ema:method=dmd2,student.ema_decay=0.999",
+        "amd_ema:method=amd,student.ema_decay=0.999",
+    ],
 }
-CURVES = ("zone_fraction", "reward_mean", "sample_eval/fid", "sample_eval/class_accuracy", "loss_fake")
+CURVES = ("zone_fraction", "sample_eval/gt_zone_fraction", "reward_mean", "sample_eval/fid",
+          "sample_eval/class_accuracy", "loss_fake")
 
 
 def define_flags():

@@ -21,6 +21,7 @@ _TASKS = {
     "digits": "amd_jax.tasks.digits",  # scikit-learn's 8x8 load_digits
     "mnist": "amd_jax.tasks.digits",  # MNIST 28x28: the same task on other data
     "sdxl": "amd_jax.tasks.sdxl",
+    "zones2d": "amd_jax.tasks.zones2d",  # toy2d with a Forbidden Zone by construction
 }
 
 
