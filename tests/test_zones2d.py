@@ -43,7 +43,8 @@ def test_ground_truth_zone_membership_on_hand_placed_points():
     x = np.array([[2.0, 0.0], [2.0, 0.0], [2.0, 0.44], [1.56, 0.0], [2.0, 0.46], [2.0, 0.0], [1.414, 1.414],
                   [0.0, 0.0]], np.float32)
     labels = np.array([1, 0, 2, 3, 1, 3, 1, 1])
-    want = [True, False, True, True, False, True, False, False]  # in R, owner, in, in, just outside, in, class 1, centre
+    # in R, R's owner, in, in, just outside, in, class 1's own mode, the ring's centre
+    want = [True, False, True, True, False, True, False, False]
     assert ZONE.in_zone(DATA, x, labels).tolist() == want
     assert np.asarray(ZONE.in_zone(DATA, jnp.asarray(x), jnp.asarray(labels))).tolist() == want  # traced too
 
