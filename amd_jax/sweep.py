@@ -67,8 +67,8 @@ VARIANT_SETS = {
 # curve key -> threshold: a run has escaped from the step on which the curve stays below the threshold to its end
 # (zones2d's ground-truth zone fraction; the clean data's is 0)
 ESCAPE = {"sample_eval/gt_zone_fraction": 0.01}
-CURVES = ("zone_fraction", "sample_eval/gt_zone_fraction", "reward_mean", "sample_eval/fid",
-          "sample_eval/class_accuracy", "loss_fake")
+CURVES = ("zone_fraction", "sample_eval/gt_zone_fraction", "gt_zone/xf_minus_x", "gt_zone/cfg_minus_xf", "reward_mean",
+          "sample_eval/fid", "sample_eval/class_accuracy", "loss_fake")
 
 
 def define_flags():
@@ -212,8 +212,10 @@ def main(argv):
     results = {name: runs for name, runs in results.items() if runs}
     summary, table = summarize(results, F.columns)
     diffs = paired(results, F.baseline) if F.baseline in results else {}
-    table += "\n" + (paired_table(diffs, F.baseline, F.columns) if diffs else
-                     f"No paired comparison: the baseline variant {F.baseline!r} has no finished run (--baseline).\n")
+    if F.baseline not in results:
+        table += f"\nNo paired comparison: the baseline variant {F.baseline!r} has no finished run (--baseline).\n"
+    elif diffs:
+        table += "\n" + paired_table(diffs, F.baseline, F.columns)
     if "dmd2" in results and "amd_s0" in results:
         numbers = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float))}
         same = [numbers(a) == numbers(b) for a, b in zip(results["dmd2"], results["amd_s0"])]
