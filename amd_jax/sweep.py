@@ -102,13 +102,16 @@ def interval(values) -> tuple[float, float]:
 
 
 def summarize(results: dict[str, list[dict]], columns=()) -> tuple[dict, str]:
-    """results[variant] = list of eval.json dicts -> (summary dict, markdown table of `columns` or of all)."""
+    """results[variant] = list of eval.json dicts -> (summary dict, markdown table of `columns` or of all). A metric
+    only some variants report (ema_*) is left out of the others' summaries, and their cells are empty."""
     metrics = sorted({k for runs in results.values() for r in runs for k, v in r.items() if _is_metric(k, v)})
-    summary = {name: {m: interval([r[m] for r in runs if m in r]) for m in metrics} for name, runs in results.items()}
+    summary = {name: {m: interval([r[m] for r in runs if m in r]) for m in metrics if any(m in r for r in runs)}
+               for name, runs in results.items()}
     metrics = [m for m in columns if m in metrics] if columns else metrics
     lines = ["| variant | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for name, runs in results.items():
-        cells = [f"{summary[name][m][0]:.4g} ± {summary[name][m][1]:.2g}" for m in metrics]
+        cells = [f"{summary[name][m][0]:.4g} ± {summary[name][m][1]:.2g}" if m in summary[name] else ""
+                 for m in metrics]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return summary, "\n".join(lines) + "\n"
 

@@ -57,6 +57,11 @@ def test_results_table_curves_and_grids(tmp_path):
     assert table.splitlines()[0] == "| variant | seeds | fid | zone_fraction |"  # 'seed' and 'method' left out
     assert table.splitlines()[2] == "| dmd2 | 3 | 12 ± 5 | 0.2 ± 0.25 |"
     assert sweep.summarize(results, ["zone_fraction", "absent"])[1].splitlines()[0] == "| variant | seeds | zone_fraction |"
+    results["ema"] = [{"seed": 0, "fid": 9.0, "ema_fid": 7.0}]  # a metric only one variant reports
+    summary, table = sweep.summarize(results, ["fid", "ema_fid"])
+    assert "ema_fid" not in summary["dmd2"] and summary["ema"]["ema_fid"] == (7.0, 0.0)
+    assert table.splitlines()[2] == "| dmd2 | 3 | 12 ± 5 |  |" and table.splitlines()[4] == "| ema | 1 | 9 ± 0 | 7 ± 0 |"
+    del results["ema"]
 
     rows = writers.read_jsonl(tmp_path / "dmd2" / "seed_1" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [10, 20]
