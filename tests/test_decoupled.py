@@ -97,7 +97,7 @@ def _fake_models():
         x0=lambda p, x_t, t, cond: cond * t[:, None] + C_SHIFT + 0.0 * x_t)
     critic = types.SimpleNamespace(schedule=sched, x0=lambda p, x_t, t, cond: FAKE_GAIN * x_t)
     student = types.SimpleNamespace(schedule=sched)
-    return types.SimpleNamespace(teacher=teacher, critic=critic, student=student)
+    return types.SimpleNamespace(teacher=teacher, critic=critic, student=student, gt_zone=None)
 
 
 def _config(**dmd):
