@@ -23,6 +23,7 @@ _TASKS = {
     "mnist": "amd_jax.tasks.digits",  # MNIST 28x28: the same task on other data
     "sdxl": "amd_jax.tasks.sdxl",
     "imagenet": "amd_jax.tasks.imagenet",  # SiT on ImageNet 256 latents
+    "zones2d": "amd_jax.tasks.zones2d",  # toy2d with a Forbidden Zone by construction
 }
 
 
