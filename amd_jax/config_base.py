@@ -80,6 +80,8 @@ def base() -> ml_collections.ConfigDict:
     # sample_every: images + the experiment's metrics on `sample_count` fresh samples (the in-training curves)
     c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500, "sample_count": 1024})
     c.eval = ml_collections.ConfigDict({"num_samples": 4096, "at_end": True})
+    # more evaluators beside those two (amd_jax/evals.py): name -> {type, every, at_end, num_samples, seed}
+    c.evals = ml_collections.ConfigDict()
     # Resuming a workdir whose checkpoint was trained with other values of training-semantics keys is refused
     # (check_resume); list the dotted keys or blocks changed on purpose, e.g. ('optim.student_lr',).
     c.resume = ml_collections.ConfigDict({"allow_changes": ()})
@@ -154,12 +156,15 @@ def validate(c, num_devices: int, num_processes: int = 1) -> None:
 
     Also logs a warning when eval.num_samples or log.sample_count is not a multiple of the global batch (the
     sampler drops the last partial batch), with the number of samples that will really be evaluated."""
+    from amd_jax import evals  # it reads this module's helpers
+
     flat = flatten(c.to_dict())
     _check_finite(flat)
     _check_numbers(flat)
     _check_choices(c)
     _check_timesteps(c)
     _check_batch(c, num_devices, num_processes)
+    evals.check(c)
     for line in sample_count_notes(c):
         log.warning(line)
 
@@ -274,16 +279,6 @@ def _check_batch(c, num_devices: int, num_processes: int) -> None:
         c.global_batch % num_processes == 0,
         f"global_batch={c.global_batch} is not divisible by the {num_processes} processes.",
     )
-    _need(
-        c.eval.num_samples >= c.global_batch,
-        f"eval.num_samples={c.eval.num_samples} is smaller than one global batch ({c.global_batch}): samples are "
-        "generated a global batch at a time; raise eval.num_samples.",
-    )
-    _need(
-        not c.log.sample_every or c.log.sample_count >= c.global_batch,
-        f"log.sample_count={c.log.sample_count} is smaller than one global batch ({c.global_batch}): raise it, or "
-        "set log.sample_every=0.",
-    )
     k = c.amd.group_size
     _need(
         k in (0, 1) or c.global_batch % k == 0,
@@ -316,6 +311,7 @@ _RESUME_FREE = (
     "total_steps",  # extending a finished run is normal
     "log",  # what is logged, how often
     "eval",  # what is evaluated (samples, evaluators' caches), not what is trained
+    "evals",  # the evaluators and their cadence
     "checkpoint",  # how often, how many kept, async or not
     "mesh",  # the layout: restoring onto another mesh is a feature (tests/test_restore_mesh.py)
     "sharding",

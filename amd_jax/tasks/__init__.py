@@ -42,15 +42,29 @@ class Task:
 
 
 def build(config, mesh=None) -> Task:
-    """The task of `config.experiment`. `mesh` (the session's) tells a process-sharded data pipeline which rows of
-    a global batch this process holds; without it, every row. The task's data puts each condition on
-    `amd.group_size` consecutive rows (amd_jax/data/groups.py)."""
+    """The task of `config.experiment`, after its `check`. `mesh` (the session's) tells a process-sharded data
+    pipeline which rows of a global batch this process holds; without it, every row. The task's data puts each
+    condition on `amd.group_size` consecutive rows (amd_jax/data/groups.py)."""
+    check(config)
+    return _module(config).build(config, mesh)
+
+
+def check(config) -> None:
+    """The task's own config checks, before anything is built: the Session calls it right after
+    config_base.validate (the generic checks), and build again for callers without a session. A task module may
+    define `check(config)`, raising ConfigError with the fix."""
+    module = _module(config)
+    _check_groups(module, config)
+    if hasattr(module, "check"):
+        module.check(config)
+
+
+def _module(config):
+    """The module of `config.experiment` (only that task's folder is imported)."""
     name = config.experiment
     if name not in _TASKS:
         raise ConfigError(f"experiment={name!r} is not a task: choose one of {sorted(_TASKS)}.")
-    module = importlib.import_module(_TASKS[name])
-    _check_groups(module, config)
-    return module.build(config, mesh)
+    return importlib.import_module(_TASKS[name])
 
 
 def _check_groups(module, config) -> None:

@@ -54,7 +54,6 @@ GROUPED_DATA = True  # the data put each condition on amd.group_size consecutive
 def build(config, mesh=None) -> Task:
     """`mesh`: the session's; the prompt source encodes only the rows of each global batch that this process's
     devices hold on it (all rows without one)."""
-    _check(config)
     assets = Assets(config)
     assets.eval_suite()  # checks eval.* now (loads nothing), not after training
     models, source = _models_and_data(config, assets, mesh)
@@ -73,7 +72,8 @@ def build(config, mesh=None) -> Task:
     )
 
 
-def _check(config):
+def check(config) -> None:
+    """SDXL's config checks (amd_jax.tasks.check runs them before anything is built)."""
     m = config.model
     if not m.path:
         raise ConfigError("model.path is empty: set --config.model.path to a diffusers SDXL folder (local or gs://).")
