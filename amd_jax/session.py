@@ -5,6 +5,8 @@ Order of work (maxdiffusion's abstract-state-first): validate the config -> the 
 then, on demand: the frozen teacher/reward (`frozen`), the state restored or jit-initialised into its shardings
 (`initial_state`, `restore`), the AOT-compiled steps (`compile`, compile time and FLOPs apart), the few-step sampler
 (`sampler`, `generate`, `evaluate`). The training loop itself is amd_jax/loop.py.
+Abstract mode (`abstract=True`, the TPU plan amd_jax/plan): the same state, shardings and `compile` over any device
+list (a TPU topology's), from ShapeDtypeStructs (`abstract_state_args`, `abstract_frozen`, `abstract_batch`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from amd_jax import checkpoint as ckpt_lib
 from amd_jax import tasks, writers
 from amd_jax.conditioning import MeshCondition
 from amd_jax.config_base import check_resume, validate
+from amd_jax.errors import ConfigError
 from amd_jax.method import sample
 from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.parallel.sharding import tree_shardings
@@ -43,6 +46,11 @@ def put_batch(host: dict, mesh):
     return jax.tree_util.tree_map(one, host)
 
 
+def _with_shardings(tree, shardings):
+    """ShapeDtypeStructs of `tree`'s leaves, each with its NamedSharding from the matching tree `shardings`."""
+    return jax.tree_util.tree_map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), tree, shardings)
+
+
 def _cost_flops(compiled) -> float:
     try:
         cost = compiled.cost_analysis()
@@ -57,18 +65,21 @@ class Session:
     benches. Construction is cheap (no weights loaded, nothing compiled) and refuses a bad config or an
     incompatible checkpoint first."""
 
-    def __init__(self, config, workdir: str, devices=None, training: bool = True):
+    def __init__(self, config, workdir: str | None, devices=None, training: bool = True, abstract: bool = False):
         """`training=False` (offline evaluation): a checkpoint past total_steps or written with other training
-        keys is not a resume, so check_resume does not apply; shapes must still match."""
+        keys is not a resume, so check_resume does not apply; shapes must still match.
+        `abstract=True` (the TPU plan, amd_jax/plan): the task reads no file (weights, data) and there is no
+        checkpointer (`workdir` may be None); only the abstract_* methods, `compile` and `sample_fn` are usable.
+        `devices` may then be devices of another platform (a TPU topology's, compiled for on this host)."""
         config = config.copy_and_resolve_references()  # the caller's config is never changed
-        self.c, self.workdir = config, epath.Path(workdir)
+        self.c, self.workdir = config, None if workdir is None else epath.Path(workdir)
         devices = jax.devices() if devices is None else list(devices)
         validate(config, len(devices), jax.process_count())  # before anything expensive
-        tasks.check(config)  # the task's own checks, before it builds anything
-        if "teacher" in config and not config.teacher.dir:
+        tasks.check(config, abstract)  # the task's own checks, before it builds anything
+        if "teacher" in config and not config.teacher.dir and workdir is not None:
             config.teacher.dir = str(self.workdir / "teacher")
         self.mesh = mesh_lib.make_mesh(config.mesh.axes, config.mesh.shape, devices)
-        self.task = tasks.build(config, self.mesh)
+        self.task = tasks.build(config, self.mesh, abstract=abstract)
         self.models = self.task.models
         self.steps = Steps(config, self.models)
         rules, min_size = tuple(config.sharding.rules), config.sharding.fsdp_min_size
@@ -82,7 +93,9 @@ class Session:
         if self.ema:  # the rules match paths: rules written for student/... would miss student_ema/...
             self.state_sh = self.state_sh.replace(student_ema=self.state_sh.student)
         self.teacher_sh = tree_shardings(teacher_abs, self.mesh, rules, min_size)
-
+        self.ckpt, self.resume_step = None, None
+        if abstract:
+            return
         self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save)
         # checked before compiling; initial_state restores it or, if its data is damaged, an older step (checked too)
         self.resume_step = self.ckpt.latest_compatible(self.abstract_state, config.to_dict())
@@ -140,8 +153,36 @@ class Session:
         batch = put_batch(self.task.data.global_batch(step, self.c.global_batch), self.mesh)
         return batch if self.condition is None else {**batch, "cond": self.condition(batch["cond"])}
 
-    def compile(self, frozen, state, batch):
-        """AOT-compile the three steps with explicit shardings; returns (executables, seconds, flops)."""
+    # ------------------------------------------------------------------------------ abstract (no weights, no data)
+    def abstract_state_args(self):
+        """The training state as ShapeDtypeStructs carrying their NamedShardings: `compile`'s `state` argument."""
+        return _with_shardings(self.abstract_state, self.state_sh)
+
+    def abstract_frozen(self) -> dict:
+        """{'teacher', 'reward'} as sharded ShapeDtypeStructs, from the task's architecture alone (loads nothing)."""
+        if self.task.abstract_frozen is None:
+            raise ConfigError(f"experiment={self.c.experiment!r} cannot describe its frozen parameters without "
+                              "loading them (its task has no abstract_frozen); the plan supports the sdxl task.")
+        frozen = self.task.abstract_frozen()
+        rules, min_size = tuple(self.c.sharding.rules), self.c.sharding.fsdp_min_size
+        reward = frozen["reward"]
+        return {"teacher": _with_shardings(frozen["teacher"], self.teacher_sh),
+                "reward": None if reward is None else
+                _with_shardings(reward, tree_shardings(reward, self.mesh, rules, min_size))}
+
+    def abstract_batch(self):
+        """The global training batch as ShapeDtypeStructs sharded over the batch axes (shapes from the task)."""
+        if self.task.abstract_batch is None:
+            raise ConfigError(f"experiment={self.c.experiment!r}: its task has no abstract_batch.")
+        return jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=mesh_lib.batch_sharding(self.mesh, a.ndim)),
+            self.task.abstract_batch(self.c.global_batch))
+
+    def compile(self, frozen, state, batch, names=("generator", "sample", "critic"), compiler_options=None):
+        """AOT-compile the steps `names` with explicit shardings; returns (executables, seconds, flops).
+
+        The arguments are arrays, or ShapeDtypeStructs with shardings (abstract_*: the plan); `compiler_options`
+        go to XLA's `.compile()` (e.g. {'xla_tpu_enable_latency_hiding_scheduler': 'false'})."""
         mesh, rep = self.mesh, mesh_lib.replicated(self.mesh)
         frozen_sh = jax.tree_util.tree_map(lambda a: a.sharding, frozen)
         batch_sh = jax.tree_util.tree_map(lambda a: a.sharding, batch)
@@ -173,27 +214,29 @@ class Session:
             "critic": (state, frozen, batch, x_abs, r_abs),
         }
         compiled, seconds, flops = {}, {}, {}
-        for name, fn in jits.items():
+        for name in names:
             t0 = time.time()
-            compiled[name] = fn.lower(*args[name]).compile()
+            compiled[name] = jits[name].lower(*args[name]).compile(compiler_options)
             seconds[name], flops[name] = time.time() - t0, _cost_flops(compiled[name])
         return compiled, seconds, flops
 
+    def sample_fn(self, params, reward_params, cond, rng):
+        """(student params, reward params | None, cond, rng) -> (x, rewards | None, zone | None): the full few-step
+        sampler, pure (the evaluation sampler; the plan compiles it as 'eval_sampler')."""
+        st = self.models.student
+        ts = jnp.asarray(self.steps.timesteps, jnp.int32 if st.schedule.discrete else jnp.float32)
+        bsz = jax.tree_util.tree_leaves(cond)[0].shape[0]
+        z = jax.random.normal(rng, (bsz,) + tuple(self.models.sample_shape), jnp.float32)
+        x = sample(lambda xt, t: st.x0(params, xt, t, cond), st.schedule, ts, z, jax.random.fold_in(rng, 1))
+        if not self.steps.use_reward:
+            return x, None, None
+        r = self.models.reward(reward_params, x, cond)
+        return x, r, self.steps.advantage(r)[1]
+
     def sampler(self, frozen):
         """jitted (student params, cond, rng) -> (x, rewards | None, zone | None) with the full few-step sampler."""
-        st, ts = self.models.student, self.steps.timesteps
-        ts = jnp.asarray(ts, jnp.int32 if st.schedule.discrete else jnp.float32)
-
-        def gen(params, cond, rng):
-            bsz = jax.tree_util.tree_leaves(cond)[0].shape[0]
-            z = jax.random.normal(rng, (bsz,) + tuple(self.models.sample_shape), jnp.float32)
-            x = sample(lambda xt, t: st.x0(params, xt, t, cond), st.schedule, ts, z, jax.random.fold_in(rng, 1))
-            if not self.steps.use_reward:
-                return x, None, None
-            r = self.models.reward(frozen.get("reward"), x, cond)
-            return x, r, self.steps.advantage(r)[1]
-
-        return jax.jit(gen)
+        gen = jax.jit(self.sample_fn)
+        return lambda params, cond, rng: gen(params, frozen.get("reward"), cond, rng)
 
     def generate(self, gen, params, n: int, seed: int):
         """n samples for the experiment's evaluation conditions, in global batches; host numpy outputs."""

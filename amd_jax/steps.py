@@ -178,14 +178,34 @@ class Steps:
         xf = self.m.critic.x0(state.critic["denoiser"], x_t, t, cond)
         if not self.decoupled:
             grad, norm = M.dmd_gradient(x, xr_c, xr_u, xf, d.guidance_scale, alpha_d, beta_d, d.normalizer)
-            return grad, {"dmd_norm": jnp.mean(norm)}
+            return grad, {"dmd_norm": jnp.mean(norm), **self._zone_probe(x, cond, xr_c, xr_u, xf)}
         ca_parts = (xr_c, xr_u)
         if self.ca_own_t:
             t_ca = sched.sample_t(jax.random.fold_in(k_t, 1), (x.shape[0],), d.ca_t_min, d.ca_t_max)
             x_ca = M.add_noise(sched, sg(x), eps, t_ca)
             ca_parts = teacher.x0_cond_uncond(tp, x_ca, t_ca, cond)
-        return M.decoupled_gradient(x, (xr_c, xf), ca_parts, d.guidance_scale, alpha_d, beta_d, d.normalizer,
-                                    d.decoupled_normalizer)
+        grad, metrics = M.decoupled_gradient(x, (xr_c, xf), ca_parts, d.guidance_scale, alpha_d, beta_d,
+                                             d.normalizer, d.decoupled_normalizer)
+        return grad, {**metrics, **self._zone_probe(x, cond, xr_c, xr_u, xf)}
+
+    def _zone_probe(self, x, cond, xr_c, xr_u, xf):
+        """Where the task knows its Forbidden Zone (Models.gt_zone; zones2d), the gaps that decide whether a sample
+        can leave it, on the zone's samples (gt_zone/) and on the others (gt_out/), at this step's re-noise t:
+        |xf - x| (the fake teacher's pull: ~0 when its repulsion has vanished) and, when xr_u is at the same t,
+        |xr_cfg - xf| (the whole unnormalised DMD update). Per-sample Euclidean norms, averaged over the group's
+        samples (0 when the batch has none); gt_zone/batch_fraction is the zone's share of the batch. {} elsewhere."""
+        if self.m.gt_zone is None:
+            return {}
+        inside = self.m.gt_zone(sg(x), cond).astype(jnp.float32)
+        gaps = {"xf_minus_x": xf - sg(x)}
+        if xr_u is not None:
+            gaps["cfg_minus_xf"] = M.cfg(xr_c, xr_u, self.c.dmd.guidance_scale) - xf
+        out = {"gt_zone/batch_fraction": jnp.mean(inside)}
+        for name, gap in gaps.items():
+            norm = jnp.sqrt(jnp.sum(gap.reshape(gap.shape[0], -1) ** 2, -1))
+            for group, w in (("gt_zone", inside), ("gt_out", 1.0 - inside)):
+                out[f"{group}/{name}"] = jnp.sum(w * norm) / jnp.maximum(jnp.sum(w), 1.0)
+        return out
 
     def generator_step(self, state: TrainState, frozen, batch):
         grad_fn = jax.value_and_grad(self.generator_loss, has_aux=True)

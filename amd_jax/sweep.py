@@ -11,7 +11,9 @@ Every run is `python -m amd_jax.train` in its own process with `--config.seed=SE
 re-noising and the GAN head's init; the data and the teacher stay fixed), in WORKDIR/VARIANT/seed_SEED; all runs share one teacher (WORKDIR/teacher, trained by
 the first run when missing) and one compilation cache. Finished runs (eval.json present) are not run again, so
 an interrupted sweep resumes. Writes WORKDIR/results.json and WORKDIR/results.md: per variant and metric the mean
-and the half-width of the 95% Student-t interval over seeds.
+and the half-width of the 95% Student-t interval over seeds, and the paired comparison against `--baseline` (default
+dmd2): per metric the mean and 95% Student-t interval of (variant - baseline) over the seeds both ran, "resolved"
+when the interval excludes 0. Runs whose curves hold an ESCAPE metric also get `escaped` (0/1) and `escape_step`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from amd_jax import cli, paths
 
 
 FOUR_STEP = "student.timesteps=(1.0,0.75,0.5,0.25)"  # rectified flow: t = 1 is pure noise
+# Decoupled-DMD (docs/METHOD.md section 4): own normalisers, the CA term re-noised at high noise
+DECOUPLED = "dmd.decoupled_normalizer=True,dmd.ca_t_min=0.5,dmd.ca_t_max=0.98"
 VARIANT_SETS = {
     "main": ["dmd2:method=dmd2", "amd:method=amd"],
     # docs/METHOD.md section 6: the ablations. amd_s0 (s = 0, lambda = 0) must reproduce dmd2 exactly.
@@ -44,8 +48,27 @@ VARIANT_SETS = {
         f"dmd2_4step:method=dmd2,{FOUR_STEP}",
         f"amd_4step:method=amd,{FOUR_STEP}",
     ],
+    # issue 12 on zones2d (configs/zones2d.py): the methods, s, K, Decoupled-DMD and EMA; the first three first
+    "zones": [
+        "dmd2:method=dmd2",
+        "amd:method=amd",
+        "amd_hard:method=amd,amd.dsa_mode=hard",
+        "dsa_only:method=amd,amd.rls_lambda=0.0",
+        "rls_only:method=amd,amd.s=0.0",
+        "amd_s0.25:method=amd,amd.s=0.25",
+        "amd_s1.0:method=amd,amd.s=1.0",
+        "amd_k4:method=amd,amd.group_size=4",
+        f"dmd2_decoupled:method=dmd2,{DECOUPLED}",
+        f"amd_decoupled:method=amd,{DECOUPLED}",
+        "dmd2_ema:method=dmd2,student.ema_decay=0.999",
+        "amd_ema:method=amd,student.ema_decay=0.999",
+    ],
 }
-CURVES = ("zone_fraction", "reward_mean", "sample_eval/fid", "sample_eval/class_accuracy", "loss_fake")
+# curve key -> threshold: a run has escaped from the step on which the curve stays below the threshold to its end
+# (zones2d's ground-truth zone fraction; the clean data's is 0)
+ESCAPE = {"sample_eval/gt_zone_fraction": 0.01}
+CURVES = ("zone_fraction", "sample_eval/gt_zone_fraction", "gt_zone/xf_minus_x", "gt_zone/cfg_minus_xf", "reward_mean",
+          "sample_eval/fid", "sample_eval/class_accuracy", "loss_fake")
 
 
 def define_flags():
@@ -58,6 +81,7 @@ def define_flags():
     flags.DEFINE_multi_string("set", [], "key=value overrides applied to every run.")
     flags.DEFINE_list("columns", [], "Metrics shown in results.md, in this order (default: all).")
     flags.DEFINE_bool("report_only", False, "Run nothing: tabulate the runs that have finished.")
+    flags.DEFINE_string("baseline", "dmd2", "The variant every other one is compared with, seed by seed.")
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -78,16 +102,83 @@ def interval(values) -> tuple[float, float]:
 
 
 def summarize(results: dict[str, list[dict]], columns=()) -> tuple[dict, str]:
-    """results[variant] = list of eval.json dicts -> (summary dict, markdown table of `columns` or of all)."""
-    metrics = sorted({k for runs in results.values() for r in runs for k, v in r.items()
-                      if isinstance(v, (int, float)) and k not in ("seed", "step", "num_samples")})
-    summary = {name: {m: interval([r[m] for r in runs if m in r]) for m in metrics} for name, runs in results.items()}
+    """results[variant] = list of eval.json dicts -> (summary dict, markdown table of `columns` or of all). A metric
+    only some variants report (ema_*) is left out of the others' summaries, and their cells are empty."""
+    metrics = sorted({k for runs in results.values() for r in runs for k, v in r.items() if _is_metric(k, v)})
+    summary = {name: {m: interval([r[m] for r in runs if m in r]) for m in metrics if any(m in r for r in runs)}
+               for name, runs in results.items()}
     metrics = [m for m in columns if m in metrics] if columns else metrics
     lines = ["| variant | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for name, runs in results.items():
-        cells = [f"{summary[name][m][0]:.4g} ± {summary[name][m][1]:.2g}" for m in metrics]
+        cells = [f"{summary[name][m][0]:.4g} ± {summary[name][m][1]:.2g}" if m in summary[name] else ""
+                 for m in metrics]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return summary, "\n".join(lines) + "\n"
+
+
+def paired(results: dict[str, list[dict]], baseline: str) -> dict:
+    """{variant: {metric: {'mean', 'half_width', 'n', 'resolved'}}}: the 95% Student-t interval of (variant -
+    baseline) over the seeds both have a number for, per metric both report; resolved when n >= 2 and the interval
+    excludes 0. The baseline itself is left out."""
+    by_seed = lambda runs: {r["seed"]: r for r in runs}
+    base, out = by_seed(results[baseline]), {}
+    for name, runs in results.items():
+        if name == baseline:
+            continue
+        both = [(r, base[seed]) for seed, r in by_seed(runs).items() if seed in base]
+        metrics = sorted({k for r, b in both for k in r if k in b and _is_metric(k, r[k]) and _is_metric(k, b[k])})
+        out[name] = {}
+        for m in metrics:
+            diffs = [r[m] - b[m] for r, b in both if m in r and m in b]
+            mean, half = interval(diffs)
+            out[name][m] = {"mean": mean, "half_width": half, "n": len(diffs),
+                            "resolved": len(diffs) >= 2 and abs(mean) > half}
+    return out
+
+
+def paired_table(diffs: dict, baseline: str, columns=()) -> str:
+    """Markdown: per variant and metric 'mean ± half-width (n)' of (variant - baseline), '*' when resolved."""
+    metrics = sorted({m for d in diffs.values() for m in d})
+    metrics = [m for m in columns if m in metrics] if columns else metrics
+    lines = [f"Paired differences (variant - {baseline}, same seed): mean ± half-width of the 95% Student-t "
+             "interval (seeds); * = resolved (the interval excludes 0)", "",
+             "| variant | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for name, d in diffs.items():
+        cells = [f"{d[m]['mean']:+.3g} ± {d[m]['half_width']:.2g} ({d[m]['n']}){' *' if d[m]['resolved'] else ''}"
+                 if m in d else "" for m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _is_metric(key: str, value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("seed", "step",
+                                                                                          "num_samples")
+
+
+def escape_metrics(rows: list[dict]) -> dict:
+    """{'escaped': 0/1, 'escape_step': step (escaped runs only)} per ESCAPE curve found in a run's metrics rows:
+    the first logged step from which the curve stays below its threshold to the run's last logged value."""
+    out = {}
+    for key, threshold in ESCAPE.items():
+        curve = sorted({row["step"]: row[key] for row in rows if key in row}.items())
+        if not curve:
+            continue
+        below = [v < threshold for _, v in curve]
+        first = len(below) - next((i for i, b in enumerate(reversed(below)) if not b), len(below))
+        out["escaped"] = float(first < len(curve))
+        if first < len(curve):
+            out["escape_step"] = curve[first][0]
+    return out
+
+
+def load_run(wd: str) -> dict:
+    """A finished run's eval.json with its escape metrics (from metrics.jsonl) added."""
+    from amd_jax.writers import read_jsonl
+
+    with open(os.path.join(wd, "eval.json")) as f:
+        result = json.load(f)
+    curves = os.path.join(wd, "metrics.jsonl")
+    return {**result, **escape_metrics(read_jsonl(curves) if os.path.exists(curves) else [])}
 
 
 def main(argv):
@@ -118,14 +209,16 @@ def main(argv):
                              "Finished runs are kept: fix the cause and run the sweep again to go on.")
     results = {}
     for name, _ in variants:
-        results[name] = []
-        for seed in F.seeds:
-            path = os.path.join(root, name, f"seed_{seed}", "eval.json")
-            if os.path.exists(path) or not F.report_only:
-                with open(path) as f:
-                    results[name].append(json.load(f))
+        folders = [os.path.join(root, name, f"seed_{seed}") for seed in F.seeds]
+        results[name] = [load_run(wd) for wd in folders
+                         if os.path.exists(os.path.join(wd, "eval.json")) or not F.report_only]
     results = {name: runs for name, runs in results.items() if runs}
     summary, table = summarize(results, F.columns)
+    diffs = paired(results, F.baseline) if F.baseline in results else {}
+    if F.baseline not in results:
+        table += f"\nNo paired comparison: the baseline variant {F.baseline!r} has no finished run (--baseline).\n"
+    elif diffs:
+        table += "\n" + paired_table(diffs, F.baseline, F.columns)
     if "dmd2" in results and "amd_s0" in results:
         numbers = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float))}
         same = [numbers(a) == numbers(b) for a, b in zip(results["dmd2"], results["amd_s0"])]
@@ -133,7 +226,7 @@ def main(argv):
     figures = [plot_curves(root, [n for n, _ in variants], F.seeds),
                sample_grids(root, [n for n, _ in variants], F.seeds[0])]
     with open(os.path.join(root, "results.json"), "w") as f:
-        json.dump({"summary": summary, "runs": results}, f, indent=2)
+        json.dump({"summary": summary, "baseline": F.baseline, "paired": diffs, "runs": results}, f, indent=2)
     with open(os.path.join(root, "results.md"), "w") as f:
         f.write(table)
     print(table)

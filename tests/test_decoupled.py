@@ -97,7 +97,7 @@ def _fake_models():
                        null_cond=lambda cond: {"c": jnp.zeros_like(cond["c"])}, schedule=sched, prediction_type="x0")
     critic = types.SimpleNamespace(schedule=sched, x0=lambda p, x_t, t, cond: FAKE_GAIN * x_t)
     student = types.SimpleNamespace(schedule=sched)
-    return types.SimpleNamespace(teacher=teacher, critic=critic, student=student)
+    return types.SimpleNamespace(teacher=teacher, critic=critic, student=student, gt_zone=None)
 
 
 def _config(**dmd):

@@ -20,3 +20,6 @@ class Models:
     init_gan_head: Callable[[jax.Array], Any] | None
     reward: Callable[[Any, jax.Array, Any], jax.Array] | None  # (params, x, cond) -> [B]; frozen
     sample_shape: tuple[int, ...]  # shape of one student sample x
+    # (x, cond) -> [B] bool: the ground-truth Forbidden Zone where a task knows it by construction (zones2d); the
+    # generator step then logs the real and fake teachers' gaps on those samples (Steps._zone_probe). None elsewhere.
+    gt_zone: Callable[[jax.Array, Any], jax.Array] | None = None

@@ -23,6 +23,7 @@ _TASKS = {
     "mnist": "amd_jax.tasks.digits",  # MNIST 28x28: the same task on other data
     "sdxl": "amd_jax.tasks.sdxl",
     "imagenet": "amd_jax.tasks.imagenet",  # SiT on ImageNet 256 latents
+    "zones2d": "amd_jax.tasks.zones2d",  # toy2d with a Forbidden Zone by construction
 }
 
 
@@ -39,23 +40,35 @@ class Task:
     # conditioning the session computes on the mesh from what the batch carries (SDXL: token ids -> text
     # embeddings), for the training batches and eval_conds alike; None: the host batch already holds it
     condition: Condition | None = None
+    # The plan (amd_jax/plan), from the architecture alone: () -> {'teacher': ..., 'reward': ... | None} as
+    # ShapeDtypeStructs in the dtypes the steps receive, and global batch size -> the batch's ShapeDtypeStructs.
+    abstract_frozen: Callable[[], dict] | None = None
+    abstract_batch: Callable[[int], Any] | None = None
 
 
-def build(config, mesh=None) -> Task:
+def build(config, mesh=None, abstract: bool = False) -> Task:
     """The task of `config.experiment`, after its `check`. `mesh` (the session's) tells a process-sharded data
     pipeline which rows of a global batch this process holds; without it, every row. The task's data puts each
-    condition on `amd.group_size` consecutive rows (amd_jax/data/groups.py)."""
-    check(config)
-    return _module(config).build(config, mesh)
+    condition on `amd.group_size` consecutive rows (amd_jax/data/groups.py). `abstract=True` (the plan): a task
+    that declares `ABSTRACT = True` builds its networks and abstract_* hooks without reading any weight or data
+    file."""
+    check(config, abstract)
+    module = _module(config)
+    return module.build(config, mesh, abstract=True) if abstract else module.build(config, mesh)
 
 
-def check(config) -> None:
+def check(config, abstract: bool = False) -> None:
     """The task's own config checks, before anything is built: the Session calls it right after
     config_base.validate (the generic checks), and build again for callers without a session. A task module may
-    define `check(config)`, raising ConfigError with the fix."""
+    define `check(config)` (an ABSTRACT one `check(config, abstract=False)`), raising ConfigError with the fix."""
     module = _module(config)
+    if abstract and not getattr(module, "ABSTRACT", False):
+        raise ConfigError(f"experiment={config.experiment!r} cannot be planned without its files (its task does "
+                          "not declare ABSTRACT); the TPU plan supports experiment='sdxl'.")
     _check_groups(module, config)
-    if hasattr(module, "check"):
+    if hasattr(module, "check") and abstract:
+        module.check(config, abstract=True)
+    elif hasattr(module, "check"):
         module.check(config)
 
 

@@ -212,3 +212,30 @@ def load_clip_l14(path, **kw) -> CLIPScorer:
 def load_clip_g14(path, **kw) -> CLIPScorer:
     """open_clip ViT-g-14 (laion2b_s34b_b88k, open_clip folder); score = 100 * max(cosine, 0)."""
     return load_openclip(path, arch="ViT-g-14", score_type="clip_score", name="clip_g14", **kw)
+
+
+_OPENCLIP_ARCH = {"hpsv2": ("ViT-H-14", "cosine"), "clip_g14": ("ViT-g-14", "clip_score")}
+_HF_SCORE = {"pickscore": "logit_scale", "clip_l14": "clip_score"}
+
+
+def architecture_scorer(name: str, path="") -> CLIPScorer:
+    """The scorer `name` without weights or tokenizer (params=None; abstract_params() gives their shapes), from
+    the folder's config file alone, or, for the open_clip rewards, the built-in architecture when there is no
+    folder: what tracing and compiling the reward needs (the TPU plan, amd_jax/plan), nothing loaded."""
+    folder = W.as_path(path) if path else None
+    if name in _OPENCLIP_ARCH:
+        arch, score_type = _OPENCLIP_ARCH[name]
+        cfg_file = None if folder is None else folder / "open_clip_config.json"
+        meta = W.read_json(cfg_file) if cfg_file is not None and cfg_file.exists() else {}
+        config = oc.clip_config_from_openclip(meta.get("model_cfg", oc.OPENCLIP_CONFIGS[arch]))
+        crop = "torchvision"
+    elif name in _HF_SCORE:
+        if folder is None or not (folder / "config.json").exists():
+            raise FileNotFoundError(f"reward {name!r} needs its folder's config.json (transformers CLIPModel) to "
+                                    f"be planned; got path {path!r}")
+        config, score_type, crop = CLIPConfig.from_dict(W.read_json(folder / "config.json")), _HF_SCORE[name], "hf"
+    else:
+        raise KeyError(f"unknown reward {name!r}; known: {sorted({**_OPENCLIP_ARCH, **_HF_SCORE})}")
+    size = config.vision_config.image_size
+    pre = PreprocessConfig(image_size=size, mean=OPENAI_MEAN, std=OPENAI_STD, crop=crop)
+    return CLIPScorer(name, config, None, pre, score_type)

@@ -44,19 +44,25 @@ from amd_jax.models.sdxl import weights as W
 from amd_jax.models.sdxl.gan_head import GanHead
 from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.tasks import Task
+from amd_jax.tasks.sdxl import arch
 from amd_jax.tasks.sdxl.assets import Assets, dtype, time_ids
 
 log = logging.getLogger("amd_jax")
 
 GROUPED_DATA = True  # the data put each condition on amd.group_size consecutive rows
+ABSTRACT = True  # build(config, abstract=True) reads no file: the TPU plan (amd_jax/plan)
 
 
-def build(config, mesh=None) -> Task:
+def build(config, mesh=None, abstract: bool = False) -> Task:
     """`mesh`: the session's; the prompt source encodes only the rows of each global batch that this process's
-    devices hold on it (all rows without one)."""
-    assets = Assets(config)
+    devices hold on it (all rows without one). `abstract` (the TPU plan): the networks and the abstract_* hooks
+    from the architecture alone (arch.py); no weight, caption or latent file is read, no data source."""
+    assets = Assets(config, abstract)
     assets.eval_suite()  # checks eval.* now (loads nothing), not after training
-    models, source = _models_and_data(config, assets, mesh)
+    models = _models(config, assets)
+    if abstract:
+        return _abstract_task(config, assets, models)
+    source = _source(config, assets, mesh, models.sample_shape)
 
     def reward():
         if models.reward is None:
@@ -72,10 +78,24 @@ def build(config, mesh=None) -> Task:
     )
 
 
-def check(config) -> None:
-    """SDXL's config checks (amd_jax.tasks.check runs them before anything is built)."""
+def _abstract_task(config, assets: Assets, models: Models) -> Task:
+    """A Task whose abstract_frozen / abstract_batch describe what the loaders and the data would give, by shape;
+    its data, teacher, reward, eval_conds and evaluate are unusable (None)."""
+    scorer = assets.scorer() if models.reward is not None else None
+    frozen = functools.partial(arch.abstract_frozen, models.init_denoiser, dtype(config.model.teacher_dtype),
+                               assets.vae_module() if scorer else None, scorer)
+    tokens = scorer.config.text_config.max_position_embeddings if scorer else None
+    batch = functools.partial(arch.abstract_batch, assets.unet_config(), models.sample_shape,
+                              dtype(config.model.text_dtype), tokens, bool(config.gan.enabled or config.data.real))
+    return Task(models=models, data=None, teacher=None, reward=None, eval_conds=None, evaluate=None,
+                abstract_frozen=frozen, abstract_batch=batch)
+
+
+def check(config, abstract: bool = False) -> None:
+    """SDXL's config checks (amd_jax.tasks.check runs them before anything is built); `abstract` (the plan): only
+    those that need no file."""
     m = config.model
-    if not m.path:
+    if not m.path and not abstract:
         raise ConfigError("model.path is empty: set --config.model.path to a diffusers SDXL folder (local or gs://).")
     if m.resolution % 8:
         raise ConfigError(f"model.resolution={m.resolution} must be a multiple of 8.")
@@ -83,6 +103,8 @@ def check(config) -> None:
         raise ConfigError(f"model.uncond={m.uncond!r}: use 'zeros' (DMD2) or 'empty_prompt'.")
     if (config.method == "amd" or config.reward.monitor) and not config.reward.name:
         raise ConfigError("method=amd (or reward.monitor) needs reward.name (e.g. 'hpsv2') and reward.path.")
+    if abstract:
+        return  # no data is read
     if config.gan.enabled and not config.data.real:
         raise ConfigError("gan.enabled needs data.real: per-caption real latents [N, 4, H/8, W/8] (.npy/.npz/"
                           ".safetensors); or set --config.gan.enabled=False.")
@@ -90,9 +112,8 @@ def check(config) -> None:
         raise ConfigError("data.path is empty: a caption file (.txt/.jsonl/.parquet, local or gs://) or tfds:NAME.")
 
 
-def _models_and_data(config, assets: Assets, mesh):
-    """The UNet denoisers, GAN head and reward function, and the prompt source of the training batches."""
-    assets.eval_suite()  # checks eval.* now (loads nothing), not after training
+def _models(config, assets: Assets) -> Models:
+    """The UNet denoisers, GAN head and reward function (no weights)."""
     ucfg = assets.unet_config()
     module = W.unet_from_config(ucfg, dtype(config.model.compute_dtype))
     den = sdxl_unet.make_denoiser(module, exact_gelu=bool(config.model.exact_gelu))
@@ -129,6 +150,13 @@ def _models_and_data(config, assets: Assets, mesh):
             images = jnp.transpose(images, (0, 2, 3, 1))
             return assets.scorer().score(params["scorer"], images, cond["reward_tokens"])
 
+    return Models(student=den, critic=den, teacher=den, init_denoiser=module.init_weights, gan_head=gan_head,
+                  init_gan_head=init_gan_head, reward=reward, sample_shape=sample_shape)
+
+
+def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
+    """The prompt source of the training batches (captions, optional precomputed embeddings and real latents)."""
+    use_reward = bool(config.reward.name)
     d = config.data
     if d.path.startswith("tfds:"):
         captions = P.tfds_captions(d.path, d.tfds_dir or None, d.field or "captions.text")
@@ -152,9 +180,7 @@ def _models_and_data(config, assets: Assets, mesh):
                             real_shape=sample_shape if real is None and config.gan.enabled else (1,),
                             local_rows=functools.partial(mesh_lib.process_rows, mesh),
                             group_size=config.amd.group_size)
-    models = Models(student=den, critic=den, teacher=den, init_denoiser=module.init_weights, gan_head=gan_head,
-                    init_gan_head=init_gan_head, reward=reward, sample_shape=sample_shape)
-    return models, source
+    return source
 
 
 def eval_prompts(config, source, n: int) -> tuple[list[str], np.ndarray]:

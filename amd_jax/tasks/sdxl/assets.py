@@ -13,6 +13,7 @@ from amd_jax.errors import ConfigError
 from amd_jax.models.sdxl import text as sdxl_text
 from amd_jax.models.sdxl import unet as sdxl_unet
 from amd_jax.models.sdxl import weights as W
+from amd_jax.tasks.sdxl import arch
 
 TOKEN_KEYS = ("input_ids", "input_ids_2")  # a batch's token ids, replaced by the embeddings
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -27,8 +28,10 @@ def dtype(name):
 class Assets:
     """Everything loaded from disk, lazily and once: text encoders, VAE, reward scorer, teacher params."""
 
-    def __init__(self, config):
-        self.c = config
+    def __init__(self, config, abstract: bool = False):
+        """`abstract` (the plan): only architectures, from the config.json files of model.path and reward.path
+        (SDXL base's and the reward's built-in ones where the path is empty); the abstract task loads no weight."""
+        self.c, self.abstract = config, abstract
         self._cache = {}
 
     def _once(self, key, fn):
@@ -36,9 +39,14 @@ class Assets:
             self._cache[key] = fn()
         return self._cache[key]
 
+    def _arch_config(self, part: str) -> dict:
+        """model.path/<part>/config.json; in abstract mode without model.path, SDXL base's (arch.py)."""
+        if self.abstract and not self.c.model.path:
+            return {"unet": arch.SDXL_BASE_UNET, "vae": arch.SDXL_BASE_VAE}[part]
+        return json.loads((epath.Path(self.c.model.path) / part / "config.json").read_text())
+
     def unet_config(self) -> dict:
-        return self._once("unet_config", lambda: json.loads(
-            (epath.Path(self.c.model.path) / "unet" / "config.json").read_text()))
+        return self._once("unet_config", lambda: self._arch_config("unet"))
 
     def text(self) -> sdxl_text.SDXLTextEncoders:
         """Both tokenizers and text encoders; the parameters stay on the host (`text_params`): the session places
@@ -76,7 +84,13 @@ class Assets:
 
     def empty_prompt(self) -> dict[str, np.ndarray]:
         """The empty prompt's embeddings (one row, no batch axis), for model.uncond='empty_prompt'; the host
-        parameters go to a device for this one call only, so no device keeps a copy."""
+        parameters go to a device for this one call only, so no device keeps a copy. Abstract mode (the plan): zeros
+        of the real embeddings' shapes (the plan compiles the same program)."""
+        if self.abstract:
+            width, pooled = arch.text_dims(self.unet_config())
+            return {"prompt_embeds": np.zeros((arch.PROMPT_TOKENS, width), np.float32),
+                    "text_embeds": np.zeros((pooled,), np.float32)}
+
         def one():
             out = jax.jit(self.condition)(self.text_params(), self.tokenize([""]))
             return {k: np.asarray(out[k][0]) for k in ("prompt_embeds", "text_embeds")}
@@ -90,8 +104,7 @@ class Assets:
 
     def vae_module(self):
         def make():  # the module from vae/config.json alone (no weights), for tracing the reward
-            cfg = json.loads((epath.Path(self.c.model.path) / "vae" / "config.json").read_text())
-            return W.vae_from_config(cfg, dtype(self.c.reward.vae_dtype))
+            return W.vae_from_config(self._arch_config("vae"), dtype(self.c.reward.vae_dtype))
 
         return self._once("vae_module", make)
 
@@ -101,8 +114,13 @@ class Assets:
         return self._once("eval_suite", lambda: TextToImageSuite(self.c.eval))
 
     def scorer(self):
+        """The reward scorer; in abstract mode its architecture only (params None)."""
         from amd_jax.models.rewards.registry import load_reward
 
+        if self.abstract:
+            from amd_jax.models.rewards.clip_scorers import architecture_scorer
+
+            return self._once("scorer", lambda: architecture_scorer(self.c.reward.name, self.c.reward.path))
         return self._once("scorer", lambda: load_reward(self.c.reward.name, self.c.reward.path))
 
     def teacher(self):

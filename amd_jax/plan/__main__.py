@@ -1,0 +1,75 @@
+"""Compile a config's steps for a TPU topology on this host and print (and write as JSON) their cost per chip.
+
+    TPU_SKIP_MDS_QUERY=1 python -m amd_jax.plan --config=configs/sdxl.py --topology=v5p:2x4x4 \
+        [--config.key=value ...] [--out=plan.json] [--steps=generator,sample,critic,eval_sampler] \
+        [--xla_option=xla_tpu_enable_latency_hiding_scheduler=false ...]
+
+Needs libtpu (requirements-tpu.txt), no TPU: the topology's devices come from libtpu's description and the real
+TPU compiler runs here. No weight or data file is read (configs/sdxl.py with an empty model.path is planned with
+SDXL base's architecture). Per step: compile time, FLOPs and bytes accessed per chip, the compiler's time
+estimate (`optimal_seconds`) and the MFU it implies, per-chip memory against HBM (and the knobs to turn when it
+does not fit), collective bytes from the optimized HLO; then the TTUR-weighted iteration and the full run.
+The estimates are the compiler's, not measurements: they say which figures used which --xla_option.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("USE_TF", "0")
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from amd_jax import cli  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
+_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology GEN:SHAPE, e.g. v5p:2x4x4, v4:2x2x4, v5e:4x4.")
+_OUT = flags.DEFINE_string("out", None, "Also write the plan as JSON here.")
+_STEPS = flags.DEFINE_list("steps", "generator,sample,critic,eval_sampler", "Steps to compile.")
+_XLA = flags.DEFINE_multi_string("xla_option", [], "KEY=VALUE compiler option for .compile() (repeatable).")
+flags.mark_flags_as_required(["config", "topology"])
+
+
+def main(argv):
+    del argv
+    import jax
+
+    from amd_jax import paths
+    from amd_jax.errors import ConfigError
+    from amd_jax.plan import core, table
+    from amd_jax.writers import setup_logging
+
+    setup_logging()
+    jax.config.update("jax_enable_compilation_cache", False)  # executables compiled for a topology cannot be read back
+    try:
+        options = _options(_XLA.value)
+        unknown = sorted(set(_STEPS.value) - set(core.STEPS))
+        if unknown:
+            raise ConfigError(f"--steps: unknown {unknown}; choose from {','.join(core.STEPS)}.")
+        paths.resolve_config_paths(_CONFIG.value)
+        plan = core.make_plan(_CONFIG.value, _TOPOLOGY.value, tuple(_STEPS.value), options)
+    except ConfigError as e:
+        sys.exit(f"Plan error: {e}")
+    print(table.text(plan))
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            json.dump(plan, f, indent=1)
+        print(f"written: {_OUT.value}")
+
+
+def _options(pairs) -> dict:
+    from amd_jax.errors import ConfigError
+
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise ConfigError(f"--xla_option needs KEY=VALUE, got {bad} (e.g. xla_tpu_enable_latency_hiding_scheduler"
+                          "=false).")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+if __name__ == "__main__":
+    cli.run(main)

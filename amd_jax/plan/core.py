@@ -1,0 +1,68 @@
+"""The plan itself: the trainer's session over a TPU topology's devices, in abstract mode (no weights, no data),
+compiles each step from ShapeDtypeStructs with their NamedShardings, and keeps only its figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+
+from amd_jax.parallel import mesh as mesh_lib
+from amd_jax.plan import chips, figures
+from amd_jax.session import Session
+
+log = logging.getLogger("amd_jax")
+
+STEPS = ("generator", "sample", "critic", "eval_sampler")
+_OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "Ran out of memory", "exceeds the memory")
+
+
+def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None = None) -> dict:
+    """The plan of `config` on `topology` (e.g. 'v5p:2x4x4'): per step (names from STEPS) the figures of
+    figures.step_figures, or {'fits': False, 'error': ...} when the compiler runs out of the chip's memory; the
+    TTUR-weighted iteration and full run; and what it was planned with (mesh, batch, compiler options)."""
+    chip = chips.chip(topology)
+    session = Session(config, None, devices=chips.topology_devices(topology), abstract=True)
+    args = (session.abstract_state_args(), session.abstract_frozen(), session.abstract_batch())
+    mesh_shape, n = dict(session.mesh.shape), session.mesh.size
+    steps = {}
+    for name in names:
+        log.info("compiling %s for %s ...", name, topology)
+        steps[name] = _plan_step(session, name, args, compiler_options or {}, chip)
+        steps[name]["knobs"] = [] if steps[name]["fits"] else figures.knobs(
+            session.c, mesh_shape, steps[name].get("memory_bytes"))
+    return {"config": session.c.experiment, "method": session.c.method, "topology": topology, "chips": n,
+            "chip": dataclasses.asdict(chip), "mesh": mesh_shape, "global_batch": session.c.global_batch,
+            "batch_per_chip": session.c.global_batch / n, "compiler_options": dict(compiler_options or {}),
+            "jax": jax.__version__, "state_params": _params(session.abstract_state.student),
+            "steps": steps, "iteration": figures.iteration(steps, session.c, n, chip)}
+
+
+def _plan_step(session: Session, name: str, args, options: dict, chip) -> dict:
+    try:
+        compiled, seconds = _compile(session, name, *args, options)
+    except Exception as e:  # XLA's error type differs across jax versions; only out-of-memory is a plan result
+        if not any(s in str(e) for s in _OUT_OF_MEMORY):
+            raise
+        return {"fits": False, "error": str(e).strip().splitlines()[0][:500]}
+    return figures.step_figures(compiled, seconds, chip)
+
+
+def _compile(session: Session, name: str, state, frozen, batch, options: dict):
+    """(executable, compile seconds) of one step: the trainer's three through Session.compile, the evaluation
+    sampler (student params, reward params, cond, rng) through Session.sample_fn."""
+    if name != "eval_sampler":
+        compiled, seconds, _ = session.compile(frozen, state, batch, names=(name,), compiler_options=options)
+        return compiled[name], seconds[name]
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=mesh_lib.replicated(session.mesh))
+    t0 = time.time()
+    lowered = jax.jit(session.sample_fn).lower(state.student, frozen["reward"], batch["cond"], key)
+    return lowered.compile(options), time.time() - t0
+
+
+def _params(tree) -> int:
+    return sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(tree))

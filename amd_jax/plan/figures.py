@@ -1,0 +1,77 @@
+"""What the plan reports, from compiled executables: per-step cost, memory and collectives, the fit verdict with
+the knobs that would help, and the TTUR-weighted iteration and full run (amd_jax/loop.py's schedule)."""
+
+from __future__ import annotations
+
+import math
+
+from amd_jax.plan import hlo
+from amd_jax.plan.chips import Chip
+
+GIB = 2**30
+_MEMORY = ("argument", "output", "alias", "temp", "generated_code")
+
+
+def step_figures(compiled, compile_s: float, chip: Chip) -> dict:
+    """One compiled step's figures per chip: compile time, FLOPs, bytes accessed, the compiler's time estimate
+    (`optimal_seconds`) and the MFU it implies at the chip's bf16 peak, memory against HBM, collective bytes."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops, seconds = float(cost.get("flops", 0.0)), float(cost.get("optimal_seconds", 0.0))
+    memory = memory_figures(compiled.memory_analysis())
+    text = compiled.as_text()
+    memory["argument_logical"] = hlo.entry_parameter_bytes(text)
+    return {"compile_s": round(compile_s, 2), "flops_per_chip": flops,
+            "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)), "optimal_seconds": seconds,
+            "mfu": flops / seconds / (chip.bf16_tflops * 1e12) if seconds > 0 else None,
+            "memory_bytes": memory, "hbm_bytes": int(chip.hbm_gib * GIB),
+            "fits": memory["peak"] <= chip.hbm_gib * GIB, "collectives": hlo.collective_bytes(text)}
+
+
+def memory_figures(stats) -> dict:
+    """Per-chip bytes: argument, output, alias, temp, generated code; the peak as argument + output - alias + temp
+    and as memory_analysis's own peak_memory_in_bytes (0 where not given). The two disagree on TPU (the reported
+    one can be below temp alone), so `peak`, which the fit verdict uses, is the larger."""
+    memory = {k: int(getattr(stats, f"{k}_size_in_bytes")) for k in _MEMORY}
+    memory["peak_formula"] = memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
+    memory["peak_reported"] = int(getattr(stats, "peak_memory_in_bytes", 0) or 0)
+    memory["peak"] = max(memory["peak_formula"], memory["peak_reported"])
+    return memory
+
+
+def knobs(config, mesh_shape: dict, memory: dict | None) -> list[str]:
+    """The config knobs that lower a step's per-chip memory, the most useful first for this breakdown (arguments:
+    the sharded state and frozen weights; temp: activations)."""
+    fsdp = mesh_shape.get("fsdp", 1)
+    chips = math.prod(mesh_shape.values())
+    per_chip = config.global_batch / chips
+    state = (f"shard the state and frozen weights over more chips: a larger fsdp axis (--config.mesh.shape, now "
+             f"{tuple(mesh_shape.values())} for {tuple(mesh_shape)}, fsdp={fsdp}) or a lower "
+             f"--config.sharding.fsdp_min_size (now {config.sharding.fsdp_min_size})")
+    acts = (f"fewer activations per chip: a lower --config.global_batch (now {config.global_batch}, "
+            f"{per_chip:g} per chip) or more chips for the same batch; --config.model.compute_dtype=bfloat16 "
+            f"(now {config.model.compute_dtype}) where the config has it; activation checkpointing (remat) is not "
+            "a config knob yet")
+    if memory is None or memory["temp"] >= memory["argument"]:
+        return [acts, state]
+    return [state, acts]
+
+
+def iteration(steps: dict, config, chips: int, chip: Chip) -> dict:
+    """The TTUR-weighted iteration from the compiler's estimates: per `dmd.ttur` iterations one generator step and
+    ttur-1 sample steps, and a critic step every iteration (amd_jax/loop.py); the full run counts the exact
+    schedule of total_steps iterations from step 0."""
+    need = ("generator", "sample", "critic")
+    missing = [n for n in need if not steps.get(n, {}).get("optimal_seconds")]
+    if missing:
+        return {"error": f"needs the compiled {', '.join(missing)} step(s): planned with --steps including them"}
+    ttur, total = int(config.dmd.ttur), int(config.total_steps)
+    t = {n: steps[n]["optimal_seconds"] for n in need}
+    f = {n: steps[n]["flops_per_chip"] for n in need}
+    per_iter = lambda v: (v["generator"] + (ttur - 1) * v["sample"]) / ttur + v["critic"]
+    n_gen = -(-total // ttur)
+    run_s = n_gen * t["generator"] + (total - n_gen) * t["sample"] + total * t["critic"]
+    seconds, flops = per_iter(t), per_iter(f)
+    return {"ttur": ttur, "seconds": seconds, "flops_per_chip": flops,
+            "mfu": flops / seconds / (chip.bf16_tflops * 1e12), "images_per_second_per_chip": config.global_batch / seconds / chips, "total_steps": total,
+            "generator_steps": n_gen, "run_hours": run_s / 3600, "chip_hours": run_s * chips / 3600}

@@ -1,0 +1,187 @@
+"""The TPU plan (amd_jax/plan): the HLO collective parser on handwritten HLO with known sizes; the sdxl task's
+abstract batch and frozen parameters against what its loaders and data really give (sdxl_tiny, no libtpu); and,
+where libtpu is installed (requirements-tpu.txt), the sdxl_tiny steps compiled for v5p:2x2x1 through the session,
+their per-chip argument bytes checked against the sharded abstract state's bytes."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from amd_jax.config_base import load
+from amd_jax.plan import hlo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "sdxl_tiny.py")
+
+_HLO = """
+HloModule jit_step, entry_computation_layout={(f32[2,128]{1,0})->f32[8,128]{1,0}}
+
+%region_0 (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %add = f32[] add(%a, %b)
+}
+
+ENTRY %main (param: f32[2,128]) -> f32[8,128] {
+  %param = f32[2,128]{1,0:T(8,128)} parameter(0)
+  %all-gather = f32[8,128]{1,0:T(8,128)} all-gather(%param), channel_id=1, dimensions={0}, metadata={op_name="all-gather(x)"}
+  %all-gather-start = (bf16[2,64]{1,0}, bf16[8,64]{1,0}) all-gather-start(%x), dimensions={0}
+  %all-gather-done = bf16[8,64]{1,0} all-gather-done(%all-gather-start)
+  %reduce-scatter.3 = bf16[2,64]{1,0:T(8,128)(2,1)} reduce-scatter(%y), dimensions={0}, to_apply=%region_0
+  %all-reduce.1 = (f32[4]{0}, bf16[4]{0}) all-reduce(%p, %q), to_apply=%region_0
+  %all-reduce-start = f32[16]{0} all-reduce-start(%r), to_apply=%region_0
+  %all-reduce-done = f32[16]{0} all-reduce-done(%all-reduce-start)
+  %all-to-all = s32[4,4]{1,0} all-to-all(%z), dimensions={0}
+  %collective-permute-start = (u8[100]{0}, u8[100]{0}, u32[]{:S(2)}, u32[]{:S(2)}) collective-permute-start(%w)
+  %collective-permute-done = u8[100]{0} collective-permute-done(%collective-permute-start)
+  %fusion = f32[8,128]{1,0} fusion(%all-gather, %param), kind=kLoop, calls=%fused, metadata={op_name="all-reduce"}
+  ROOT %copy = f32[8,128]{1,0} copy(%fusion)
+}
+"""
+
+
+def test_hlo_collectives_count_each_ops_output_bytes_once():
+    got = hlo.collective_bytes(_HLO)
+    assert got["all-gather"] == {"ops": 2, "bytes": 8 * 128 * 4 + 8 * 64 * 2}  # sync + the -done of an async pair
+    assert got["reduce-scatter"] == {"ops": 1, "bytes": 2 * 64 * 2}
+    assert got["all-reduce"] == {"ops": 2, "bytes": 4 * 4 + 4 * 2 + 16 * 4}  # a tuple's elements summed
+    assert got["all-to-all"] == {"ops": 1, "bytes": 16 * 4}
+    assert got["collective-permute"] == {"ops": 1, "bytes": 100}
+    assert hlo.shape_bytes("pred[3,5]{1,0}") == 15 and hlo.shape_bytes("f8e4m3fn[10]") == 10
+    assert hlo.collective_bytes("HloModule empty") == {k: {"ops": 0, "bytes": 0} for k in hlo.KINDS}
+
+
+# ------------------------------------------------------------------------------------- abstract sdxl task
+def _shapes(tree):
+    return jax.tree_util.tree_map(lambda a: (tuple(np.shape(a)), jnp.dtype(a.dtype).name), tree)
+
+
+def test_abstract_sdxl_task_matches_its_loaders_and_data():
+    """What the plan compiles against (abstract_frozen, abstract_batch: no file read) has exactly the shapes and
+    dtypes of what the real task loads and batches for sdxl_tiny (tiny fixtures on disk)."""
+    from amd_jax import tasks
+
+    config = load(TINY)
+    real, abstract = tasks.build(config), tasks.build(config, abstract=True)
+    frozen = abstract.abstract_frozen()
+    assert _shapes(frozen["teacher"]) == _shapes(real.teacher())
+    assert _shapes(frozen["reward"]) == _shapes(real.reward())
+    batch = real.data.global_batch(0, config.global_batch)
+    if real.condition is not None:  # the steps receive the batch after the task's conditioning (token ids -> embeddings)
+        batch = {**batch, "cond": real.condition.apply(real.condition.params(), batch["cond"])}
+    assert _shapes(abstract.abstract_batch(config.global_batch)) == _shapes(batch)
+    assert abstract.data is None and abstract.teacher is None  # nothing to load from
+
+
+def test_planning_a_task_without_abstract_hooks_is_a_clear_error():
+    from amd_jax import tasks
+    from amd_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot be planned without its files"):
+        tasks.build(load(os.path.join(ROOT, "configs", "toy2d_tiny.py")), abstract=True)
+
+
+# ------------------------------------------------------------------------------------- compiled for TPU
+_LIBTPU = importlib.util.find_spec("libtpu") is not None
+needs_libtpu = pytest.mark.skipif(not _LIBTPU, reason="libtpu is not installed in this venv (the TPU compiler; "
+                                  "pip install -r requirements-tpu.txt in a venv of its own to run this test)")
+
+
+@pytest.fixture(scope="module")
+def tiny_plan():
+    """sdxl_tiny's three training steps compiled once for v5p:2x2x1 (4 chips, mesh data=2 x fsdp=2), 1-3 min."""
+    from amd_jax.plan import core
+
+    config = load(TINY, {"mesh.shape": (2, 2)})
+    cache = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)  # entries compiled for a topology cannot be read back
+    try:
+        return config, core.make_plan(config, "v5p:2x2x1", ("generator", "sample", "critic"))
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache)
+
+
+def _sharded_bytes(tree, shardings) -> int:
+    """Per-chip bytes of a tree under its NamedShardings: each leaf's shard shape x itemsize, summed."""
+    leaves, shs = jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(shardings)
+    assert len(leaves) == len(shs)
+    return sum(math.prod(s.shard_shape(a.shape)) * jnp.dtype(a.dtype).itemsize for a, s in zip(leaves, shs))
+
+
+def _expected_argument_bytes(config):
+    """Per-chip bytes of what each step takes, from jax.eval_shape of the state and the task's abstract frozen
+    params and batch, each leaf's shard shape under its NamedSharding (the config's rules on an abstract 2 x 2
+    mesh) x itemsize. jit passes only the arguments a step reads: the sample step reads the keys (step, rng), the
+    student, the reward and the condition; the generator also the student's optimizer state, the critic and the
+    teacher; the critic step the keys, the critic and its optimizer state, the condition without reward tokens,
+    and the samples x and rewards r. No step reads the GAN's real latents here (gan.enabled=False)."""
+    from jax.sharding import AbstractMesh, AxisType
+
+    from amd_jax import tasks
+    from amd_jax.parallel.mesh import batch_sharding
+    from amd_jax.parallel.sharding import tree_shardings
+    from amd_jax.steps import Steps
+
+    mesh = AbstractMesh((2, 2), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+    task = tasks.build(config, abstract=True)
+    key = jax.random.PRNGKey(0)
+    state = jax.eval_shape(Steps(config, task.models).init, jax.eval_shape(task.models.init_denoiser, key), key)
+    frozen, batch = task.abstract_frozen(), task.abstract_batch(config.global_batch)
+    rules, min_size = tuple(config.sharding.rules), config.sharding.fsdp_min_size
+    sharded = lambda t: _sharded_bytes(t, tree_shardings(t, mesh, rules, min_size))
+    rows = lambda t: _sharded_bytes(t, jax.tree_util.tree_map(lambda a: batch_sharding(mesh, a.ndim), t))
+    cond = batch["cond"]
+    keys = sharded((state.step, state.rng))
+    xr = rows((jax.ShapeDtypeStruct((config.global_batch,) + task.models.sample_shape, jnp.float32),
+               jax.ShapeDtypeStruct((config.global_batch,), jnp.float32)))
+    vae, scorer = frozen["reward"]["vae"], frozen["reward"]["scorer"]
+    reward = {"vae": {k: vae[k] for k in ("decoder", "post_quant_conv")},  # decoding reads no encoder weight
+              "scorer": {k: v for k, v in scorer.items() if k != "logit_scale"}}  # HPSv2's cosine ignores it
+    sample = keys + sharded(state.student) + sharded(reward) + rows(cond)
+    unsharded = sum(math.prod(a.shape) * jnp.dtype(a.dtype).itemsize for a in jax.tree_util.tree_leaves(state))
+    assert sharded(state) < 0.75 * unsharded  # the fsdp axis really splits the state (the check means something)
+    return {"sample": sample,
+            "generator": sample + sharded((state.student_opt, state.critic, frozen["teacher"])),
+            "critic": keys + sharded((state.critic, state.critic_opt)) + xr
+            + rows({k: v for k, v in cond.items() if k != "reward_tokens"})}
+
+
+@needs_libtpu
+def test_tiny_plan_argument_bytes_are_the_sharded_state_frozen_and_batch(tiny_plan):
+    config, plan = tiny_plan
+    assert plan["chips"] == 4 and plan["mesh"] == {"data": 2, "fsdp": 2}
+    results = {}
+    for name, expected in _expected_argument_bytes(config).items():
+        memory = plan["steps"][name]["memory_bytes"]
+        print(f"{name}: {memory['argument_logical']} logical / {memory['argument']} allocated argument bytes per "
+              f"chip; sharded abstract arguments: {expected}")
+        results[name] = (memory["argument_logical"], expected)
+    assert all(got == expected for got, expected in results.values()), results
+    for name, (_, expected) in results.items():
+        memory = plan["steps"][name]["memory_bytes"]
+        assert expected <= memory["argument"] <= 3 * expected  # + TPU tile padding (tiny leaves pad a lot)
+
+
+@needs_libtpu
+def test_tiny_plan_figures_and_iteration(tiny_plan):
+    config, plan = tiny_plan
+    steps = plan["steps"]
+    for name in ("generator", "sample", "critic"):
+        s = steps[name]
+        assert s["fits"] and s["flops_per_chip"] > 0 and s["optimal_seconds"] > 0 and 0 < s["mfu"] < 1
+        assert s["memory_bytes"]["peak"] >= s["memory_bytes"]["argument"]
+        assert s["collectives"]["all-gather"]["bytes"] > 0  # FSDP gathers the sharded UNet kernels
+    assert steps["generator"]["flops_per_chip"] > steps["critic"]["flops_per_chip"] > 0
+    it, ttur = plan["iteration"], config.dmd.ttur
+    t = {n: steps[n]["optimal_seconds"] for n in steps}
+    assert it["seconds"] == pytest.approx((t["generator"] + (ttur - 1) * t["sample"]) / ttur + t["critic"])
+    assert it["images_per_second_per_chip"] == pytest.approx(config.global_batch / it["seconds"] / 4)
+    run_s = 2 * t["generator"] + 2 * t["sample"] + 4 * t["critic"]  # total_steps 4, TTUR 2: generator at 0 and 2
+    assert it["chip_hours"] == pytest.approx(run_s * 4 / 3600)
