@@ -45,7 +45,7 @@ def test_an_added_evaluator_runs_at_its_cadence_on_its_own_samples(tmp_path):
 
 
 @pytest.mark.parametrize("name, entry, match", [
-    ("samples", {"every": 4, "num_samples": 64}, r"evals\.samples: the evaluator 'samples' is set by log\.sample_every"),
+    ("samples", {"every": 4, "num_samples": 64}, r"evals\.samples: the evaluator 'samples' is set by log\.sample_ev"),
     ("x", {"every": 4, "num_samples": 64, "often": 2}, r"evals\.x: unknown field\(s\) \['often'\]"),
     ("x", {"type": "teacher", "every": 4, "num_samples": 64}, r"evals\.x\.type='teacher': use one of \['task'\]"),
     ("x", {"every": -1, "num_samples": 64}, r"evals\.x\.every=-1: an integer >= 0"),
