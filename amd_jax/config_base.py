@@ -344,7 +344,8 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
 
     Compared: every key except the _RESUME_FREE ones (total_steps, log.*, eval.*, evals.*, checkpoint.*, mesh.*,
     sharding.*, reward.monitor, teacher.train_if_missing, train.max_nonfinite, train.profile_steps, resume.*) and the
-    path-valued keys (paths.is_path_key: teacher.dir, data.path, model.path, ... may be moved, and are spelled relative or absolute).
+    path-valued keys (paths.is_path_key: teacher.dir, data.path, model.path, ... may be moved, and are spelled
+    relative or absolute).
     All the others (method, seed, experiment, schedule, student, model, data, dmd, amd, gan, optim, reward.name,
     teacher.*) set the updates, the data stream or what eval.json is labelled with; when the checkpoint's state has the same shapes, a
     change would silently continue a different experiment (student.ema_decay: a changed decay would report an EMA
