@@ -48,7 +48,6 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def build(config, mesh=None) -> Task:
     del mesh  # every process computes the whole global batch of labels (cheap)
-    _check(config)
     arch = sit_config(config)
     files = _Files(config)
     shape = (arch.input_size, arch.input_size, arch.in_channels)
@@ -67,7 +66,8 @@ def sit_config(config) -> "sit.SiTConfig":
     return sit.SiTConfig(**m.arch.to_dict(), dtype=m.compute_dtype, attention_impl=m.attention_impl or None)
 
 
-def _check(config) -> None:
+def check(config) -> None:
+    """SiT/ImageNet's config checks (amd_jax.tasks.check runs them before anything is built)."""
     m = config.model
     if m.compute_dtype not in _DTYPES or m.teacher_dtype not in _DTYPES:
         raise ConfigError(f"model.compute_dtype={m.compute_dtype!r}, model.teacher_dtype={m.teacher_dtype!r}: use "
