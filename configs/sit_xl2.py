@@ -79,7 +79,7 @@ def get_config():
     c.log.sample_every = 2000
     c.log.sample_count = 256
 
-    c.eval.num_samples = 50000  # FID-50k
+    c.eval.num_samples = 50176  # FID-50k: 196 global batches of 256 (the sampler runs whole batches; ADM: 50,000)
     c.eval.batch_size = 64  # VAE decode / Inception batch
     c.eval.reference = ""  # ADM reference batch .npz
     c.eval.inception = ""
