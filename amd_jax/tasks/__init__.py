@@ -60,7 +60,7 @@ def build(config, mesh=None, abstract: bool = False) -> Task:
         return module.build(config, mesh)
     if not getattr(module, "ABSTRACT", False):
         raise ConfigError(f"experiment={name!r} cannot be planned without its files (its task does not declare "
-                          "ABSTRACT); the TPU plan supports experiment='sdxl'.")
+                          "ABSTRACT); the TPU plan supports experiment='sdxl' and 'imagenet'.")
     return module.build(config, mesh, abstract=True)
 
 
