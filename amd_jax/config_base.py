@@ -80,6 +80,8 @@ def base() -> ml_collections.ConfigDict:
     # sample_every: images + the experiment's metrics on `sample_count` fresh samples (the in-training curves)
     c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500, "sample_count": 1024})
     c.eval = ml_collections.ConfigDict({"num_samples": 4096, "at_end": True})
+    # more evaluators beside those two (amd_jax/evals.py): name -> {type, every, at_end, num_samples, seed}
+    c.evals = ml_collections.ConfigDict()
     # Resuming a workdir whose checkpoint was trained with other values of training-semantics keys is refused
     # (check_resume); list the dotted keys or blocks changed on purpose, e.g. ('optim.student_lr',).
     c.resume = ml_collections.ConfigDict({"allow_changes": ()})
@@ -154,12 +156,15 @@ def validate(c, num_devices: int, num_processes: int = 1) -> None:
 
     Also logs a warning when eval.num_samples or log.sample_count is not a multiple of the global batch (the
     sampler drops the last partial batch), with the number of samples that will really be evaluated."""
+    from amd_jax import evals  # it reads this module's helpers
+
     flat = flatten(c.to_dict())
     _check_finite(flat)
     _check_numbers(flat)
     _check_choices(c)
     _check_timesteps(c)
     _check_batch(c, num_devices, num_processes)
+    evals.check(c)
     for line in sample_count_notes(c):
         log.warning(line)
 
@@ -274,16 +279,6 @@ def _check_batch(c, num_devices: int, num_processes: int) -> None:
         c.global_batch % num_processes == 0,
         f"global_batch={c.global_batch} is not divisible by the {num_processes} processes.",
     )
-    _need(
-        c.eval.num_samples >= c.global_batch,
-        f"eval.num_samples={c.eval.num_samples} is smaller than one global batch ({c.global_batch}): samples are "
-        "generated a global batch at a time; raise eval.num_samples.",
-    )
-    _need(
-        not c.log.sample_every or c.log.sample_count >= c.global_batch,
-        f"log.sample_count={c.log.sample_count} is smaller than one global batch ({c.global_batch}): raise it, or "
-        "set log.sample_every=0.",
-    )
     k = c.amd.group_size
     _need(
         k in (0, 1) or c.global_batch % k == 0,
@@ -316,6 +311,7 @@ _RESUME_FREE = (
     "total_steps",  # extending a finished run is normal
     "log",  # what is logged, how often
     "eval",  # what is evaluated (samples, evaluators' caches), not what is trained
+    "evals",  # the evaluators and their cadence
     "checkpoint",  # how often, how many kept, async or not
     "mesh",  # the layout: restoring onto another mesh is a feature (tests/test_restore_mesh.py)
     "sharding",
@@ -346,9 +342,10 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
     """Refuse to resume the checkpoint at `step` (written with config `saved`, its meta["config"]) with the config
     `current` (config.to_dict()) when that would train another experiment, or when nothing is left to train.
 
-    Compared: every key except the _RESUME_FREE ones (total_steps, log.*, eval.*, checkpoint.*, mesh.*, sharding.*,
-    reward.monitor, teacher.train_if_missing, train.max_nonfinite, train.profile_steps, resume.*) and the path-valued keys
-    (paths.is_path_key: teacher.dir, data.path, model.path, ... may be moved, and are spelled relative or absolute).
+    Compared: every key except the _RESUME_FREE ones (total_steps, log.*, eval.*, evals.*, checkpoint.*, mesh.*,
+    sharding.*, reward.monitor, teacher.train_if_missing, train.max_nonfinite, train.profile_steps, resume.*) and the
+    path-valued keys (paths.is_path_key: teacher.dir, data.path, model.path, ... may be moved, and are spelled
+    relative or absolute).
     All the others (method, seed, experiment, schedule, student, model, data, dmd, amd, gan, optim, reward.name,
     teacher.*) set the updates, the data stream or what eval.json is labelled with; when the checkpoint's state has the same shapes, a
     change would silently continue a different experiment (student.ema_decay: a changed decay would report an EMA

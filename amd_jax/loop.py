@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from amd_jax import writers
+from amd_jax import evals, writers
 from amd_jax.errors import NonFiniteError
 from amd_jax.session import Session
 
@@ -151,6 +151,7 @@ def train(session: Session, stop_after: int | None = None):
              {k: round(v / 1e9, 4) for k, v in flops.items()})
     gen = session.sampler(frozen)
     ttur = c.dmd.ttur
+    registry = evals.registry(c)  # what is evaluated when: log.sample_every, eval.at_end, config.evals
     iter_flops = (flops["generator"] + (ttur - 1) * flops["sample"]) / ttur + flops["critic"]
 
     preempted = Preempted()
@@ -181,10 +182,11 @@ def train(session: Session, stop_after: int | None = None):
                 scalars.update(step_time_s=dt, tflops_per_device=iter_flops / dt / 1e12,  # cost analysis: per device
                                nonfinite_skipped=guard.total)
                 writer.write_scalars(step, scalars)
-                log.info("step %d/%d %s | %s", step, c.total_steps, _fmt(scalars), progress.line(step))
+                log.info("step %d/%d %s | %s", step, c.total_steps, writers.fmt(scalars), progress.line(step))
                 window, t_window = [], time.time()
-            if c.log.sample_every and step % c.log.sample_every == 0:
-                _write_samples(session, gen, state, writer, step)
+            for ev in registry.values():
+                if ev.due(step):
+                    evals.run(ev, session, gen, state, writer, step)
             stop = preempted.reached(step)
             if step % c.checkpoint.every == 0 or step == c.total_steps or stop:
                 t0 = time.time()
@@ -207,67 +209,17 @@ def train(session: Session, stop_after: int | None = None):
     t0 = time.time()
     session.ckpt.wait()
     log.info("checkpoints finished writing (waited %.2f s)", time.time() - t0)
-    if step == c.total_steps and c.eval.at_end:
-        _final_eval(session, gen, state, writer, step)
+    if step == c.total_steps:
+        for ev in registry.values():
+            if ev.at_end:
+                evals.run(ev, session, gen, state, writer, step, final=True)
     writer.flush()
     writer.close()
     session.ckpt.close()
     return state
 
 
-def _write_samples(session: Session, gen, state, writer, step):
-    """Samples of the current student (and of its EMA, under ema/) and the task's metrics on them
-    (log.sample_count of them: a quick look, the training curves of sweep.py; the final eval uses eval.num_samples)."""
-    n = min(session.c.eval.num_samples, session.c.log.sample_count)
-    for tag, metrics, images in _evaluate_students(session, gen, state, n, 2024, step):
-        pre = f"{tag}/" if tag else ""
-        writer.write_scalars(step, {f"{pre}sample_eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
-        writer.write_images(step, {f"{pre}{k}": v for k, v in images.items()})
-        for name, img in images.items():
-            writers.save_png(session.workdir / "samples" / f"{_tagged(name, tag)}_{step:07d}.png", img)
-
-
-def _final_eval(session: Session, gen, state, writer, step):
-    """eval.json: the student's metrics, and with an EMA its metrics as ema_<metric> keys (top-level numbers, which
-    sweep.py tabulates); TensorBoard eval/ and ema/eval/; samples/<name>_final.png and <name>_ema_final.png."""
-    results = {}
-    for tag, metrics, images in _evaluate_students(session, gen, state, session.c.eval.num_samples, 777, step):
-        pre = f"{tag}/" if tag else ""
-        writer.write_scalars(step, {f"{pre}eval/{k}": v for k, v in metrics.items() if writers.is_number(v)})
-        writer.write_images(step, {f"{pre}eval/{k}": v for k, v in images.items()})
-        for name, img in images.items():
-            writers.save_png(session.workdir / "samples" / f"{_tagged(name, tag)}_final.png", img)
-        results.update({_tagged_key(k, tag): v for k, v in metrics.items()})
-    results.update(step=step, method=session.c.method, seed=session.c.seed)
-    writers.save_eval_json(session.workdir / "eval.json", results)
-    log.info("eval: %s", _fmt(results))
-    return results
-
-
-def _evaluate_students(session: Session, gen, state, n: int, seed: int, step: int):
-    """[(tag, metrics, images)] of the raw student (tag '') and, when the state has one, its EMA (tag 'ema'): n
-    samples each from the same seed, so the two are compared on the same noise and conditions."""
-    students = [("", state.student)] + ([("ema", state.student_ema)] if session.ema else [])
-    title = f"{session.c.method} step {step}"
-    return [(tag, *session.evaluate(gen, params, n, seed=seed, title=f"{title} {tag}".strip()))
-            for tag, params in students]
-
-
-def _tagged(name: str, tag: str) -> str:
-    """A file name of the EMA's images: samples -> samples_ema."""
-    return f"{name}_{tag}" if tag else name
-
-
-def _tagged_key(key: str, tag: str) -> str:
-    """An eval.json key of the EMA's metrics: fid -> ema_fid."""
-    return f"{tag}_{key}" if tag else key
-
-
 def _mean_metrics(window: list[dict]) -> dict[str, float]:
     host = jax.device_get(window)
     keys = sorted({k for m in host for k in m})
     return {k: float(np.mean([m[k] for m in host if k in m])) for k in keys}
-
-
-def _fmt(d: dict) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(d.items()))

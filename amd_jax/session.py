@@ -75,6 +75,7 @@ class Session:
         self.c, self.workdir = config, None if workdir is None else epath.Path(workdir)
         devices = jax.devices() if devices is None else list(devices)
         validate(config, len(devices), jax.process_count())  # before anything expensive
+        tasks.check(config, abstract)  # the task's own checks, before it builds anything
         if "teacher" in config and not config.teacher.dir and workdir is not None:
             config.teacher.dir = str(self.workdir / "teacher")
         self.mesh = mesh_lib.make_mesh(config.mesh.axes, config.mesh.shape, devices)

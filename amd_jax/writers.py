@@ -134,6 +134,11 @@ def save_eval_json(path, metrics: dict):
                          "lower optim.student_lr / optim.critic_lr or evaluate an earlier checkpoint.")
 
 
+def fmt(d: dict) -> str:
+    """A log line of metrics: key=value sorted by key, floats to 4 significant digits."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(d.items()))
+
+
 def is_number(v) -> bool:
     return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
 

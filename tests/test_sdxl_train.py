@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import re
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,7 @@ from jax.sharding import AbstractMesh, AxisType
 
 from amd_jax import tensor_files
 from amd_jax.config_base import load
+from tiny import step_metrics
 from amd_jax.data import prompts as P
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,14 +128,6 @@ def test_tfds_missing_is_a_clear_error():
 
 
 # ------------------------------------------------------------------------------------------- tiny run
-def _metrics(records, step):
-    for r in records:
-        m = re.match(rf"step {step}/\d+ (.*) \|", r.getMessage())
-        if m:
-            return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
-    raise AssertionError(f"no log line for step {step}")
-
-
 def test_sdxl_tiny_trains_with_fsdp_via_the_session(tmp_path, caplog):
     from amd_jax.models.sdxl import unet as sdxl_unet
     from amd_jax.models.sdxl import weights
@@ -155,7 +147,7 @@ def test_sdxl_tiny_trains_with_fsdp_via_the_session(tmp_path, caplog):
     for r in caplog.records:
         if r.getMessage().startswith("Compiled in"):
             print(r.getMessage())
-    m1, m2, m3 = (_metrics(caplog.records, s) for s in (1, 2, 3))
+    m1, m2, m3 = (step_metrics(caplog.records, s) for s in (1, 2, 3))
     print("step 1:", {k: m1[k] for k in ("loss_dm", "loss_critic", "reward_mean", "zone_fraction", "step_time_s")})
     print("step 2:", {k: m2[k] for k in ("loss_critic", "step_time_s")})
     # TTUR 2: steps 0 and 2 ran the generator (AMD: reward, DSA) and the critic; step 1 the critic only.

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,7 @@ import pytest
 from jax.sharding import AbstractMesh, AxisType
 
 from amd_jax.config_base import load
+from tiny import step_metrics
 from amd_jax.data.latents import LatentLabels, read_real
 from amd_jax.errors import ConfigError
 
@@ -84,14 +84,6 @@ def test_teacher_architecture_must_match_the_file():
 
 
 # -------------------------------------------------------------------------------------------- tiny run
-def _metrics(records, step):
-    for r in records:
-        m = re.match(rf"step {step}/\d+ (.*) \|", r.getMessage())
-        if m:
-            return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
-    raise AssertionError(f"no log line for step {step}")
-
-
 def test_sit_tiny_trains_with_fsdp_and_its_checkpoint_evaluates(tmp_path, caplog):
     from amd_jax.evaluate import Evaluator
     from amd_jax.loop import train
@@ -105,7 +97,7 @@ def test_sit_tiny_trains_with_fsdp_and_its_checkpoint_evaluates(tmp_path, caplog
     session = Session(config, str(tmp_path / "run"))
     assert session.models.sample_shape == (8, 8, 4)
     state = train(session)
-    m1, m2 = _metrics(caplog.records, 1), _metrics(caplog.records, 2)
+    m1, m2 = step_metrics(caplog.records, 1), step_metrics(caplog.records, 2)
     for k in ("loss_dm", "loss_critic", "reward_mean", "grad_norm_student", "loss_gan_generator"):
         assert np.isfinite(m1[k]), (k, m1[k])
     assert m1["grad_norm_student"] > 0 and m1["reward_std"] > 0 and 0 <= m1["zone_fraction"] <= 1

@@ -44,3 +44,14 @@ def run_toy_steps(config, n_iters, after_generator=None):
             x, r = samp(state, frozen, batch)
         state, _ = crit(state, frozen, batch, x, r)
     return state
+
+
+def step_metrics(records, step):
+    """The metrics of the loop's log line 'step N/M k=v ... |' for step N, from caplog records."""
+    import re
+
+    for r in records:
+        m = re.match(rf"step {step}/\d+ (.*) \|", r.getMessage())
+        if m:
+            return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    raise AssertionError(f"no log line for step {step}")

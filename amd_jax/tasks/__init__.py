@@ -47,21 +47,37 @@ class Task:
 
 
 def build(config, mesh=None, abstract: bool = False) -> Task:
-    """The task of `config.experiment`. `mesh` (the session's) tells a process-sharded data pipeline which rows of
-    a global batch this process holds; without it, every row. The task's data puts each condition on
-    `amd.group_size` consecutive rows (amd_jax/data/groups.py). `abstract=True` (the plan): a task that declares
-    `ABSTRACT = True` builds its networks and abstract_* hooks without reading any weight or data file."""
+    """The task of `config.experiment`, after its `check`. `mesh` (the session's) tells a process-sharded data
+    pipeline which rows of a global batch this process holds; without it, every row. The task's data puts each
+    condition on `amd.group_size` consecutive rows (amd_jax/data/groups.py). `abstract=True` (the plan): a task
+    that declares `ABSTRACT = True` builds its networks and abstract_* hooks without reading any weight or data
+    file."""
+    check(config, abstract)
+    module = _module(config)
+    return module.build(config, mesh, abstract=True) if abstract else module.build(config, mesh)
+
+
+def check(config, abstract: bool = False) -> None:
+    """The task's own config checks, before anything is built: the Session calls it right after
+    config_base.validate (the generic checks), and build again for callers without a session. A task module may
+    define `check(config)` (an ABSTRACT one `check(config, abstract=False)`), raising ConfigError with the fix."""
+    module = _module(config)
+    if abstract and not getattr(module, "ABSTRACT", False):
+        raise ConfigError(f"experiment={config.experiment!r} cannot be planned without its files (its task does "
+                          "not declare ABSTRACT); the TPU plan supports experiment='sdxl' and 'imagenet'.")
+    _check_groups(module, config)
+    if hasattr(module, "check") and abstract:
+        module.check(config, abstract=True)
+    elif hasattr(module, "check"):
+        module.check(config)
+
+
+def _module(config):
+    """The module of `config.experiment` (only that task's folder is imported)."""
     name = config.experiment
     if name not in _TASKS:
         raise ConfigError(f"experiment={name!r} is not a task: choose one of {sorted(_TASKS)}.")
-    module = importlib.import_module(_TASKS[name])
-    _check_groups(module, config)
-    if not abstract:
-        return module.build(config, mesh)
-    if not getattr(module, "ABSTRACT", False):
-        raise ConfigError(f"experiment={name!r} cannot be planned without its files (its task does not declare "
-                          "ABSTRACT); the TPU plan supports experiment='sdxl' and 'imagenet'.")
-    return module.build(config, mesh, abstract=True)
+    return importlib.import_module(_TASKS[name])
 
 
 def _check_groups(module, config) -> None:

@@ -52,7 +52,6 @@ def build(config, mesh=None, abstract: bool = False) -> Task:
     """`abstract` (the TPU plan): the networks and the abstract_* hooks from model.arch and the reward's published
     architecture (arch.py; the folders' config files when set), no weight or latent file read, no data."""
     del mesh  # every process computes the whole global batch of labels (cheap)
-    _check(config, abstract)
     arch = sit_config(config)
     files = _Files(config, abstract)
     shape = (arch.input_size, arch.input_size, arch.in_channels)
@@ -84,7 +83,9 @@ def sit_config(config) -> "sit.SiTConfig":
     return sit.SiTConfig(**m.arch.to_dict(), dtype=m.compute_dtype, attention_impl=m.attention_impl or None)
 
 
-def _check(config, abstract: bool = False) -> None:
+def check(config, abstract: bool = False) -> None:
+    """SiT/ImageNet's config checks (amd_jax.tasks.check runs them before anything is built); `abstract` (the
+    plan): only those that need no file."""
     m = config.model
     if m.compute_dtype not in _DTYPES or m.teacher_dtype not in _DTYPES:
         raise ConfigError(f"model.compute_dtype={m.compute_dtype!r}, model.teacher_dtype={m.teacher_dtype!r}: use "

@@ -57,7 +57,6 @@ def build(config, mesh=None, abstract: bool = False) -> Task:
     """`mesh`: the session's; the prompt source encodes only the rows of each global batch that this process's
     devices hold on it (all rows without one). `abstract` (the TPU plan): the networks and the abstract_* hooks
     from the architecture alone (arch.py); no weight, caption or latent file is read, no data source."""
-    _check(config, abstract)
     assets = Assets(config, abstract)
     assets.eval_suite()  # checks eval.* now (loads nothing), not after training
     models = _models(config, assets)
@@ -92,7 +91,9 @@ def _abstract_task(config, assets: Assets, models: Models) -> Task:
                 abstract_frozen=frozen, abstract_batch=batch)
 
 
-def _check(config, abstract: bool = False):
+def check(config, abstract: bool = False) -> None:
+    """SDXL's config checks (amd_jax.tasks.check runs them before anything is built); `abstract` (the plan): only
+    those that need no file."""
     m = config.model
     if not m.path and not abstract:
         raise ConfigError("model.path is empty: set --config.model.path to a diffusers SDXL folder (local or gs://).")

@@ -1,0 +1,129 @@
+"""Evaluators with a cadence (big_vision's `evals={name: {type, every}}`): what the training loop evaluates, when,
+on how many samples, and where the results go. The loop iterates `registry(config)`; nothing else decides.
+
+Two entries come from the long-standing keys, mapped here and nowhere else:
+  'samples'  every log.sample_every steps (0 = never) on min(eval.num_samples, log.sample_count) samples, seed 2024:
+             sample_eval/<metric> in TensorBoard and metrics.jsonl (the training curves amd_jax/sweep.py reads),
+             images <image> and samples/<image>_<step>.png
+  'final'    after the last step when eval.at_end, on eval.num_samples samples, seed 777: eval.json (the numbers
+             sweep.py tabulates), eval/<metric>, images eval/<image> and samples/<image>_final.png
+`config.evals` adds more, name -> {type, every, at_end, num_samples, seed}: results under <name>/<metric>, images
+<name>_<image>, and at the end eval_<name>.json. `type` names an evaluator the task offers ('task': its `evaluate`).
+With an EMA student (student.ema_decay > 0) each evaluation also covers the EMA on the same noise and conditions
+(prefix ema/, file suffix _ema, JSON keys ema_<metric>).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from amd_jax import writers
+from amd_jax.config_base import _is_int, _need
+
+log = logging.getLogger("amd_jax")
+
+TYPES = ("task",)  # the evaluator types: 'task' = Task.evaluate on fresh samples of the student
+_LEGACY = {"samples": "log.sample_every / log.sample_count", "final": "eval.at_end / eval.num_samples"}
+_DEFAULTS = {"type": "task", "every": 0, "at_end": False, "seed": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+    name: str
+    type: str  # one of TYPES
+    num_samples: int  # fresh samples per evaluation (whole global batches: the sampler drops a partial one)
+    seed: int  # of the samples' noise: the same at every evaluation, so a curve follows the student, not the noise
+    every: int = 0  # evaluate after step s when s % every == 0; 0 = never during training
+    at_end: bool = False  # evaluate once after the last step, into the results file `json`
+    scalars: str = ""  # the prefix of its numbers in TensorBoard and metrics.jsonl
+    images: str = ""  # the prefix of its image names
+    json: str = ""  # the at-end results file in the workdir
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+
+def registry(c) -> dict[str, Evaluator]:
+    """name -> Evaluator: the two of the long-standing keys (when on), then config.evals' entries."""
+    out = {}
+    if c.log.sample_every:
+        out["samples"] = Evaluator("samples", "task", min(c.eval.num_samples, c.log.sample_count), 2024,
+                                   every=c.log.sample_every, scalars="sample_eval")
+    if c.eval.at_end:
+        out["final"] = Evaluator("final", "task", c.eval.num_samples, 777, at_end=True, scalars="eval",
+                                 json="eval.json")
+    for name, entry in c.get("evals", {}).items():
+        e = {**_DEFAULTS, **entry}
+        out[name] = Evaluator(name, e["type"], e["num_samples"], e["seed"], every=e["every"], at_end=e["at_end"],
+                              scalars=name, images=f"{name}_", json=f"eval_{name}.json")
+    return out
+
+
+def check(c) -> None:
+    """Refuse an evaluator that cannot run, naming the key and the fix (config_base.validate calls it)."""
+    _need(c.eval.num_samples >= c.global_batch,
+          f"eval.num_samples={c.eval.num_samples} is smaller than one global batch ({c.global_batch}): samples are "
+          "generated a global batch at a time; raise eval.num_samples.")
+    _need(not c.log.sample_every or c.log.sample_count >= c.global_batch,
+          f"log.sample_count={c.log.sample_count} is smaller than one global batch ({c.global_batch}): raise it, or "
+          "set log.sample_every=0.")
+    for name, entry in c.get("evals", {}).items():
+        where = f"evals.{name}"
+        _need(name not in _LEGACY, f"{where}: the evaluator {name!r} is set by {_LEGACY.get(name)}; set those "
+                                   "keys, or give this evaluator another name.")
+        _need(hasattr(entry, "keys"), f"{where}={entry!r}: give a dict {{type, every, at_end, num_samples, seed}}.")
+        unknown = sorted(set(entry) - {*_DEFAULTS, "num_samples"})
+        _need(not unknown, f"{where}: unknown field(s) {unknown}; an evaluator has type, every, at_end, "
+                           "num_samples and seed.")
+        e = {**_DEFAULTS, **entry}
+        _need(e["type"] in TYPES, f"{where}.type={e['type']!r}: use one of {list(TYPES)}.")
+        _need(_is_int(e["every"]) and e["every"] >= 0,
+              f"{where}.every={e['every']!r}: an integer >= 0 (evaluate when step % every == 0, 0 = never).")
+        _need(isinstance(e["at_end"], bool), f"{where}.at_end={e['at_end']!r}: True or False.")
+        _need(e["every"] or e["at_end"], f"{where}: every=0 and at_end=False, so it never runs: set "
+                                         f"--config.{where}.every or --config.{where}.at_end=True, or remove it.")
+        _need(_is_int(e["seed"]), f"{where}.seed={e['seed']!r}: an integer.")
+        n = entry.get("num_samples")
+        _need(_is_int(n) and n >= c.global_batch,
+              f"{where}.num_samples={n!r}: samples are generated a global batch at a time; give an integer >= "
+              f"global_batch={c.global_batch}.")
+
+
+def run(ev: Evaluator, session, gen, state, writer, step: int, final: bool = False) -> dict:
+    """One evaluation of `ev` at `step`: the periodic kind, or with `final` the at-end kind (results file too).
+    Returns the results as written: {metric or ema_<metric>: value, step, method, seed}."""
+    results = {}
+    for tag, metrics, images in _evaluate_students(session, gen, state, ev.num_samples, ev.seed, step):
+        pre = f"{tag}/" if tag else ""
+        writer.write_scalars(step, {f"{pre}{ev.scalars}/{k}": v for k, v in metrics.items() if writers.is_number(v)})
+        img_pre = f"{pre}{ev.scalars}/{ev.images}" if final else f"{pre}{ev.images}"
+        writer.write_images(step, {f"{img_pre}{k}": v for k, v in images.items()})
+        suffix = "final" if final else f"{step:07d}"
+        for name, img in images.items():
+            writers.save_png(session.workdir / "samples" / f"{ev.images}{_tagged(name, tag)}_{suffix}.png", img)
+        results.update({_tagged_key(k, tag): v for k, v in metrics.items()})
+    results.update(step=step, method=session.c.method, seed=session.c.seed)
+    if final:
+        writers.save_eval_json(session.workdir / ev.json, results)
+        log.info("%s: %s", "eval" if ev.name == "final" else f"eval {ev.name}", writers.fmt(results))
+    return results
+
+
+def _evaluate_students(session, gen, state, n: int, seed: int, step: int):
+    """[(tag, metrics, images)] of the raw student (tag '') and, when the state has one, its EMA (tag 'ema'): n
+    samples each from the same seed, so the two are compared on the same noise and conditions."""
+    students = [("", state.student)] + ([("ema", state.student_ema)] if session.ema else [])
+    title = f"{session.c.method} step {step}"
+    return [(tag, *session.evaluate(gen, params, n, seed=seed, title=f"{title} {tag}".strip()))
+            for tag, params in students]
+
+
+def _tagged(name: str, tag: str) -> str:
+    """A file name of the EMA's images: samples -> samples_ema."""
+    return f"{name}_{tag}" if tag else name
+
+
+def _tagged_key(key: str, tag: str) -> str:
+    """A results key of the EMA's metrics: fid -> ema_fid."""
+    return f"{tag}_{key}" if tag else key
