@@ -25,9 +25,16 @@ MEASURED (the TPU plan, compiler estimates, no TPU: this shared 2-core host, loa
         --topology=v5p:2x4x4 [--steps=sample,critic,eval_sampler] --out=plan.json
     (ALLOW_MULTIPLE_LIBTPU_LOAD only because another libtpu process held /tmp/libtpu_lockfile.) No file is read:
     SiT-XL/2 from model.arch (674.8M params), sd-vae-ft-ema and ViT-B/16 (tasks/imagenet/arch.py). v5p:2x4x4 =
-    32 chips, mesh data=4 x fsdp=8, global batch 256 (8 per chip). The generator step compiled in 20 min 19 s
-    (03:56:40 -> 04:16:59 UTC) and the sample step in 10 min 15 s, at 30-45% of one core each; no figures were
-    written for them (the run was stopped at the deadline before its JSON, see below).
+    32 chips (95 GiB HBM each), mesh data=4 x fsdp=8, global batch 256 (8 per chip); --steps=sample,critic,
+    eval_sampler in one run (17 min wall, 2.8 GiB host RSS):
+    | step         | compile s | TFLOP/chip | GB accessed | peak GiB/chip (arg, temp) | fits | collectives MiB/chip |
+    | sample       | 609       | 7.118      | 34.24       | 1.67 (0.38, 1.28) | yes | AG 1106, AR 0.1, A2A 6 |
+    | critic       | 351       | 5.737      | 77.09       | 5.75 (2.22, 3.54) | yes | AG 2213, AR 967, A2A 6, CP 7 |
+    | eval_sampler | 159       | 12.043     | 190.85      | 9.98 (0.38, 9.59) | yes | AG 5278, AR 25327, CP 1317 |
+    Estimated ms and MFU: none. The compiler's time estimate (optimal_seconds) came out NEGATIVE for every step
+    (-973, -958, -913 ms): not a usable figure, so no MFU and no iteration time. The generator step compiled (20 min
+    19 s, 03:56:40 -> 04:16:59 UTC, in a full run stopped at the deadline for memory and time before it wrote
+    anything): its figures and the TTUR iteration are not measured. v4:2x2x4 was not run.
 """
 
 import ml_collections
