@@ -26,7 +26,7 @@ MEASURED (the TPU plan, compiler estimates, no TPU: this shared 2-core host, loa
     (ALLOW_MULTIPLE_LIBTPU_LOAD only because another libtpu process held /tmp/libtpu_lockfile.) No file is read:
     SiT-XL/2 from model.arch (674.8M params), sd-vae-ft-ema and ViT-B/16 (tasks/imagenet/arch.py). v5p:2x4x4 =
     32 chips (95 GiB HBM each), mesh data=4 x fsdp=8, global batch 256 (8 per chip); --steps=sample,critic,
-    eval_sampler in one run (17 min wall, 2.8 GiB host RSS):
+    eval_sampler in one run (~20 min wall, 04:03 -> 04:23 UTC; 2.8 GiB host RSS seen at the critic):
     | step         | compile s | TFLOP/chip | GB accessed | peak GiB/chip (arg, temp) | fits | collectives MiB/chip |
     | sample       | 609       | 7.118      | 34.24       | 1.67 (0.38, 1.28) | yes | AG 1106, AR 0.1, A2A 6 |
     | critic       | 351       | 5.737      | 77.09       | 5.75 (2.22, 3.54) | yes | AG 2213, AR 967, A2A 6, CP 7 |
