@@ -15,11 +15,26 @@ Inputs:
     reward.path     transformers ImageNet classifier folder (config.json + model.safetensors; reward.name picks it)
     data.real       only with gan.enabled: SD-VAE latents [N, 32, 32, 4] NHWC (x 0.18215) + labels [N]
     eval.reference  ADM's VIRTUAL_imagenet256_labeled.npz; eval.inception: converted pytorch-fid Inception
-Hardware: sized for a v5p-64 / v4-64 slice (global batch 256); the training state (student + critic fp32 with AdamW
-    states, bf16 teacher) is in MEASURED below, from jax.eval_shape.
+Hardware: sized for a v5p-64 / v4-64 slice (global batch 256); the TPU plan in MEASURED below.
 Choices (ours, not the paper's, which does not give its SiT recipe): CFG omega 1.5 on all four latent channels
     (SiT's sample.py guides only the first three); DMD2's t range and TTUR 5; reward = log p(class) of a ViT-B/16
     ImageNet classifier on the decoded 256 px image (the paper does not say which reward it used for SiT).
+
+MEASURED (the TPU plan, compiler estimates, no TPU: this shared 2-core host, load 6-10, another plan running):
+    ALLOW_MULTIPLE_LIBTPU_LOAD=1 TPU_SKIP_MDS_QUERY=1 python -m amd_jax.plan --config=configs/sit_xl2.py \
+        --topology=v5p:2x4x4 [--steps=sample,critic,eval_sampler] --out=plan.json
+    (ALLOW_MULTIPLE_LIBTPU_LOAD only because another libtpu process held /tmp/libtpu_lockfile.) No file is read:
+    SiT-XL/2 from model.arch (674.8M params), sd-vae-ft-ema and ViT-B/16 (tasks/imagenet/arch.py). v5p:2x4x4 =
+    32 chips (95 GiB HBM each), mesh data=4 x fsdp=8, global batch 256 (8 per chip); --steps=sample,critic,
+    eval_sampler in one run (~20 min wall, 04:03 -> 04:23 UTC; 2.8 GiB host RSS seen at the critic):
+    | step         | compile s | TFLOP/chip | GB accessed | peak GiB/chip (arg, temp) | fits | collectives MiB/chip |
+    | sample       | 609       | 7.118      | 34.24       | 1.67 (0.38, 1.28) | yes | AG 1106, AR 0.1, A2A 6 |
+    | critic       | 351       | 5.737      | 77.09       | 5.75 (2.22, 3.54) | yes | AG 2213, AR 967, A2A 6, CP 7 |
+    | eval_sampler | 159       | 12.043     | 190.85      | 9.98 (0.38, 9.59) | yes | AG 5278, AR 25327, CP 1317 |
+    Estimated ms and MFU: none. The compiler's time estimate (optimal_seconds) came out NEGATIVE for every step
+    (-973, -958, -913 ms): not a usable figure, so no MFU and no iteration time. The generator step compiled (20 min
+    19 s, 03:56:40 -> 04:16:59 UTC, in a full run stopped at the deadline for memory and time before it wrote
+    anything): its figures and the TTUR iteration are not measured. v4:2x2x4 was not run.
 """
 
 import ml_collections

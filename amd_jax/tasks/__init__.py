@@ -64,7 +64,7 @@ def check(config, abstract: bool = False) -> None:
     module = _module(config)
     if abstract and not getattr(module, "ABSTRACT", False):
         raise ConfigError(f"experiment={config.experiment!r} cannot be planned without its files (its task does "
-                          "not declare ABSTRACT); the TPU plan supports experiment='sdxl'.")
+                          "not declare ABSTRACT); the TPU plan supports experiment='sdxl' and 'imagenet'.")
     _check_groups(module, config)
     if hasattr(module, "check") and abstract:
         module.check(config, abstract=True)

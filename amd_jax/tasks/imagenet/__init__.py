@@ -40,17 +40,23 @@ from amd_jax.models.toy2d import GANHead
 from amd_jax.method.schedules import make_schedule
 from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels
+from amd_jax.tasks.imagenet import arch as imagenet_arch
 
 GROUPED_DATA = True  # the labels are drawn per group of amd.group_size rows
+ABSTRACT = True  # build(config, abstract=True) reads no weight or data file: the TPU plan (amd_jax/plan)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def build(config, mesh=None) -> Task:
+def build(config, mesh=None, abstract: bool = False) -> Task:
+    """`abstract` (the TPU plan): the networks and the abstract_* hooks from model.arch and the reward's published
+    architecture (arch.py; the folders' config files when set), no weight or latent file read, no data."""
     del mesh  # every process computes the whole global batch of labels (cheap)
     arch = sit_config(config)
-    files = _Files(config)
+    files = _Files(config, abstract)
     shape = (arch.input_size, arch.input_size, arch.in_channels)
+    if abstract:
+        return _abstract_task(config, files, _models(config, arch, files))
     real = read_real(config.data.real, shape, arch.num_classes) if config.gan.enabled else (None, None)
     data = LatentLabels(arch.num_classes, shape, seed=config.seed if config.data.seed < 0 else config.data.seed,
                         real=real[0], real_labels=real[1])
@@ -61,13 +67,25 @@ def build(config, mesh=None) -> Task:
                 evaluate=functools.partial(evaluate, config, files))
 
 
+def _abstract_task(config, files: "_Files", models: Models) -> Task:
+    """A Task whose abstract_frozen / abstract_batch describe what the loaders and the data would give, by shape;
+    its data, teacher, reward, eval_conds and evaluate are unusable (None)."""
+    scorer = files.classifier() if models.reward is not None else None
+    frozen = functools.partial(imagenet_arch.abstract_frozen, models.init_denoiser,
+                               _DTYPES[config.model.teacher_dtype], files.vae_module() if scorer else None, scorer)
+    batch = functools.partial(imagenet_arch.abstract_batch, models.sample_shape, bool(config.gan.enabled))
+    return Task(models=models, data=None, teacher=None, reward=None, eval_conds=None, evaluate=None,
+                abstract_frozen=frozen, abstract_batch=batch)
+
+
 def sit_config(config) -> "sit.SiTConfig":
     m = config.model
     return sit.SiTConfig(**m.arch.to_dict(), dtype=m.compute_dtype, attention_impl=m.attention_impl or None)
 
 
-def check(config) -> None:
-    """SiT/ImageNet's config checks (amd_jax.tasks.check runs them before anything is built)."""
+def check(config, abstract: bool = False) -> None:
+    """SiT/ImageNet's config checks (amd_jax.tasks.check runs them before anything is built); `abstract` (the
+    plan): only those that need no file."""
     m = config.model
     if m.compute_dtype not in _DTYPES or m.teacher_dtype not in _DTYPES:
         raise ConfigError(f"model.compute_dtype={m.compute_dtype!r}, model.teacher_dtype={m.teacher_dtype!r}: use "
@@ -75,6 +93,10 @@ def check(config) -> None:
     if config.schedule.name != "rectified_flow":
         raise ConfigError(f"schedule.name={config.schedule.name!r}: the SiT adapter speaks the rectified-flow "
                           "velocity (SiT's linear interpolant, time reversed); set --config.schedule.name=rectified_flow.")
+    if abstract:
+        if (config.method == "amd" or config.reward.monitor) and not config.reward.name:
+            raise ConfigError("method=amd (or reward.monitor) needs reward.name (e.g. 'imagenet_vit').")
+        return  # no file is read
     if (config.method == "amd" or config.reward.monitor) and not (config.reward.name and config.reward.path):
         raise ConfigError("method=amd (or reward.monitor) needs reward.name (e.g. 'imagenet_vit') and reward.path "
                           "(its weight folder), and model.vae_path to decode the latents it scores.")
@@ -90,10 +112,11 @@ def check(config) -> None:
 
 
 class _Files:
-    """What the task reads from disk, lazily and once: the teacher, the VAE, the reward classifier, the evaluator."""
+    """What the task reads from disk, lazily and once: the teacher, the VAE, the reward classifier, the evaluator.
+    `abstract`: only the VAE module and the classifier's architecture (abstract params), from arch.py."""
 
-    def __init__(self, config):
-        self.c = config
+    def __init__(self, config, abstract: bool = False):
+        self.c, self.abstract = config, abstract
 
     @functools.cache
     def teacher(self):
@@ -112,9 +135,15 @@ class _Files:
         return sdxl_weights.load_vae(path, param_dtype=np.float32, dtype=jnp.float32, subfolder=sub)
 
     @functools.cache
+    def vae_module(self):
+        return imagenet_arch.vae_module(self.c.model.vae_path) if self.abstract else self.vae()[0]
+
+    @functools.cache
     def classifier(self):
         from amd_jax.models.rewards.registry import load_reward
 
+        if self.abstract:
+            return imagenet_arch.classifier(self.c.reward.name, self.c.reward.path)
         return load_reward(self.c.reward.name, self.c.reward.path)
 
     def reward_params(self):
@@ -138,7 +167,7 @@ def _models(config, arch, files: _Files) -> Models:
     reward = None
     if config.reward.name:
         def reward(params, latents, cond):
-            images = decode(files.vae()[0], params["vae"], latents)
+            images = decode(files.vae_module(), params["vae"], latents)
             return files.classifier().log_prob(params["classifier"], images, cond["label"])
 
     return Models(student=den, critic=den, teacher=den, init_denoiser=functools.partial(sit.init_params, arch),
