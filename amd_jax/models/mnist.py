@@ -169,7 +169,7 @@ def _sit(config, data: ImageData, schedule):
     arch = sit.SiTConfig(input_size=h, in_channels=ch, num_classes=data.num_classes, learn_sigma=False,
                          dtype="float32", **config.model.sit.to_dict())
     return (sit.denoiser_apply(arch), sit.null_cond(arch), functools.partial(sit.init_params, arch),
-            arch.hidden_size, lambda feats: jnp.mean(feats.astype(jnp.float32), axis=1))
+            arch.hidden_size, sit.pool_features)
 
 
 def load_reward(config, data: ImageData, directory: str) -> tuple[dict, dict]:

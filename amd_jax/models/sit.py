@@ -233,6 +233,11 @@ def rectified_flow_apply(sit_fn):
     return apply_fn
 
 
+def pool_features(feats: jax.Array) -> jax.Array:
+    """The token features of `features=True` [B, N, D] -> [B, D] float32 (mean over tokens), for a GAN head."""
+    return jnp.mean(feats.astype(jnp.float32), axis=1)
+
+
 def null_cond(cfg: SiTConfig):
     """cond -> the unconditional branch's cond {'label': num_classes [B]} (only the key the network reads)."""
     if not cfg.has_null_class:

@@ -171,14 +171,9 @@ def _models(config, arch, files: _Files) -> Models:
             return files.classifier().log_prob(params["classifier"], images, cond["label"])
 
     return Models(student=den, critic=den, teacher=den, init_denoiser=functools.partial(sit.init_params, arch),
-                  gan_head=lambda p, feats: head.apply({"params": p}, _pool(feats)),
+                  gan_head=lambda p, feats: head.apply({"params": p}, sit.pool_features(feats)),
                   init_gan_head=lambda rng: head.init(rng, jnp.zeros((1, arch.hidden_size), jnp.float32))["params"],
                   reward=reward, sample_shape=(arch.input_size, arch.input_size, arch.in_channels))
-
-
-def _pool(feats):
-    """SiT's token features [B, N, D] -> [B, D] for the GAN head (float32)."""
-    return jnp.mean(feats.astype(jnp.float32), axis=1)
 
 
 def decode(module, params, latents):
