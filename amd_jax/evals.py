@@ -26,6 +26,7 @@ log = logging.getLogger("amd_jax")
 TYPES = ("task",)  # the evaluator types: 'task' = Task.evaluate on fresh samples of the student
 _LEGACY = {"samples": "log.sample_every / log.sample_count", "final": "eval.at_end / eval.num_samples"}
 _DEFAULTS = {"type": "task", "every": 0, "at_end": False, "seed": 0}
+FINAL_SEED = 777  # the noise of the at-end evaluation; the offline evaluate.py uses the same
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,7 @@ def registry(c) -> dict[str, Evaluator]:
         out["samples"] = Evaluator("samples", "task", min(c.eval.num_samples, c.log.sample_count), 2024,
                                    every=c.log.sample_every, scalars="sample_eval")
     if c.eval.at_end:
-        out["final"] = Evaluator("final", "task", c.eval.num_samples, 777, at_end=True, scalars="eval",
+        out["final"] = Evaluator("final", "task", c.eval.num_samples, FINAL_SEED, at_end=True, scalars="eval",
                                  json="eval.json")
     for name, entry in c.get("evals", {}).items():
         e = {**_DEFAULTS, **entry}

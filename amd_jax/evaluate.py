@@ -1,6 +1,7 @@
 """Offline evaluation of a training run's checkpoints, decoupled from training (DMD2's evaluator style).
 
-    python -m amd_jax.evaluate --config=configs/NAME.py --workdir=DIR [--step=N] [--watch] [--num_samples=N]
+    python -m amd_jax.evaluate --config=configs/NAME.py --workdir=DIR [--step=N] [--watch] [--num_samples=N] \
+        [--repeats=K]
 
 Restores the student of checkpoint N (default: the newest) from DIR onto this machine's mesh, generates
 `eval.num_samples` samples for the experiment's evaluation conditions, and writes DIR/eval/eval_<step>.json, the
@@ -9,6 +10,9 @@ With student.ema_decay > 0 the student's EMA is evaluated too, on the same seed:
 eval_<step>.json (and table), images DIR/eval/<name>_ema_<step>.png.
 `--watch` keeps polling DIR for new checkpoints and evaluates each once, so training never waits for evaluation;
 it stops after the checkpoint of `total_steps` (or after --watch_timeout seconds without a new one).
+`--repeats=K` (K >= 2) also measures the sampling noise of the metrics themselves: the student is evaluated on K
+disjoint sample sets of eval.num_samples each (noise seeds 777, 778, ...; the first is the one eval_<step>.json
+holds) and DIR/eval/noise_<step>.json gets, per metric, the K values, their mean and standard deviation (ddof 1).
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import os
 import sys
 import time
 
+import numpy as np
+
 os.environ.setdefault("USE_TF", "0")
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from amd_jax import cli  # noqa: E402
+from amd_jax.evals import FINAL_SEED  # noqa: E402
 from amd_jax.parallel import distributed  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.", lock_config=True)
@@ -34,6 +41,7 @@ _WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as tra
 _POLL = flags.DEFINE_integer("poll_seconds", 60, "Seconds between polls in --watch mode.")
 _WATCH_TIMEOUT = flags.DEFINE_integer("watch_timeout", 6 * 3600, "Stop watching after this long without news.")
 _NUM = flags.DEFINE_integer("num_samples", None, "Override eval.num_samples.")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Disjoint sample sets per checkpoint; >= 2 writes noise_<step>.json.")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
 
@@ -79,21 +87,42 @@ class Evaluator:
         log.info("evaluated step %d in %.1f s: %s", step, time.time() - t0, json.dumps(metrics, default=str))
         return metrics
 
-    def _evaluate_params(self, params, step: int, tag: str) -> dict:
-        """The task's metrics of `params` on eval.num_samples samples (keys prefixed '<tag>_' for tag 'ema'), with
-        the seconds spent generating; writes the images."""
+    def noise(self, step: int, repeats: int) -> dict:
+        """The sampling noise of the metrics at this checkpoint: the student on `repeats` disjoint sample sets of
+        eval.num_samples each (seeds FINAL_SEED, FINAL_SEED + 1, ...); writes and returns noise_<step>.json."""
+        from amd_jax import writers
+
+        if repeats < 2:
+            raise ValueError(f"--repeats={repeats}: the spread needs at least 2 sample sets.")
+        params = self.session.restore_student(step)
+        runs = [self._evaluate_params(params, step, "", seed=FINAL_SEED + k, images=False) for k in range(repeats)]
+        keys = [k for k, v in runs[0].items() if writers.is_number(v) and k != "generate_seconds"]
+        per_metric = {}
+        for k in keys:
+            v = np.asarray([r[k] for r in runs], np.float64)
+            per_metric[k] = {"values": v.tolist(), "mean": float(v.mean()), "std": float(v.std(ddof=1))}
+        out = {"step": step, "repeats": repeats, "num_samples": self.session.c.eval.num_samples,
+               "seeds": [FINAL_SEED + k for k in range(repeats)], "metrics": per_metric}
+        writers.save_eval_json(self.out / f"noise_{step:07d}.json", out)
+        log.info("sampling noise at step %d over %d sets: %s", step, repeats,
+                 ", ".join(f"{k} {m['mean']:.4g} +- {m['std']:.2g}" for k, m in per_metric.items()))
+        return out
+
+    def _evaluate_params(self, params, step: int, tag: str, seed: int = None, images: bool = True) -> dict:
+        """The task's metrics of `params` on eval.num_samples samples from noise `seed` (default FINAL_SEED; keys
+        prefixed '<tag>_' for tag 'ema'), with the seconds spent generating; writes the images when `images`."""
         from amd_jax import writers
 
         s, c = self.session, self.session.c
         t0 = time.time()
-        x, cond, r, z = s.generate(self.gen, params, c.eval.num_samples, seed=777)
+        x, cond, r, z = s.generate(self.gen, params, c.eval.num_samples, seed=FINAL_SEED if seed is None else seed)
         t_gen = time.time() - t0
         suffix = f"_{tag}" if tag else ""
         save_dir = self.out / f"images{suffix}_{step:07d}" if c.eval.get("save_images") else None
-        metrics, images = s.task.evaluate(x, cond, r, z, title=f"{c.method} step {step} {tag}".strip(),
-                                          save_dir=save_dir)
+        metrics, pictures = s.task.evaluate(x, cond, r, z, title=f"{c.method} step {step} {tag}".strip(),
+                                            save_dir=save_dir if images else None)
         metrics["generate_seconds"] = round(t_gen, 2)
-        for name, img in images.items():
+        for name, img in (pictures.items() if images else ()):
             writers.save_png(self.out / f"{name}{suffix}_{step:07d}.png", img)
         return {f"{tag}_{k}" if tag else k: v for k, v in metrics.items()}
 
@@ -117,6 +146,8 @@ def main(argv):
     from amd_jax.errors import CheckpointError, ConfigError, NonFiniteError
 
     config = _CONFIG.value
+    if _REPEATS.value < 1 or (_REPEATS.value > 1 and _WATCH.value):
+        sys.exit(f"--repeats={_REPEATS.value}: give 1 (no noise estimate) or K >= 2 with one --step, not --watch.")
     if _NUM.value:
         with config.unlocked():
             config.eval.num_samples = _NUM.value
@@ -145,6 +176,8 @@ def _evaluate_steps(ev: Evaluator, config):
             sys.exit(f"No checkpoint {'at step %s ' % step if step is not None else ''}in {_WORKDIR.value}; "
                      f"available: {steps or 'none'}.")
         ev.evaluate(step)
+        if _REPEATS.value > 1:
+            ev.noise(step, _REPEATS.value)
         return
     last_news = time.time()
     while True:

@@ -28,6 +28,16 @@ def test_evaluate_checkpoints_matches_training_eval(tmp_path):
     assert len(table) == 4 and table[2].startswith("| 4 |") and table[3].startswith("| 8 |")
     assert (tmp_path / "eval" / "samples_0000004.png").exists()
 
+    # the metric's own sampling noise: 3 disjoint sample sets of the same checkpoint, the first being eval_8's
+    noise = ev.noise(8, repeats=3)
+    assert noise == json.loads((tmp_path / "eval" / "noise_0000008.json").read_text())
+    for key in ("precision", "swd", "mmd"):
+        values = noise["metrics"][key]["values"]
+        assert len(values) == 3 and values[0] == final[key], key
+        assert len(set(values)) == 3, key  # other noise, other samples
+        assert np.isclose(noise["metrics"][key]["std"], np.std(values, ddof=1)), key
+        assert np.isclose(noise["metrics"][key]["mean"], np.mean(values)), key
+
 
 def test_offline_evaluation_reads_only_the_student_and_never_the_teacher(tmp_path):
     config = tiny_toy2d_config()
