@@ -58,6 +58,37 @@ def test_hlo_collectives_count_each_ops_output_bytes_once():
     assert hlo.collective_bytes("HloModule empty") == {k: {"ops": 0, "bytes": 0} for k in hlo.KINDS}
 
 
+def test_iteration_uses_the_roofline_bound_when_the_compiler_gives_no_estimate():
+    import ml_collections
+
+    from amd_jax.plan import figures, table
+    from amd_jax.plan.chips import CHIPS
+
+    v5p = CHIPS["v5p"]
+    config = ml_collections.ConfigDict({"dmd": {"ttur": 5}, "total_steps": 12, "global_batch": 64})
+    # flops-bound, bytes-bound and flops-bound steps: the bound is the larger of FLOPs / peak and bytes / bandwidth
+    cost = {"generator": (4.59e14, 1e9), "sample": (1e12, 2.765e12), "critic": (9.18e13, 0.0)}
+    bound = {"generator": 1.0, "sample": 1.0, "critic": 0.2}
+    steps = {n: {"flops_per_chip": f, "bytes_accessed_per_chip": b, "optimal_seconds": 0.5,
+                 "roofline_seconds": figures.roofline_seconds(f, b, v5p)} for n, (f, b) in cost.items()}
+    for n in steps:
+        assert steps[n]["roofline_seconds"] == pytest.approx(bound[n])
+
+    it = figures.iteration(steps, config, chips=32, chip=v5p)  # all estimates usable: the compiler's times
+    assert it["time_source"] == "compiler" and it["seconds"] == pytest.approx((0.5 + 4 * 0.5) / 5 + 0.5)
+    assert it["run_hours"] == pytest.approx((3 * 0.5 + 9 * 0.5 + 12 * 0.5) / 3600)  # generator at 0, 5, 10
+
+    steps["critic"]["optimal_seconds"] = -0.25  # what libtpu gave for sit_xl2 on v5p
+    it = figures.iteration(steps, config, chips=32, chip=v5p)
+    assert it["time_source"] == "roofline" and it["no_compiler_estimate"] == {"critic": -0.25}
+    assert it["seconds"] == pytest.approx((1.0 + 4 * 1.0) / 5 + 0.2)
+    assert it["run_hours"] == pytest.approx((3 * 1.0 + 9 * 1.0 + 12 * 0.2) / 3600)
+    assert it["mfu"] == pytest.approx(((4.59e14 + 4e12) / 5 + 9.18e13) / it["seconds"] / 459e12)
+    assert "ROOFLINE BOUND" in table._iteration(it, 32) and "critic -0.25" in table._iteration(it, 32)
+    del steps["sample"]
+    assert "sample" in figures.iteration(steps, config, chips=32, chip=v5p)["error"]
+
+
 # ------------------------------------------------------------------------------------- abstract sdxl task
 def _shapes(tree):
     return jax.tree_util.tree_map(lambda a: (tuple(np.shape(a)), jnp.dtype(a.dtype).name), tree)

@@ -7,8 +7,10 @@
 Needs libtpu (requirements-tpu.txt), no TPU: the topology's devices come from libtpu's description and the real
 TPU compiler runs here. No weight or data file is read (configs/sdxl.py with an empty model.path is planned with
 SDXL base's architecture). Per step: compile time, FLOPs and bytes accessed per chip, the compiler's time
-estimate (`optimal_seconds`) and the MFU it implies, per-chip memory against HBM (and the knobs to turn when it
-does not fit), collective bytes from the optimized HLO; then the TTUR-weighted iteration and the full run.
+estimate (`optimal_seconds`) and the MFU it implies, the roofline bound (FLOPs at peak or bytes at HBM bandwidth),
+per-chip memory against HBM (and the knobs to turn when it does not fit), collective bytes from the optimized HLO;
+then the TTUR-weighted iteration and the full run, timed by the compiler's estimates or, when one of them is not
+positive (libtpu gave negative ones for sit_xl2), by the roofline bounds, and labelled so.
 The estimates are the compiler's, not measurements: they say which figures used which --xla_option.
 """
 

@@ -1,7 +1,7 @@
 """The TPU chips the plan knows, one table, and the devices of a named topology (compiled for on this host).
 
 Figures per chip, as Google publishes them (cloud.google.com/tpu/docs/<generation>, "System architecture",
-checked 2026-12-01): peak bf16 compute and HBM capacity. The pages write the capacity as "GB" (v4: "GiB"); the
+checked 2026-12-01): peak bf16 compute, HBM capacity and HBM bandwidth. The pages write the capacity as "GB" (v4: "GiB"); the
 chips carry 2^30-byte multiples (a v5p reports ~95.7 GiB usable), so the table takes the figure as GiB.
 """
 
@@ -18,14 +18,15 @@ class Chip:
     name: str
     bf16_tflops: float  # peak dense bf16 TFLOP/s per chip
     hbm_gib: float  # HBM per chip
+    hbm_gbps: float  # HBM bandwidth per chip, GB/s
     source: str
 
 
 CHIPS = {
-    "v4": Chip("TPU v4", 275.0, 32.0, "https://cloud.google.com/tpu/docs/v4"),
-    "v5e": Chip("TPU v5e", 197.0, 16.0, "https://cloud.google.com/tpu/docs/v5e"),
-    "v5p": Chip("TPU v5p", 459.0, 95.0, "https://cloud.google.com/tpu/docs/v5p"),
-    "v6e": Chip("TPU v6e (Trillium)", 918.0, 32.0, "https://cloud.google.com/tpu/docs/v6e"),
+    "v4": Chip("TPU v4", 275.0, 32.0, 1200.0, "https://cloud.google.com/tpu/docs/v4"),
+    "v5e": Chip("TPU v5e", 197.0, 16.0, 819.0, "https://cloud.google.com/tpu/docs/v5e"),
+    "v5p": Chip("TPU v5p", 459.0, 95.0, 2765.0, "https://cloud.google.com/tpu/docs/v5p"),
+    "v6e": Chip("TPU v6e (Trillium)", 918.0, 32.0, 1640.0, "https://cloud.google.com/tpu/docs/v6e"),
 }
 
 

@@ -14,18 +14,28 @@ _MEMORY = ("argument", "output", "alias", "temp", "generated_code")
 
 def step_figures(compiled, compile_s: float, chip: Chip) -> dict:
     """One compiled step's figures per chip: compile time, FLOPs, bytes accessed, the compiler's time estimate
-    (`optimal_seconds`) and the MFU it implies at the chip's bf16 peak, memory against HBM, collective bytes."""
+    (`optimal_seconds`) and the MFU it implies at the chip's bf16 peak, the roofline bound (the step can be no
+    faster than its FLOPs at peak or its bytes at HBM bandwidth; collectives and overlap not counted), memory
+    against HBM, collective bytes. A non-positive `optimal_seconds` (seen for sit_xl2 on v5p) is no estimate."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops, seconds = float(cost.get("flops", 0.0)), float(cost.get("optimal_seconds", 0.0))
+    accessed = float(cost.get("bytes accessed", 0.0))
     memory = memory_figures(compiled.memory_analysis())
     text = compiled.as_text()
     memory["argument_logical"] = hlo.entry_parameter_bytes(text)
     return {"compile_s": round(compile_s, 2), "flops_per_chip": flops,
-            "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)), "optimal_seconds": seconds,
+            "bytes_accessed_per_chip": accessed, "optimal_seconds": seconds,
             "mfu": flops / seconds / (chip.bf16_tflops * 1e12) if seconds > 0 else None,
+            "roofline_seconds": roofline_seconds(flops, accessed, chip),
             "memory_bytes": memory, "hbm_bytes": int(chip.hbm_gib * GIB),
             "fits": memory["peak"] <= chip.hbm_gib * GIB, "collectives": hlo.collective_bytes(text)}
+
+
+def roofline_seconds(flops: float, accessed: float, chip: Chip) -> float:
+    """The time below which a step cannot run on one chip: its FLOPs at the bf16 peak or its bytes at the HBM
+    bandwidth, whichever takes longer."""
+    return max(flops / (chip.bf16_tflops * 1e12), accessed / (chip.hbm_gbps * 1e9))
 
 
 def memory_figures(stats) -> dict:
@@ -58,20 +68,27 @@ def knobs(config, mesh_shape: dict, memory: dict | None) -> list[str]:
 
 
 def iteration(steps: dict, config, chips: int, chip: Chip) -> dict:
-    """The TTUR-weighted iteration from the compiler's estimates: per `dmd.ttur` iterations one generator step and
-    ttur-1 sample steps, and a critic step every iteration (amd_jax/loop.py); the full run counts the exact
-    schedule of total_steps iterations from step 0."""
+    """The TTUR-weighted iteration: per `dmd.ttur` iterations one generator step and ttur-1 sample steps, and a
+    critic step every iteration (amd_jax/loop.py); the full run counts the exact schedule of total_steps iterations
+    from step 0. Timed by the compiler's estimates (`time_source` 'compiler') when every step has a positive one,
+    else by the steps' roofline bounds ('roofline': a lower bound on time, so the MFU is an upper bound)."""
     need = ("generator", "sample", "critic")
-    missing = [n for n in need if not steps.get(n, {}).get("optimal_seconds")]
+    missing = [n for n in need if n not in steps or "flops_per_chip" not in steps[n]]
     if missing:
         return {"error": f"needs the compiled {', '.join(missing)} step(s): planned with --steps including them"}
+    no_estimate = {n: steps[n]["optimal_seconds"] for n in need if not steps[n]["optimal_seconds"] > 0}
+    source = "roofline" if no_estimate else "compiler"
     ttur, total = int(config.dmd.ttur), int(config.total_steps)
-    t = {n: steps[n]["optimal_seconds"] for n in need}
+    t = {n: steps[n]["roofline_seconds" if no_estimate else "optimal_seconds"] for n in need}
     f = {n: steps[n]["flops_per_chip"] for n in need}
     per_iter = lambda v: (v["generator"] + (ttur - 1) * v["sample"]) / ttur + v["critic"]
     n_gen = -(-total // ttur)
     run_s = n_gen * t["generator"] + (total - n_gen) * t["sample"] + total * t["critic"]
     seconds, flops = per_iter(t), per_iter(f)
-    return {"ttur": ttur, "seconds": seconds, "flops_per_chip": flops,
-            "mfu": flops / seconds / (chip.bf16_tflops * 1e12), "images_per_second_per_chip": config.global_batch / seconds / chips, "total_steps": total,
-            "generator_steps": n_gen, "run_hours": run_s / 3600, "chip_hours": run_s * chips / 3600}
+    out = {"ttur": ttur, "time_source": source, "seconds": seconds, "flops_per_chip": flops,
+           "mfu": flops / seconds / (chip.bf16_tflops * 1e12),
+           "images_per_second_per_chip": config.global_batch / seconds / chips, "total_steps": total,
+           "generator_steps": n_gen, "run_hours": run_s / 3600, "chip_hours": run_s * chips / 3600}
+    if no_estimate:
+        out["no_compiler_estimate"] = no_estimate
+    return out

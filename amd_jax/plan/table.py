@@ -16,7 +16,7 @@ def text(plan: dict) -> str:
              f"({chip['bf16_tflops']:g} TFLOP/s bf16, {chip['hbm_gib']:g} GiB HBM), mesh {plan['mesh']}, "
              f"global batch {plan['global_batch']} ({plan['batch_per_chip']:g} per chip), "
              f"compiler options {plan['compiler_options'] or 'default'}",
-             f"{'step':<13}{'compile s':>10}{'TFLOP/chip':>11}{'GB acc.':>9}{'est. ms':>10}{'MFU':>7}"
+             f"{'step':<13}{'compile s':>10}{'TFLOP/chip':>11}{'GB acc.':>9}{'est. ms':>10}{'MFU':>7}{'roof ms':>9}"
              f"{'peak GiB':>10}{'arg':>7}{'temp':>7}  fits  collectives MiB/chip"]
     for name, s in plan["steps"].items():
         if "error" in s:
@@ -25,8 +25,9 @@ def text(plan: dict) -> str:
             m, coll = s["memory_bytes"], s["collectives"]
             traffic = " ".join(f"{_SHORT[k]} {coll[k]['bytes'] / _MIB:.1f}" for k in KINDS if coll[k]["ops"])
             mfu = f"{100 * s['mfu']:.1f}%" if s["mfu"] is not None else "-"
+            est = f"{1e3 * s['optimal_seconds']:.2f}" if s["optimal_seconds"] > 0 else "none"
             lines.append(f"{name:<13}{s['compile_s']:>10.1f}{s['flops_per_chip'] / 1e12:>11.3f}"
-                         f"{s['bytes_accessed_per_chip'] / 1e9:>9.2f}{1e3 * s['optimal_seconds']:>10.2f}{mfu:>7}"
+                         f"{s['bytes_accessed_per_chip'] / 1e9:>9.2f}{est:>10}{mfu:>7}{1e3 * s['roofline_seconds']:>9.2f}"
                          f"{m['peak'] / GIB:>10.2f}{m['argument'] / GIB:>7.2f}{m['temp'] / GIB:>7.2f}"
                          f"  {'yes ' if s['fits'] else 'NO  '}  {traffic or '-'}")
         for knob in s.get("knobs", []):
@@ -38,9 +39,15 @@ def text(plan: dict) -> str:
 def _iteration(it: dict, chips: int) -> str:
     if "error" in it:
         return f"iteration: {it['error']}"
+    if it["time_source"] == "roofline":
+        bad = ", ".join(f"{n} {v:g}" for n, v in it["no_compiler_estimate"].items())
+        source = (f"ROOFLINE BOUND (no usable compiler estimate: optimal_seconds {bad}), so the time is a lower "
+                  "bound and the MFU an upper bound")
+    else:
+        source = "compiler estimate, no input/host overhead"
     return (f"iteration (TTUR {it['ttur']}: 1 generator + {it['ttur'] - 1} sample steps per {it['ttur']} "
             f"iterations, a critic step in each): "
             f"{1e3 * it['seconds']:.1f} ms est., {it['flops_per_chip'] / 1e12:.3f} TFLOP/chip, MFU "
             f"{100 * it['mfu']:.1f}%, {it['images_per_second_per_chip']:.2f} images/s/chip; full run "
             f"{it['total_steps']} iterations ({it['generator_steps']} generator): {it['run_hours']:.3g} h on "
-            f"{chips} chips = {it['chip_hours']:.3g} chip-hours (compiler estimate, no input/host overhead)")
+            f"{chips} chips = {it['chip_hours']:.3g} chip-hours ({source})")
