@@ -13,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
+from jax.sharding import Mesh, PartitionSpec as P
 
 from amd_jax.models.sdxl import unet, unet_flax, weights
+from amd_jax.parallel.sharding import fsdp_spec, tree_shardings
 from amd_jax.tasks.sdxl import arch
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "sdxl_tiny"
@@ -165,6 +167,35 @@ def test_stack_layers_rejects_gaps():
     layer = {"w": np.zeros(2)}
     with pytest.raises(ValueError, match="not numbered 0..n-1"):
         unet_flax.stack_layers({"transformer_blocks_0": layer, "transformer_blocks_2": layer})
+
+
+def _specs(tree, n_devices: int, rules=()) -> dict:
+    """path -> PartitionSpec padded to the leaf's rank, on a 1-D fsdp mesh of n_devices (every leaf considered)."""
+    mesh = Mesh(np.array(jax.devices()[:n_devices]), ("fsdp",))
+    shardings = flatten_dict(tree_shardings(tree, mesh, rules, min_size=1))
+    shapes = flatten_dict(tree)
+    return {"/".join(k): tuple(s.spec) + (None,) * (len(shapes[k].shape) - len(s.spec)) for k, s in shardings.items()}
+
+
+@pytest.mark.parametrize("n,rules", [(2, ()), (3, ()), (2, ((r"to_q/kernel$", ("fsdp", None)),))],
+                         ids=["fsdp2", "fsdp3", "explicit-rule"])
+def test_sharding_keeps_the_layer_axis_whole(n, rules):
+    """A stacked leaf is sharded as its unscanned layer, with the layer axis unsharded. At fsdp=3 no weight dim of
+    DEEP divides by 3, so the plain largest-divisible-dim rule would shard the 3-layer axis."""
+    plain = unet_flax.SDXLUNet(**DEEP)
+    tree = jax.eval_shape(plain.init_weights, jax.random.PRNGKey(0))
+    stacked = jax.eval_shape(plain.clone(scan_layers=True).init_weights, jax.random.PRNGKey(0))
+    want, got = _specs(tree, n, rules), _specs(stacked, n, rules)
+    layer_leaves = [k for k in got if "/transformer_blocks/" in k]
+    assert layer_leaves
+    for k in layer_leaves:
+        assert got[k] == (None,) + want[k.replace("/transformer_blocks/", "/transformer_blocks_0/")], k
+    if n == 2:  # the check is not vacuous: layer weights are sharded (over a weight dim)
+        assert any("fsdp" in got[k] for k in layer_leaves)
+    if n == 3:
+        mesh = Mesh(np.array(jax.devices()[:3]), ("fsdp",))
+        kernel = "down_blocks_1/attentions_0/transformer_blocks/ff/net_0/proj/kernel"
+        assert fsdp_spec(flatten_dict(stacked)[tuple(kernel.split("/"))].shape, mesh, min_size=1) == P("fsdp", None, None)
 
 
 # -------------------------------------------------------------------------------------------- remat
