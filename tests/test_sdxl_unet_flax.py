@@ -231,3 +231,46 @@ def test_bad_options_are_named():
         unet_flax.SDXLUNet(**DEEP, dropout=0.1).apply({"params": params}, x, t, context, added, train=True)
     with pytest.raises(ValueError, match="needs added_cond_kwargs"):
         unet_flax.SDXLUNet(**DEEP).apply({"params": params}, x, t, context, {"text_embeds": added["text_embeds"]})
+
+
+# ------------------------------------------------------------------------------------ task wiring
+def _tiny_config(**overrides):
+    from amd_jax.config_base import load
+
+    root = pathlib.Path(__file__).parent.parent
+    return load(str(root / "configs" / "sdxl_tiny.py"), overrides)
+
+
+def test_task_default_is_diffusers_and_owned_scan_remat_is_the_same_denoiser(ref):
+    """model.unet_impl='diffusers' (default) builds diffusers' module as before; 'owned' with scan and remat
+    builds ours, its teacher params are stacked after loading, and its denoiser equals the default's."""
+    from diffusers import FlaxUNet2DConditionModel
+
+    from amd_jax import tasks
+
+    default = tasks.build(_tiny_config())
+    assert isinstance(default.models.student.apply_fn.args[0], FlaxUNet2DConditionModel)
+    owned = tasks.build(_tiny_config(**{"model.unet_impl": "owned", "model.unet_scan": True,
+                                        "model.unet_remat": "block"}))
+    module = owned.models.student.apply_fn.args[0]
+    assert isinstance(module, unet_flax.SDXLUNet) and module.scan_layers and module.remat == "block"
+    teacher, stacked = default.teacher(), owned.teacher()
+    assert _shapes(stacked) == _shapes(jax.eval_shape(owned.models.init_denoiser, jax.random.PRNGKey(0)))
+    assert _max_diff(unet_flax.unstack_layers(stacked), teacher) == 0.0
+    x, t, cond = ref["x"], ref["t"], _cond(ref)
+    f = jax.jit(lambda den, p: den.apply_fn(p, x, t, cond), static_argnums=0)  # eps (x0 divides by alpha_t)
+    _close("owned scanned+remat vs diffusers denoiser (eps, bf16 teacher)", f(owned.models.student, stacked),
+           f(default.models.student, teacher), FLAX_TOL)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"model.unet_impl": "flax"}, "model.unet_impl='flax'"),
+    ({"model.unet_scan": True}, "need model.unet_impl='owned'"),
+    ({"model.unet_impl": "owned", "model.unet_remat": "full"}, "model.unet_remat='full'"),
+], ids=["impl", "scan-on-diffusers", "remat"])
+def test_unet_knob_errors_name_the_fix(overrides, match):
+    from amd_jax import tasks
+    from amd_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        tasks.check(_tiny_config(**overrides))
