@@ -264,8 +264,8 @@ class SDXLUNet(nn.Module):
     """diffusers' UNet2DConditionModel (SDXL family) in Flax; fields are its config keys plus our knobs.
 
     Call: `(sample NCHW, timesteps, encoder_hidden_states, added_cond_kwargs={'text_embeds','time_ids'},
-    return_dict=False)` -> `(noise_pred NCHW,)` in `dtype`. `attention_head_dim` is the number of heads per
-    block, as in diffusers (its historical naming).
+    return_dict=False)` -> `(noise_pred NCHW,)` in `dtype` (return_dict=True: `{'sample': noise_pred}`).
+    `attention_head_dim` is the number of heads per block, as in diffusers (its historical naming).
     """
     sample_size: int = 128
     in_channels: int = 4
@@ -403,7 +403,7 @@ def _layer_index(key: str) -> int | None:
 def stack_layers(params) -> dict:
     """diffusers tree -> `scan_layers=True` tree: in every Transformer2D with more than one layer, the
     `transformer_blocks_<i>` subtrees become one `transformer_blocks` subtree with a leading layer axis."""
-    if not isinstance(params, dict) and not hasattr(params, "items"):
+    if not hasattr(params, "items"):  # a leaf
         return params
     layers = sorted((i, k) for k in params if (i := _layer_index(k)) is not None)
     if len(layers) < 2:
@@ -418,7 +418,7 @@ def stack_layers(params) -> dict:
 
 def unstack_layers(params) -> dict:
     """Inverse of `stack_layers`: every `transformer_blocks` subtree -> `transformer_blocks_<i>` per layer."""
-    if not isinstance(params, dict) and not hasattr(params, "items"):
+    if not hasattr(params, "items"):  # a leaf
         return params
     out = {k: unstack_layers(v) for k, v in params.items() if k != _LAYERS}
     if _LAYERS in params:
