@@ -120,11 +120,14 @@ def test_full_sdxl_base_parameter_tree_equals_diffusers():
     assert _shapes(scanned)["mid_block/attentions_0/transformer_blocks/attn1/to_q/kernel"] == (10, 1280, 1280)
 
 
-def test_config_round_trips_through_the_exporter(tmp_path, tiny):
-    """`SDXLUNet.config` is a diffusers UNet config: exporting with it and reloading builds the same network."""
+def test_exporter_takes_our_config_and_scanned_params(tmp_path, tiny):
+    """`SDXLUNet.config` is a diffusers UNet config, and scanned params export as the unscanned ones: exporting
+    both and reloading gives the same network and the fixture's weights."""
     theirs, ours, params = tiny
-    weights.save_unet_pytorch(tmp_path, params, ours)
-    assert weights.unet_from_config(weights.read_config(tmp_path, "unet")) == theirs
+    weights.save_unet_pytorch(tmp_path, unet_flax.stack_layers(params), ours.clone(scan_layers=True))
+    module, back = weights.load_unet(tmp_path)
+    assert module == theirs
+    assert _shapes(back) == _shapes(params) and _max_diff(back, params) == 0.0
 
 
 # --------------------------------------------------------------------------------------------- scan
