@@ -46,7 +46,19 @@ def fsdp_spec(shape, mesh: Mesh, axis: str = "fsdp", min_size: int = 2**14) -> P
     return P()
 
 
+# Scanned layer stacks (models.sdxl.unet_flax with scan_layers=True): dim 0 is the layer axis, which must never
+# be sharded (the scan slices it per iteration); each layer is sharded as the unscanned leaf would be.
+STACKED_LAYERS = r"(^|/)transformer_blocks/"
+
+
 def leaf_spec(path: str, shape, mesh: Mesh, rules=(), min_size: int = 2**14) -> P:
+    """The PartitionSpec of one leaf: the first matching rule, else the fsdp default (stacked layers: per layer)."""
+    if len(shape) and re.search(STACKED_LAYERS, path):
+        return P(None, *_unstacked_spec(path, tuple(shape)[1:], mesh, rules, min_size))
+    return _unstacked_spec(path, shape, mesh, rules, min_size)
+
+
+def _unstacked_spec(path: str, shape, mesh: Mesh, rules=(), min_size: int = 2**14) -> P:
     for regex, spec in rules:
         if re.search(regex, path):
             if spec == "fsdp":

@@ -15,6 +15,8 @@ Params may be stored in bf16 (a frozen teacher); outputs are always float32.
 GELU: diffusers' FlaxGEGLU uses flax's default tanh-approximate `nn.gelu`, while the PyTorch UNet (the one SDXL
 was trained with) uses the exact erf GELU. `exact_gelu=True` (default) swaps in the exact form through a flax
 method interceptor (no global patching); it brings the tiny-UNet parity with PyTorch from 2.6e-4 to ~1e-5.
+Our own UNet (unet_flax.SDXLUNet, `model.unet_impl='owned'`) computes the exact GELU itself (its `exact_gelu`
+field); the interceptor matches only diffusers' FlaxGEGLU, so it is a no-op there.
 """
 
 from __future__ import annotations

@@ -300,8 +300,11 @@ def diffusers_pt_name(key: FlatKey, ndim: int) -> str:
 
 
 def unet_state_dict_pytorch(params, dtype=np.float32) -> dict[str, np.ndarray]:
-    """Flax UNet params -> PyTorch-named, PyTorch-layout numpy arrays; checked by mapping each name back."""
-    flat = flatten_dict(dict(params))
+    """Flax UNet params (diffusers' tree, or unet_flax's scanned one: unstacked first) -> PyTorch-named,
+    PyTorch-layout numpy arrays; checked by mapping each name back."""
+    from amd_jax.models.sdxl.unet_flax import unstack_layers
+
+    flat = flatten_dict(unstack_layers(params))
     out: dict[str, np.ndarray] = {}
     for key, value in flat.items():
         name, arr = flax_to_pytorch_name(key, np.asarray(value))

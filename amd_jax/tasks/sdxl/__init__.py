@@ -39,6 +39,7 @@ from amd_jax.errors import ConfigError
 from amd_jax.eval import grid
 from amd_jax.models.bundle import Models
 from amd_jax.models.sdxl import unet as sdxl_unet
+from amd_jax.models.sdxl import unet_flax
 from amd_jax.models.sdxl import vae as sdxl_vae
 from amd_jax.models.sdxl import weights as W
 from amd_jax.models.sdxl.gan_head import GanHead
@@ -95,6 +96,7 @@ def check(config, abstract: bool = False) -> None:
     """SDXL's config checks (amd_jax.tasks.check runs them before anything is built); `abstract` (the plan): only
     those that need no file."""
     m = config.model
+    _check_unet_impl(m)
     if not m.path and not abstract:
         raise ConfigError("model.path is empty: set --config.model.path to a diffusers SDXL folder (local or gs://).")
     if m.resolution % 8:
@@ -112,10 +114,33 @@ def check(config, abstract: bool = False) -> None:
         raise ConfigError("data.path is empty: a caption file (.txt/.jsonl/.parquet, local or gs://) or tfds:NAME.")
 
 
+def unet_module(config, ucfg: dict):
+    """The UNet module of `model.unet_impl`: diffusers' Flax UNet, or ours (unet_flax) with `model.unet_scan` and
+    `model.unet_remat` (the exact GELU then comes from the module: unet_apply's interceptor targets diffusers')."""
+    m = config.model
+    if m.unet_impl == "diffusers":
+        return W.unet_from_config(ucfg, dtype(m.compute_dtype))
+    W.check_unet_config(ucfg)
+    return unet_flax.from_config(ucfg, dtype(m.compute_dtype), scan_layers=bool(m.unet_scan), remat=m.unet_remat,
+                                 exact_gelu=bool(m.exact_gelu))
+
+
+def _check_unet_impl(m) -> None:
+    """model.unet_impl / unet_scan / unet_remat: known values, and scan/remat only on the owned UNet."""
+    if m.unet_impl not in ("diffusers", "owned"):
+        raise ConfigError(f"model.unet_impl={m.unet_impl!r}: use 'diffusers' or 'owned' (amd_jax/models/sdxl/"
+                          "unet_flax.py).")
+    if m.unet_remat not in unet_flax.REMAT_POLICIES:
+        raise ConfigError(f"model.unet_remat={m.unet_remat!r}: use one of {unet_flax.REMAT_POLICIES}.")
+    if m.unet_impl == "diffusers" and (m.unet_scan or m.unet_remat != "none"):
+        raise ConfigError(f"model.unet_scan={m.unet_scan} / model.unet_remat={m.unet_remat!r} need "
+                          "model.unet_impl='owned' (diffusers' UNet cannot scan or remat its blocks).")
+
+
 def _models(config, assets: Assets) -> Models:
     """The UNet denoisers, GAN head and reward function (no weights)."""
     ucfg = assets.unet_config()
-    module = W.unet_from_config(ucfg, dtype(config.model.compute_dtype))
+    module = unet_module(config, ucfg)
     den = sdxl_unet.make_denoiser(module, exact_gelu=bool(config.model.exact_gelu))
     if config.model.uncond == "empty_prompt":
         import dataclasses

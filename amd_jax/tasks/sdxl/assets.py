@@ -12,6 +12,7 @@ from etils import epath
 from amd_jax.errors import ConfigError
 from amd_jax.models.sdxl import text as sdxl_text
 from amd_jax.models.sdxl import unet as sdxl_unet
+from amd_jax.models.sdxl import unet_flax
 from amd_jax.models.sdxl import weights as W
 from amd_jax.tasks.sdxl import arch
 
@@ -126,6 +127,8 @@ class Assets:
     def teacher(self):
         def load():
             _, params = W.load_unet(self.c.model.path, param_dtype=np.float32, variant=self.c.model.variant or None)
+            if self.c.model.unet_impl == "owned" and self.c.model.unet_scan:  # the scanned module's layer stacks
+                params = unet_flax.stack_layers(params)
             return sdxl_unet.cast_params(params, dtype(self.c.model.teacher_dtype))
 
         return self._once("teacher", load)
