@@ -60,8 +60,10 @@ def knobs(config, mesh_shape: dict, memory: dict | None) -> list[str]:
              f"--config.sharding.fsdp_min_size (now {config.sharding.fsdp_min_size})")
     acts = (f"fewer activations per chip: a lower --config.global_batch (now {config.global_batch}, "
             f"{per_chip:g} per chip) or more chips for the same batch; --config.model.compute_dtype=bfloat16 "
-            f"(now {config.model.compute_dtype}) where the config has it; activation checkpointing (remat) is not "
-            "a config knob yet")
+            f"(now {config.model.compute_dtype}) where the config has it; for SDXL, activation checkpointing: "
+            "--config.model.unet_impl=owned --config.model.unet_scan=True --config.model.unet_remat=block "
+            f"(now {config.model.get('unet_impl', '-')}, scan {config.model.get('unet_scan', '-')}, remat "
+            f"{config.model.get('unet_remat', '-')})")
     if memory is None or memory["temp"] >= memory["argument"]:
         return [acts, state]
     return [state, acts]
