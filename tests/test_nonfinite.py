@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from amd_jax import steps as steps_lib
 from amd_jax import writers
 from amd_jax.checkpoint import Checkpointer
 from amd_jax.errors import NonFiniteError
@@ -50,7 +51,9 @@ def _poison(state, part: str):
 
 def test_finite_update_is_the_plain_optax_update(setup):
     """The guarded step against the step as written before the guard (same outputs, so XLA sees the same program
-    but for the select), both jitted: a healthy update keeps every bit."""
+    but for the select), both jitted: a healthy update is the plain update to within 2 ulp. Not bit for bit: XLA
+    may fuse the two programs differently (measured: one bias element 1 ulp apart on an AMD EPYC with AVX-512,
+    bit-identical on the machine the test was written on). The guard's select itself keeps every bit (below)."""
     steps, frozen, state, batch = setup
     for _ in range(3):  # past the warm-up's zero learning rate
         state, x, r, _ = jax.jit(steps.generator_step)(state, frozen, batch)
@@ -66,8 +69,12 @@ def test_finite_update_is_the_plain_optax_update(setup):
     new, _, _, m = jax.jit(steps.generator_step)(state, frozen, batch)
     ref = jax.jit(unguarded)(state, frozen, batch)[0]
     assert float(m["skipped_generator"]) == 0.0
-    assert _same(new.student, ref.student) and _same(new.student_opt, ref.student_opt)
+    for got, want in zip(_leaves((new.student, new.student_opt)), _leaves((ref.student, ref.student_opt))):
+        np.testing.assert_array_max_ulp(got, want, maxulp=2)
     assert not _same(new.student, state.student)  # the update did something
+    kept = steps_lib._if_finite(jnp.asarray(True), ref.student, state.student)
+    assert _same(kept, ref.student) and _same(steps_lib._if_finite(jnp.asarray(False), ref.student, state.student),
+                                              state.student)
 
 
 def test_nan_critic_update_is_skipped(setup):
