@@ -319,6 +319,8 @@ _RESUME_FREE = (
     "teacher.train_if_missing",  # what to do without a teacher; a resumed run's teacher exists
     "train.max_nonfinite",  # when to give up on a diverging run, not what an update does
     "train.profile_steps",  # what is traced, not what is trained
+    "model.unet_remat",  # what the backward pass recomputes, not what it computes
+    "model.unet_attention",  # the attention kernel (XLA or Pallas flash): the same function, another program
     "resume",  # this check's own setting
 )
 

@@ -56,6 +56,9 @@ def get_config():
     c.model.unet_impl = "diffusers"
     c.model.unet_scan = False
     c.model.unet_remat = "none"
+    # Attention kernel of the owned UNet: 'xla' (einsums, float32 scores) | 'flash' (the Pallas TPU flash kernel,
+    # per device over the batch axes; TPU only; the 77-token cross-attention stays on XLA: models/attention.py).
+    c.model.unet_attention = "xla"
 
     c.data = ml_collections.ConfigDict()
     c.data.path = ""

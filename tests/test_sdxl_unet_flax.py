@@ -272,7 +272,10 @@ def test_task_default_is_diffusers_and_owned_scan_remat_is_the_same_denoiser(ref
     ({"model.unet_impl": "flax"}, "model.unet_impl='flax'"),
     ({"model.unet_scan": True}, "need model.unet_impl='owned'"),
     ({"model.unet_impl": "owned", "model.unet_remat": "full"}, "model.unet_remat='full'"),
-], ids=["impl", "scan-on-diffusers", "remat"])
+    ({"model.unet_impl": "owned", "model.unet_attention": "splash"}, "model.unet_attention='splash'"),
+    ({"model.unet_attention": "flash"}, "need model.unet_impl='owned'"),
+    ({"model.unet_impl": "owned", "model.unet_attention": "flash"}, "use --config.model.unet_attention=xla here"),
+], ids=["impl", "scan-on-diffusers", "remat", "attention", "flash-on-diffusers", "flash-on-cpu"])
 def test_unet_knob_errors_name_the_fix(overrides, match):
     from amd_jax import tasks
     from amd_jax.errors import ConfigError

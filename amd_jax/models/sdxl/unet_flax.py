@@ -18,6 +18,7 @@ Dropout is not implemented (inference-only, as `unet_apply` runs diffusers' modu
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -25,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from amd_jax.models.attention import AttentionCore
 
 REMAT_POLICIES = ("none", "block", "dots")
 _LAYERS = "transformer_blocks"
@@ -103,9 +106,11 @@ class Resample(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention of x over `context` (x itself when None); scores and softmax in float32."""
+    """Multi-head attention of x over `context` (x itself when None) through `attention_core`'s kernel (the
+    default, 'xla', computes the scores and the softmax in float32)."""
     heads: int
     dtype: Any = jnp.float32
+    attention_core: AttentionCore = AttentionCore()
 
     @nn.compact
     def __call__(self, x, context=None):
@@ -118,10 +123,8 @@ class Attention(nn.Module):
             y = nn.Dense(inner, use_bias=False, dtype=self.dtype, name=name)(src)
             return y.reshape(*y.shape[:2], self.heads, head_dim)
 
-        q, k, v = heads("to_q", x), heads("to_k", context), heads("to_v", context)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * head_dim ** -0.5
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(*x.shape[:2], inner)
+        out = self.attention_core(heads("to_q", x), heads("to_k", context), heads("to_v", context))
+        out = out.reshape(*x.shape[:2], inner)
         return nn.Dense(dim, dtype=self.dtype, name="to_out_0")(out)
 
 
@@ -158,12 +161,14 @@ class TransformerLayer(nn.Module):
     only_cross_attention: bool = False
     exact_gelu: bool = True
     dtype: Any = jnp.float32
+    attention_core: AttentionCore = AttentionCore()
 
     @nn.compact
     def __call__(self, h, context):
         self_ctx = context if self.only_cross_attention else None
-        h = h + Attention(self.heads, self.dtype, name="attn1")(_layer_norm("norm1")(h), self_ctx)
-        h = h + Attention(self.heads, self.dtype, name="attn2")(_layer_norm("norm2")(h), context)
+        attn = functools.partial(Attention, self.heads, self.dtype, self.attention_core)
+        h = h + attn(name="attn1")(_layer_norm("norm1")(h), self_ctx)
+        h = h + attn(name="attn2")(_layer_norm("norm2")(h), context)
         h = h + FeedForward(self.exact_gelu, self.dtype, name="ff")(_layer_norm("norm3")(h))
         return h, None
 
@@ -178,6 +183,7 @@ class Transformer2D(nn.Module):
     remat: str = "none"
     exact_gelu: bool = True
     dtype: Any = jnp.float32
+    attention_core: AttentionCore = AttentionCore()
 
     @nn.compact
     def __call__(self, x, context):
@@ -198,7 +204,7 @@ class Transformer2D(nn.Module):
     def layers(self, h, context):
         """The transformer layers: one nn.scan over stacked params (`scan_layers`, depth > 1) or a loop."""
         kw = dict(heads=self.heads, only_cross_attention=self.only_cross_attention, exact_gelu=self.exact_gelu,
-                  dtype=self.dtype)
+                  dtype=self.dtype, attention_core=self.attention_core)
         scanned = self.scan_layers and self.depth > 1
         layer = _remat(TransformerLayer, self.remat, in_scan=scanned)
         if scanned:
@@ -291,6 +297,7 @@ class SDXLUNet(nn.Module):
     scan_layers: bool = False
     remat: str = "none"
     exact_gelu: bool = True
+    attention_core: AttentionCore = AttentionCore()  # the attention kernel (models/attention.py)
 
     def init_weights(self, rng: jax.Array):
         """Parameters from `rng` (what diffusers' init_weights returns; `weights.abstract_params` traces it)."""
@@ -371,7 +378,8 @@ class SDXLUNet(nn.Module):
                     depth=_per_block(self.transformer_layers_per_block, n)[level],
                     use_linear_projection=self.use_linear_projection,
                     only_cross_attention=_per_block(self.only_cross_attention, n)[level],
-                    scan_layers=self.scan_layers, remat=self.remat, exact_gelu=self.exact_gelu, dtype=self.dtype)
+                    scan_layers=self.scan_layers, remat=self.remat, exact_gelu=self.exact_gelu, dtype=self.dtype,
+                    attention_core=self.attention_core)
 
     def blocks(self, up: bool) -> list[Block]:
         """The down (or up) blocks, named as diffusers' (down_blocks_i / up_blocks_i)."""
@@ -389,7 +397,7 @@ class SDXLUNet(nn.Module):
     @property
     def config(self) -> dict:
         """The diffusers UNet config keys this module was built from (for `weights.save_unet_pytorch`)."""
-        ours = {"dtype", "scan_layers", "remat", "exact_gelu", "parent", "name"}
+        ours = {"dtype", "scan_layers", "remat", "exact_gelu", "attention_core", "parent", "name"}
         return {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ours}
 
 
@@ -430,7 +438,8 @@ def unstack_layers(params) -> dict:
 
 def from_config(config: dict, dtype=None, **knobs) -> SDXLUNet:
     """An SDXLUNet from a diffusers UNet config dict (keys it does not use are ignored) and our knobs
-    (`scan_layers`, `remat`, `exact_gelu`)."""
-    fields = set(SDXLUNet.__dataclass_fields__) - {"dtype", "parent", "name", "scan_layers", "remat", "exact_gelu"}
+    (`scan_layers`, `remat`, `exact_gelu`, `attention_core`)."""
+    fields = set(SDXLUNet.__dataclass_fields__) - {"dtype", "parent", "name", "scan_layers", "remat", "exact_gelu",
+                                                   "attention_core"}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in fields}
     return SDXLUNet(**kwargs, dtype=dtype or jnp.float32, **knobs)

@@ -37,6 +37,7 @@ from amd_jax.conditioning import Condition
 from amd_jax.data import prompts as P
 from amd_jax.errors import ConfigError
 from amd_jax.eval import grid
+from amd_jax.models.attention import KERNELS, AttentionCore
 from amd_jax.models.bundle import Models
 from amd_jax.models.sdxl import unet as sdxl_unet
 from amd_jax.models.sdxl import unet_flax
@@ -60,7 +61,7 @@ def build(config, mesh=None, abstract: bool = False) -> Task:
     from the architecture alone (arch.py); no weight, caption or latent file is read, no data source."""
     assets = Assets(config, abstract)
     assets.eval_suite()  # checks eval.* now (loads nothing), not after training
-    models = _models(config, assets)
+    models = _models(config, assets, mesh)
     if abstract:
         return _abstract_task(config, assets, models)
     source = _source(config, assets, mesh, models.sample_shape)
@@ -107,6 +108,9 @@ def check(config, abstract: bool = False) -> None:
         raise ConfigError("method=amd (or reward.monitor) needs reward.name (e.g. 'hpsv2') and reward.path.")
     if abstract:
         return  # no data is read
+    if m.unet_attention == "flash" and jax.default_backend() != "tpu":
+        raise ConfigError(f"model.unet_attention='flash' is a Pallas TPU kernel; this host's backend is "
+                          f"{jax.default_backend()!r}: use --config.model.unet_attention=xla here.")
     if config.gan.enabled and not config.data.real:
         raise ConfigError("gan.enabled needs data.real: per-caption real latents [N, 4, H/8, W/8] (.npy/.npz/"
                           ".safetensors); or set --config.gan.enabled=False.")
@@ -114,15 +118,17 @@ def check(config, abstract: bool = False) -> None:
         raise ConfigError("data.path is empty: a caption file (.txt/.jsonl/.parquet, local or gs://) or tfds:NAME.")
 
 
-def unet_module(config, ucfg: dict):
-    """The UNet module of `model.unet_impl`: diffusers' Flax UNet, or ours (unet_flax) with `model.unet_scan` and
-    `model.unet_remat` (the exact GELU then comes from the module: unet_apply's interceptor targets diffusers')."""
+def unet_module(config, ucfg: dict, mesh=None):
+    """The UNet module of `model.unet_impl`: diffusers' Flax UNet, or ours (unet_flax) with `model.unet_scan`,
+    `model.unet_remat` and `model.unet_attention` (the exact GELU then comes from the module: unet_apply's
+    interceptor targets diffusers'). `mesh`: the session's, over whose batch axes the flash kernel runs."""
     m = config.model
     if m.unet_impl == "diffusers":
         return W.unet_from_config(ucfg, dtype(m.compute_dtype))
     W.check_unet_config(ucfg)
+    core = AttentionCore(m.unet_attention, mesh, mesh_lib.batch_axes(mesh) if mesh is not None else ())
     return unet_flax.from_config(ucfg, dtype(m.compute_dtype), scan_layers=bool(m.unet_scan), remat=m.unet_remat,
-                                 exact_gelu=bool(m.exact_gelu))
+                                 exact_gelu=bool(m.exact_gelu), attention_core=core)
 
 
 def _check_unet_impl(m) -> None:
@@ -132,15 +138,18 @@ def _check_unet_impl(m) -> None:
                           "unet_flax.py).")
     if m.unet_remat not in unet_flax.REMAT_POLICIES:
         raise ConfigError(f"model.unet_remat={m.unet_remat!r}: use one of {unet_flax.REMAT_POLICIES}.")
-    if m.unet_impl == "diffusers" and (m.unet_scan or m.unet_remat != "none"):
-        raise ConfigError(f"model.unet_scan={m.unet_scan} / model.unet_remat={m.unet_remat!r} need "
-                          "model.unet_impl='owned' (diffusers' UNet cannot scan or remat its blocks).")
+    if m.unet_attention not in KERNELS:
+        raise ConfigError(f"model.unet_attention={m.unet_attention!r}: use one of {KERNELS}.")
+    if m.unet_impl == "diffusers" and (m.unet_scan or m.unet_remat != "none" or m.unet_attention != "xla"):
+        raise ConfigError(f"model.unet_scan={m.unet_scan} / model.unet_remat={m.unet_remat!r} / "
+                          f"model.unet_attention={m.unet_attention!r} need model.unet_impl='owned' (diffusers' UNet "
+                          "cannot scan or remat its blocks or change its attention kernel).")
 
 
-def _models(config, assets: Assets) -> Models:
+def _models(config, assets: Assets, mesh=None) -> Models:
     """The UNet denoisers, GAN head and reward function (no weights)."""
     ucfg = assets.unet_config()
-    module = unet_module(config, ucfg)
+    module = unet_module(config, ucfg, mesh)
     den = sdxl_unet.make_denoiser(module, exact_gelu=bool(config.model.exact_gelu))
     if config.model.uncond == "empty_prompt":
         import dataclasses
