@@ -183,6 +183,18 @@ class Session:
 
         The arguments are arrays, or ShapeDtypeStructs with shardings (abstract_*: the plan); `compiler_options`
         go to XLA's `.compile()` (e.g. {'xla_tpu_enable_latency_hiding_scheduler': 'false'})."""
+        programs = self.step_programs(frozen, state, batch)
+        compiled, seconds, flops = {}, {}, {}
+        for name in names:
+            jitted, args = programs[name]
+            t0 = time.time()
+            compiled[name] = jitted.lower(*args).compile(compiler_options)
+            seconds[name], flops[name] = time.time() - t0, _cost_flops(compiled[name])
+        return compiled, seconds, flops
+
+    def step_programs(self, frozen, state, batch) -> dict:
+        """{step name: (jitted step with explicit shardings, its arguments)} for the generator, sample and critic
+        steps; compile() compiles them, the plan also traces them (plan/jaxpr_flops.py)."""
         mesh, rep = self.mesh, mesh_lib.replicated(self.mesh)
         frozen_sh = jax.tree_util.tree_map(lambda a: a.sharding, frozen)
         batch_sh = jax.tree_util.tree_map(lambda a: a.sharding, batch)
@@ -213,12 +225,7 @@ class Session:
             "sample": (state, frozen, batch),
             "critic": (state, frozen, batch, x_abs, r_abs),
         }
-        compiled, seconds, flops = {}, {}, {}
-        for name in names:
-            t0 = time.time()
-            compiled[name] = jits[name].lower(*args[name]).compile(compiler_options)
-            seconds[name], flops[name] = time.time() - t0, _cost_flops(compiled[name])
-        return compiled, seconds, flops
+        return {name: (jits[name], args[name]) for name in jits}
 
     def sample_fn(self, params, reward_params, cond, rng):
         """(student params, reward params | None, cond, rng) -> (x, rewards | None, zone | None): the full few-step

@@ -58,6 +58,51 @@ def test_hlo_collectives_count_each_ops_output_bytes_once():
     assert hlo.collective_bytes("HloModule empty") == {k: {"ops": 0, "bytes": 0} for k in hlo.KINDS}
 
 
+_LOOPS = """
+HloModule jit_loops
+
+%scan_cond (p: (s32[], f32[8])) -> pred[] {
+  %constant.53.clone.1 = s32[]{:T(128)} constant(10)
+  %p = (s32[]{:T(128)}, f32[8]{0}) parameter(0)
+  %get-tuple-element.217 = s32[]{:T(128)} get-tuple-element(%p), index=0
+  ROOT %lt.10 = pred[]{:T(512)} compare(%get-tuple-element.217, %constant.53.clone.1), direction=LT
+}
+
+%traced_cond (q: (s32[], f32[8], s32[])) -> pred[] {
+  %q = (s32[]{:T(128)}, f32[8]{0}, s32[]{:T(128)}) parameter(0)
+  %i = s32[]{:T(128)} get-tuple-element(%q), index=0
+  %k = s32[]{:T(128)} get-tuple-element(%q), index=2
+  ROOT %lt.2 = pred[]{:T(512)} compare(%i, %k), direction=LT
+}
+
+ENTRY %main (x: f32[8]) -> f32[8] {
+  %while.30 = (s32[]{:T(128)}, f32[8]{0}) while(%tuple.48), condition=%scan_cond, body=%scan_body
+  %while.31 = (s32[]{:T(128)}, f32[8]{0}) while(%tuple.49), condition=%scan_cond, body=%scan_body.2
+  %while.9 = (s32[]{:T(128)}, f32[8]{0}, s32[]{:T(128)}) while(%tuple.12), condition=%traced_cond, body=%b
+  ROOT %copy = f32[8]{0} copy(%x)
+}
+"""
+
+
+def test_hlo_while_loops_read_constant_trip_counts_and_flag_the_iteration():
+    import ml_collections
+
+    from amd_jax.plan import figures, table
+    from amd_jax.plan.chips import CHIPS
+
+    assert hlo.while_loops(_LOOPS) == [10, 10, None] and hlo.while_loops(_HLO) == []
+    assert figures.loop_summary([10, 10, None]) == "10 trips x 2, traced x 1"
+    config = ml_collections.ConfigDict({"dmd": {"ttur": 5}, "total_steps": 12, "global_batch": 64})
+    steps = {n: {"flops_per_chip": 1e12, "bytes_accessed_per_chip": 1e9, "optimal_seconds": 0.5,
+                 "roofline_seconds": 0.1, "while_loops": loops}
+             for n, loops in (("generator", [10, None]), ("sample", [None]), ("critic", []))}
+    it = figures.iteration(steps, config, chips=32, chip=CHIPS["v5p"])
+    assert it["loops_counted_once"] == {"generator": 2, "sample": 1}
+    assert "LOWER BOUND: loop bodies counted once in generator, sample" in table._iteration(it, 32)
+    del steps["generator"]["while_loops"], steps["sample"]["while_loops"]  # plans written before the field
+    assert "loops_counted_once" not in figures.iteration(steps, config, chips=32, chip=CHIPS["v5p"])
+
+
 def test_iteration_uses_the_roofline_bound_when_the_compiler_gives_no_estimate():
     import ml_collections
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from amd_jax.parallel import mesh as mesh_lib
-from amd_jax.plan import chips, figures
+from amd_jax.plan import chips, figures, jaxpr_flops
 from amd_jax.session import Session
 
 log = logging.getLogger("amd_jax")
@@ -43,25 +43,29 @@ def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None 
 
 
 def _plan_step(session: Session, name: str, args, options: dict, chip) -> dict:
+    jitted, step_args = _program(session, name, *args)
+    t0 = time.time()
+    traced = jitted.trace(*step_args)
+    counted = jaxpr_flops.count(traced.jaxpr)
     try:
-        compiled, seconds = _compile(session, name, *args, options)
+        compiled = traced.lower().compile(options)
     except Exception as e:  # XLA's error type differs across jax versions; only out-of-memory is a plan result
         if not any(s in str(e) for s in _OUT_OF_MEMORY):
             raise
         return {"fits": False, "error": str(e).strip().splitlines()[0][:500]}
-    return figures.step_figures(compiled, seconds, chip)
+    out = figures.step_figures(compiled, time.time() - t0, chip)
+    out["jaxpr"] = {"flops_per_chip": counted.flops / session.mesh.size, "traced_loops": counted.traced_loops,
+                    "pallas_calls": counted.pallas_calls}
+    return out
 
 
-def _compile(session: Session, name: str, state, frozen, batch, options: dict):
-    """(executable, compile seconds) of one step: the trainer's three through Session.compile, the evaluation
-    sampler (student params, reward params, cond, rng) through Session.sample_fn."""
+def _program(session: Session, name: str, state, frozen, batch):
+    """(jitted function, arguments) of one step: the trainer's three as Session.compile builds them, the
+    evaluation sampler (student params, reward params, cond, rng) from Session.sample_fn."""
     if name != "eval_sampler":
-        compiled, seconds, _ = session.compile(frozen, state, batch, names=(name,), compiler_options=options)
-        return compiled[name], seconds[name]
+        return session.step_programs(frozen, state, batch)[name]
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=mesh_lib.replicated(session.mesh))
-    t0 = time.time()
-    lowered = jax.jit(session.sample_fn).lower(state.student, frozen["reward"], batch["cond"], key)
-    return lowered.compile(options), time.time() - t0
+    return jax.jit(session.sample_fn), (state.student, frozen["reward"], batch["cond"], key)
 
 
 def _params(tree) -> int:

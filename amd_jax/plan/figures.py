@@ -16,7 +16,9 @@ def step_figures(compiled, compile_s: float, chip: Chip) -> dict:
     """One compiled step's figures per chip: compile time, FLOPs, bytes accessed, the compiler's time estimate
     (`optimal_seconds`) and the MFU it implies at the chip's bf16 peak, the roofline bound (the step can be no
     faster than its FLOPs at peak or its bytes at HBM bandwidth; collectives and overlap not counted), memory
-    against HBM, collective bytes. A non-positive `optimal_seconds` (seen for sit_xl2 on v5p) is no estimate."""
+    against HBM, collective bytes. A non-positive `optimal_seconds` (seen for sit_xl2 on v5p) is no estimate.
+    `while_loops`: the trip counts of the program's loops (hlo.while_loops); with any, the FLOPs, time and
+    collectives count each loop body once, a lower bound."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops, seconds = float(cost.get("flops", 0.0)), float(cost.get("optimal_seconds", 0.0))
@@ -24,7 +26,7 @@ def step_figures(compiled, compile_s: float, chip: Chip) -> dict:
     memory = memory_figures(compiled.memory_analysis())
     text = compiled.as_text()
     memory["argument_logical"] = hlo.entry_parameter_bytes(text)
-    return {"compile_s": round(compile_s, 2), "flops_per_chip": flops,
+    return {"compile_s": round(compile_s, 2), "flops_per_chip": flops, "while_loops": hlo.while_loops(text),
             "bytes_accessed_per_chip": accessed, "optimal_seconds": seconds,
             "mfu": flops / seconds / (chip.bf16_tflops * 1e12) if seconds > 0 else None,
             "roofline_seconds": roofline_seconds(flops, accessed, chip),
@@ -93,4 +95,17 @@ def iteration(steps: dict, config, chips: int, chip: Chip) -> dict:
            "generator_steps": n_gen, "run_hours": run_s / 3600, "chip_hours": run_s * chips / 3600}
     if no_estimate:
         out["no_compiler_estimate"] = no_estimate
+    loops = {n: len(steps[n]["while_loops"]) for n in need if steps[n].get("while_loops")}
+    if loops:
+        out["loops_counted_once"] = loops
     return out
+
+
+def loop_summary(trips: list) -> str:
+    """'10 x 12, traced x 1': how many loops have each trip count ('traced': not a constant)."""
+    counts = {}
+    for n in trips:
+        counts[n] = counts.get(n, 0) + 1
+    known = sorted((n, c) for n, c in counts.items() if n is not None)
+    parts = [f"{n} trips x {c}" for n, c in known] + ([f"traced x {counts[None]}"] if None in counts else [])
+    return ", ".join(parts)

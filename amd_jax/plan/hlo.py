@@ -1,4 +1,4 @@
-"""Collective traffic of a compiled program, read from its optimized HLO text (`compiled.as_text()`).
+"""Collective traffic and while loops of a compiled program, read from its optimized HLO text (`compiled.as_text()`).
 
 The text is the per-device (SPMD-partitioned) program, so the bytes are per chip. Each collective op counts the
 bytes of its OUTPUT shape (a tuple's elements summed): an all-gather's gathered result, a reduce-scatter's
@@ -50,4 +50,34 @@ def collective_bytes(hlo_text: str) -> dict:
         if kind in out and not opcode.endswith("-start"):
             out[kind]["ops"] += 1
             out[kind]["bytes"] += shape_bytes(shape)
+    return out
+
+
+_WHILE = re.compile(r"\swhile\(.*?condition=%?([\w.\-]+)")
+_COMPUTATION = re.compile(r"^%?([\w.\-]+)\s*\(.*\)\s*->.*\{\s*$")
+_LT_CONSTANT = re.compile(r"constant\((\d+)\)")
+
+
+def while_loops(hlo_text: str) -> list[int | None]:
+    """The trip count of every while loop in the program, None where it is not a constant (`i < N` with N in the
+    condition: scans have one; a fori_loop to a traced bound, as DMD2's backward simulation, has none).
+
+    Why the plan reads them: libtpu's cost analysis counts a loop body once, not once per trip (measured: a
+    10-layer matmul stack as a scan 0.0086 TFLOP and 0.031 ms estimated, unrolled 0.0859 and 0.225), so a
+    program with loops is costed as a lower bound; `unet_scan=False` unrolls the UNet's layer stacks."""
+    bodies, name, lines = {}, None, []
+    for line in hlo_text.splitlines():
+        m = _COMPUTATION.match(line)
+        if m:
+            name, lines = m.group(1), []
+        elif name and line.startswith("}"):
+            bodies[name], name = lines, None
+        elif name:
+            lines.append(line)
+    out = []
+    for cond in _WHILE.findall(hlo_text):
+        body = bodies.get(cond, [])
+        consts = [int(c) for line in body for c in _LT_CONSTANT.findall(line)]
+        compares_lt = any("compare(" in line and "direction=LT" in line for line in body)
+        out.append(consts[0] if compares_lt and len(consts) == 1 else None)
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amd_jax.plan.figures import GIB
+from amd_jax.plan.figures import GIB, loop_summary
 from amd_jax.plan.hlo import KINDS
 
 _MIB = 2**20
@@ -16,7 +16,8 @@ def text(plan: dict) -> str:
              f"({chip['bf16_tflops']:g} TFLOP/s bf16, {chip['hbm_gib']:g} GiB HBM), mesh {plan['mesh']}, "
              f"global batch {plan['global_batch']} ({plan['batch_per_chip']:g} per chip), "
              f"compiler options {plan['compiler_options'] or 'default'}",
-             f"{'step':<13}{'compile s':>10}{'TFLOP/chip':>11}{'GB acc.':>9}{'est. ms':>10}{'MFU':>7}{'roof ms':>9}"
+             f"{'step':<13}{'compile s':>10}{'TFLOP/chip':>11}{'jaxpr TF':>9}{'GB acc.':>9}{'est. ms':>10}{'MFU':>7}"
+             f"{'roof ms':>9}"
              f"{'peak GiB':>10}{'arg':>7}{'temp':>7}  fits  collectives MiB/chip"]
     for name, s in plan["steps"].items():
         if "error" in s:
@@ -26,12 +27,20 @@ def text(plan: dict) -> str:
             traffic = " ".join(f"{_SHORT[k]} {coll[k]['bytes'] / _MIB:.1f}" for k in KINDS if coll[k]["ops"])
             mfu = f"{100 * s['mfu']:.1f}%" if s["mfu"] is not None else "-"
             est = f"{1e3 * s['optimal_seconds']:.2f}" if s["optimal_seconds"] > 0 else "none"
-            lines.append(f"{name:<13}{s['compile_s']:>10.1f}{s['flops_per_chip'] / 1e12:>11.3f}"
+            jaxpr = s.get("jaxpr", {}).get("flops_per_chip")
+            jaxpr = f"{jaxpr / 1e12:.3f}" if jaxpr is not None else "-"
+            lines.append(f"{name:<13}{s['compile_s']:>10.1f}{s['flops_per_chip'] / 1e12:>11.3f}{jaxpr:>9}"
                          f"{s['bytes_accessed_per_chip'] / 1e9:>9.2f}{est:>10}{mfu:>7}{1e3 * s['roofline_seconds']:>9.2f}"
                          f"{m['peak'] / GIB:>10.2f}{m['argument'] / GIB:>7.2f}{m['temp'] / GIB:>7.2f}"
                          f"  {'yes ' if s['fits'] else 'NO  '}  {traffic or '-'}")
+        if s.get("while_loops"):
+            lines.append(f"{'':<13}  {len(s['while_loops'])} while loops ({loop_summary(s['while_loops'])}): TFLOP, "
+                         "est. ms, MFU and collectives count each loop body ONCE (libtpu's cost analysis), a lower "
+                         "bound; --config.model.unet_scan=False unrolls the UNet's layer stacks")
         for knob in s.get("knobs", []):
             lines.append(f"{'':<13}  knob: {knob}")
+    lines.append("TFLOP/chip: libtpu's count (each loop body once); jaxpr TF: the matmul and convolution FLOPs of the "
+                 "step's jaxpr / chips (scans x their length, remat's recomputation included; plan/jaxpr_flops.py)")
     lines.append(_iteration(plan["iteration"], plan["chips"]))
     return "\n".join(lines)
 
@@ -45,6 +54,8 @@ def _iteration(it: dict, chips: int) -> str:
                   "bound and the MFU an upper bound")
     else:
         source = "compiler estimate, no input/host overhead"
+    if it.get("loops_counted_once"):
+        source += (f"; LOWER BOUND: loop bodies counted once in {', '.join(it['loops_counted_once'])}")
     return (f"iteration (TTUR {it['ttur']}: 1 generator + {it['ttur'] - 1} sample steps per {it['ttur']} "
             f"iterations, a critic step in each): "
             f"{1e3 * it['seconds']:.1f} ms est., {it['flops_per_chip'] / 1e12:.3f} TFLOP/chip, MFU "
