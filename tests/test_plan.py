@@ -103,6 +103,28 @@ def test_hlo_while_loops_read_constant_trip_counts_and_flag_the_iteration():
     assert "loops_counted_once" not in figures.iteration(steps, config, chips=32, chip=CHIPS["v5p"])
 
 
+def test_traced_only_plan_reports_the_jaxpr_iteration():
+    """--nocompile: per step only the jaxpr count; the iteration by it is TTUR-weighted, in UNet forwards too."""
+    import ml_collections
+
+    from amd_jax.plan import figures, table
+    from amd_jax.plan.chips import CHIPS
+
+    config = ml_collections.ConfigDict({"dmd": {"ttur": 5}, "total_steps": 12, "global_batch": 64})
+    steps = {n: {"jaxpr": {"flops_per_chip": f, "unet_forwards": f / 10, "traced_loops": 0, "pallas_calls": 0}}
+             for n, f in (("generator", 100.0), ("sample", 20.0), ("critic", 50.0))}
+    it = figures.jaxpr_iteration(steps, config, CHIPS["v5p"])
+    assert it["flops_per_chip"] == pytest.approx((100 + 4 * 20) / 5 + 50)
+    assert it["unet_forwards"] == pytest.approx(it["flops_per_chip"] / 10)
+    assert it["seconds_at_peak"] == pytest.approx(it["flops_per_chip"] / 459e12)
+    plan = {"config": "sdxl", "method": "amd", "topology": "v5p:2x4x4", "chips": 32, "chip": vars(CHIPS["v5p"]),
+            "mesh": {"data": 2, "fsdp": 16}, "global_batch": 64, "batch_per_chip": 2, "compiler_options": {},
+            "steps": steps, "iteration": figures.iteration(steps, config, 32, CHIPS["v5p"]), "jaxpr_iteration": it}
+    text = table.text(plan)
+    assert "generator      (not compiled) jaxpr 0.000 TFLOP/chip = 10.00 student UNet forwards" in text
+    assert "iteration by the jaxpr:" in text and "needs the compiled" not in text
+
+
 def test_iteration_uses_the_roofline_bound_when_the_compiler_gives_no_estimate():
     import ml_collections
 

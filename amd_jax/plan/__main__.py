@@ -2,7 +2,7 @@
 
     TPU_SKIP_MDS_QUERY=1 python -m amd_jax.plan --config=configs/sdxl.py --topology=v5p:2x4x4 \
         [--config.key=value ...] [--out=plan.json] [--steps=generator,sample,critic,eval_sampler] \
-        [--xla_option=xla_tpu_enable_latency_hiding_scheduler=false ...]
+        [--xla_option=xla_tpu_enable_latency_hiding_scheduler=false ...] [--nocompile]
 
 Needs libtpu (requirements-tpu.txt), no TPU: the topology's devices come from libtpu's description and the real
 TPU compiler runs here. No weight or data file is read (configs/sdxl.py with an empty model.path is planned with
@@ -33,6 +33,8 @@ _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology GEN:SHAPE, e.g. 
 _OUT = flags.DEFINE_string("out", None, "Also write the plan as JSON here.")
 _STEPS = flags.DEFINE_list("steps", "generator,sample,critic,eval_sampler", "Steps to compile.")
 _XLA = flags.DEFINE_multi_string("xla_option", [], "KEY=VALUE compiler option for .compile() (repeatable).")
+_COMPILE = flags.DEFINE_bool("compile", True, "False: only trace the steps and count their jaxpr FLOPs (seconds, "
+                             "a few GiB of host memory; no memory or time figures).")
 flags.mark_flags_as_required(["config", "topology"])
 
 
@@ -53,7 +55,7 @@ def main(argv):
         if unknown:
             raise ConfigError(f"--steps: unknown {unknown}; choose from {','.join(core.STEPS)}.")
         paths.resolve_config_paths(_CONFIG.value)
-        plan = core.make_plan(_CONFIG.value, _TOPOLOGY.value, tuple(_STEPS.value), options)
+        plan = core.make_plan(_CONFIG.value, _TOPOLOGY.value, tuple(_STEPS.value), options, compile=_COMPILE.value)
     except ConfigError as e:
         sys.exit(f"Plan error: {e}")
     print(table.text(plan))

@@ -21,42 +21,59 @@ STEPS = ("generator", "sample", "critic", "eval_sampler")
 _OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "Ran out of memory", "exceeds the memory")
 
 
-def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None = None) -> dict:
-    """The plan of `config` on `topology` (e.g. 'v5p:2x4x4'): per step (names from STEPS) the figures of
-    figures.step_figures, or {'fits': False, 'error': ...} when the compiler runs out of the chip's memory; the
-    TTUR-weighted iteration and full run; and what it was planned with (mesh, batch, compiler options)."""
+def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None = None, compile: bool = True) -> dict:
+    """The plan of `config` on `topology` (e.g. 'v5p:2x4x4'): per step (names from STEPS) its jaxpr FLOPs (also in
+    one student UNet forward's units) and the figures of figures.step_figures, or {'fits': False, 'error': ...}
+    when the compiler runs out of the chip's memory; the TTUR-weighted iteration and full run; and what it was
+    planned with (mesh, batch, compiler options). `compile=False` only traces: the jaxpr FLOPs, in seconds."""
     chip = chips.chip(topology)
     session = Session(config, None, devices=chips.topology_devices(topology), abstract=True)
     args = (session.abstract_state_args(), session.abstract_frozen(), session.abstract_batch())
     mesh_shape, n = dict(session.mesh.shape), session.mesh.size
+    unet = _unet_forward_flops(session, *args) / n
     steps = {}
     for name in names:
-        log.info("compiling %s for %s ...", name, topology)
-        steps[name] = _plan_step(session, name, args, compiler_options or {}, chip)
-        steps[name]["knobs"] = [] if steps[name]["fits"] else figures.knobs(
-            session.c, mesh_shape, steps[name].get("memory_bytes"))
+        log.info("%s %s for %s ...", "compiling" if compile else "tracing", name, topology)
+        steps[name] = _plan_step(session, name, args, compiler_options or {}, chip, unet, compile)
+        if compile:
+            steps[name]["knobs"] = [] if steps[name]["fits"] else figures.knobs(
+                session.c, mesh_shape, steps[name].get("memory_bytes"))
     return {"config": session.c.experiment, "method": session.c.method, "topology": topology, "chips": n,
             "chip": dataclasses.asdict(chip), "mesh": mesh_shape, "global_batch": session.c.global_batch,
             "batch_per_chip": session.c.global_batch / n, "compiler_options": dict(compiler_options or {}),
             "jax": jax.__version__, "state_params": _params(session.abstract_state.student),
-            "steps": steps, "iteration": figures.iteration(steps, session.c, n, chip)}
+            "unet_forward_flops_per_chip": unet, "steps": steps,
+            "iteration": figures.iteration(steps, session.c, n, chip),
+            "jaxpr_iteration": figures.jaxpr_iteration(steps, session.c, chip)}
 
 
-def _plan_step(session: Session, name: str, args, options: dict, chip) -> dict:
+def _plan_step(session: Session, name: str, args, options: dict, chip, unet: float, compile: bool) -> dict:
     jitted, step_args = _program(session, name, *args)
     t0 = time.time()
     traced = jitted.trace(*step_args)
     counted = jaxpr_flops.count(traced.jaxpr)
+    per_chip = counted.flops / session.mesh.size
+    jaxpr = {"flops_per_chip": per_chip, "unet_forwards": per_chip / unet, "traced_loops": counted.traced_loops,
+             "pallas_calls": counted.pallas_calls}
+    if not compile:
+        return {"jaxpr": jaxpr}
     try:
         compiled = traced.lower().compile(options)
     except Exception as e:  # XLA's error type differs across jax versions; only out-of-memory is a plan result
         if not any(s in str(e) for s in _OUT_OF_MEMORY):
             raise
-        return {"fits": False, "error": str(e).strip().splitlines()[0][:500]}
-    out = figures.step_figures(compiled, time.time() - t0, chip)
-    out["jaxpr"] = {"flops_per_chip": counted.flops / session.mesh.size, "traced_loops": counted.traced_loops,
-                    "pallas_calls": counted.pallas_calls}
-    return out
+        return {"fits": False, "error": str(e).strip().splitlines()[0][:500], "jaxpr": jaxpr}
+    return {**figures.step_figures(compiled, time.time() - t0, chip), "jaxpr": jaxpr}
+
+
+def _unet_forward_flops(session: Session, state, frozen, batch) -> float:
+    """The jaxpr FLOPs of one student denoiser call (x0 prediction) on the global batch: the plan's unit."""
+    st = session.models.student
+    bsz = session.c.global_batch
+    x = jax.ShapeDtypeStruct((bsz,) + tuple(session.models.sample_shape), jnp.float32)
+    t = jax.ShapeDtypeStruct((bsz,), jnp.int32 if st.schedule.discrete else jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda p, x, t, c: st.x0(p, x, t, c))(state.student, x, t, batch["cond"])
+    return jaxpr_flops.count(jaxpr).flops
 
 
 def _program(session: Session, name: str, state, frozen, batch):

@@ -101,6 +101,20 @@ def iteration(steps: dict, config, chips: int, chip: Chip) -> dict:
     return out
 
 
+def jaxpr_iteration(steps: dict, config, chip: Chip) -> dict:
+    """The TTUR-weighted iteration by the steps' jaxpr FLOPs (every scan trip counted): TFLOP per chip, in student
+    UNet forwards, and the time it would take at the chip's bf16 peak (100% MFU: a lower bound on time)."""
+    need = ("generator", "sample", "critic")
+    if any(n not in steps or "jaxpr" not in steps[n] for n in need):
+        return {"error": "needs the generator, sample and critic steps"}
+    ttur = int(config.dmd.ttur)
+    per_iter = lambda k: (steps["generator"]["jaxpr"][k] + (ttur - 1) * steps["sample"]["jaxpr"][k]) / ttur + \
+        steps["critic"]["jaxpr"][k]
+    flops = per_iter("flops_per_chip")
+    return {"flops_per_chip": flops, "unet_forwards": per_iter("unet_forwards"),
+            "seconds_at_peak": flops / (chip.bf16_tflops * 1e12)}
+
+
 def loop_summary(trips: list) -> str:
     """'10 x 12, traced x 1': how many loops have each trip count ('traced': not a constant)."""
     counts = {}
