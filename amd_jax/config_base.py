@@ -57,7 +57,9 @@ def base() -> ml_collections.ConfigDict:
     c.amd.rls_lambda = 1.0  # Repulsive Landscape Sharpening strength
     c.amd.rls_mode = "hard"  # 'hard': w = 1 + lambda m | 'soft': w = 1 - lambda a~
 
-    c.reward = ml_collections.ConfigDict({"name": "", "monitor": True})  # monitor: compute rewards for dmd2 too
+    # monitor: compute rewards for dmd2 too; chunks: the reward (decode + score) in that many sequential pieces of
+    # the batch, each holding rows of every device (peak memory / chunks, the same FLOPs; batching.sequential_chunks)
+    c.reward = ml_collections.ConfigDict({"name": "", "monitor": True, "chunks": 1})
 
     c.gan = ml_collections.ConfigDict({"enabled": False, "generator_weight": 5e-3, "critic_weight": 1e-2})
 
@@ -107,6 +109,7 @@ _INT_KNOBS = {
     "log.every": (1, "metrics are logged when step % every == 0"),
     "log.sample_every": (0, "samples and their metrics when step % sample_every == 0, 0 = never"),
     "amd.group_size": (0, "samples per reward group; 0 or 1 = the whole global batch is one group"),
+    "reward.chunks": (1, "sequential pieces of the batch the reward is computed in (1 = the whole batch at once)"),
     "train.max_nonfinite": (1, "the run stops after this many consecutive skipped (NaN/inf) updates; 0 stops every "
                                "run at its first iteration"),
 }
@@ -284,6 +287,12 @@ def _check_batch(c, num_devices: int, num_processes: int) -> None:
         k in (0, 1) or c.global_batch % k == 0,
         f"amd.group_size={k} does not divide global_batch={c.global_batch}: choose K with global_batch % K == 0.",
     )
+    chunks, per_device = c.reward.get("chunks", 1), c.global_batch // dp
+    _need(
+        per_device % chunks == 0,
+        f"reward.chunks={chunks} does not divide the {per_device} samples per device (global_batch={c.global_batch} "
+        f"over data*fsdp={dp}): choose a divisor of {per_device}, so that every piece holds rows of every device.",
+    )
 
 
 def sample_count_notes(c) -> list[str]:
@@ -316,6 +325,7 @@ _RESUME_FREE = (
     "mesh",  # the layout: restoring onto another mesh is a feature (tests/test_restore_mesh.py)
     "sharding",
     "reward.monitor",  # dmd2 only logs rewards with it: stop-gradient, the updates are the same
+    "reward.chunks",  # how the same rewards are computed (memory), not what they are
     "teacher.train_if_missing",  # what to do without a teacher; a resumed run's teacher exists
     "train.max_nonfinite",  # when to give up on a diverging run, not what an update does
     "train.profile_steps",  # what is traced, not what is trained

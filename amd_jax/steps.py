@@ -16,6 +16,7 @@ The session (amd_jax/session.py) jit-compiles these functions with explicit shar
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from amd_jax import method as M
+from amd_jax.batching import sequential_chunks
 from amd_jax.models.bundle import Models
 
 sg = jax.lax.stop_gradient
@@ -114,7 +116,9 @@ class Steps:
     def _rewards(self, frozen, x, batch):
         if not self.use_reward:
             return None
-        return sg(self.m.reward(frozen.get("reward"), sg(x), batch["cond"]).astype(jnp.float32))
+        reward = functools.partial(self.m.reward, frozen.get("reward"))
+        rewards = sequential_chunks(reward, int(self.c.reward.get("chunks", 1)), sg(x), batch["cond"])
+        return sg(rewards.astype(jnp.float32))
 
     def advantage(self, rewards):
         """(clipped group advantage, Forbidden-Zone mask, group std) of the rewards: docs/METHOD.md section 4."""
