@@ -20,12 +20,13 @@ class Chip:
     hbm_gib: float  # HBM per chip
     hbm_gbps: float  # HBM bandwidth per chip, GB/s
     source: str
+    tensorcores: int = 1  # per chip
 
 
 CHIPS = {
-    "v4": Chip("TPU v4", 275.0, 32.0, 1200.0, "https://cloud.google.com/tpu/docs/v4"),
+    "v4": Chip("TPU v4", 275.0, 32.0, 1200.0, "https://cloud.google.com/tpu/docs/v4", tensorcores=2),
     "v5e": Chip("TPU v5e", 197.0, 16.0, 819.0, "https://cloud.google.com/tpu/docs/v5e"),
-    "v5p": Chip("TPU v5p", 459.0, 95.0, 2765.0, "https://cloud.google.com/tpu/docs/v5p"),
+    "v5p": Chip("TPU v5p", 459.0, 95.0, 2765.0, "https://cloud.google.com/tpu/docs/v5p", tensorcores=2),
     "v6e": Chip("TPU v6e (Trillium)", 918.0, 32.0, 1640.0, "https://cloud.google.com/tpu/docs/v6e"),
 }
 
@@ -37,6 +38,18 @@ def chip(topology: str) -> Chip:
         raise ConfigError(f"--topology={topology!r}: unknown TPU generation {gen!r}; use one of {sorted(CHIPS)} "
                           "with a shape, e.g. v5p:2x4x4, v4:2x2x4, v5e:4x4, v6e:4x4.")
     return CHIPS[gen]
+
+
+def device_share(c: Chip, device) -> tuple[Chip, int]:
+    """(the share of `c` one compiled-for device has, devices per chip). libtpu describes v4 topologies with one
+    device per TensorCore (`num_cores` 1: v4:2x2x4 is 16 chips, 32 devices of 16 GiB; the compiler's own limit is
+    15.25 GiB) and v5p with one per chip (megacore, `num_cores` 2)."""
+    per_chip = max(1, c.tensorcores // max(1, int(getattr(device, "num_cores", c.tensorcores) or c.tensorcores)))
+    if per_chip == 1:
+        return c, 1
+    share = dataclasses.replace(c, name=f"{c.name} TensorCore (1/{per_chip} chip)", bf16_tflops=c.bf16_tflops /
+                                per_chip, hbm_gib=c.hbm_gib / per_chip, hbm_gbps=c.hbm_gbps / per_chip)
+    return share, per_chip
 
 
 def topology_devices(topology: str) -> list:

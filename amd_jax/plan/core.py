@@ -26,10 +26,12 @@ def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None 
     one student UNet forward's units) and the figures of figures.step_figures, or {'fits': False, 'error': ...}
     when the compiler runs out of the chip's memory; the TTUR-weighted iteration and full run; and what it was
     planned with (mesh, batch, compiler options). `compile=False` only traces: the jaxpr FLOPs, in seconds."""
-    chip = chips.chip(topology)
-    session = Session(config, None, devices=chips.topology_devices(topology), abstract=True)
+    devices = chips.topology_devices(topology)
+    chip, per_chip = chips.device_share(chips.chip(topology), devices[0])  # figures are per device
+    session = Session(config, None, devices=devices, abstract=True)
     args = (session.abstract_state_args(), session.abstract_frozen(), session.abstract_batch())
     mesh_shape, n = dict(session.mesh.shape), session.mesh.size
+    n_chips = n // per_chip
     unet = _unet_forward_flops(session, *args) / n
     steps = {}
     for name in names:
@@ -38,12 +40,13 @@ def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None 
         if compile:
             steps[name]["knobs"] = [] if steps[name]["fits"] else figures.knobs(
                 session.c, mesh_shape, steps[name].get("memory_bytes"))
-    return {"config": session.c.experiment, "method": session.c.method, "topology": topology, "chips": n,
-            "chip": dataclasses.asdict(chip), "mesh": mesh_shape, "global_batch": session.c.global_batch,
-            "batch_per_chip": session.c.global_batch / n, "compiler_options": dict(compiler_options or {}),
+    return {"config": session.c.experiment, "method": session.c.method, "topology": topology, "chips": n_chips,
+            "devices": n, "chip": dataclasses.asdict(chip), "mesh": mesh_shape, "global_batch": session.c.global_batch,
+            "batch_per_chip": session.c.global_batch / n_chips, "batch_per_device": session.c.global_batch / n,
+            "compiler_options": dict(compiler_options or {}),
             "jax": jax.__version__, "state_params": _params(session.abstract_state.student),
             "unet_forward_flops_per_chip": unet, "steps": steps,
-            "iteration": figures.iteration(steps, session.c, n, chip),
+            "iteration": figures.iteration(steps, session.c, n_chips, chip),
             "jaxpr_iteration": figures.jaxpr_iteration(steps, session.c, chip)}
 
 

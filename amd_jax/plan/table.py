@@ -12,9 +12,12 @@ _SHORT = {"all-gather": "AG", "reduce-scatter": "RS", "all-reduce": "AR", "all-t
 
 def text(plan: dict) -> str:
     chip = plan["chip"]
-    lines = [f"{plan['config']} ({plan['method']}) on {plan['topology']}: {plan['chips']} x {chip['name']} "
+    devices = plan.get("devices", plan["chips"])
+    per = (f"{devices} devices = {plan['chips']} chips; figures per device: " if devices != plan["chips"]
+           else f"{plan['chips']} x ")
+    lines = [f"{plan['config']} ({plan['method']}) on {plan['topology']}: {per}{chip['name']} "
              f"({chip['bf16_tflops']:g} TFLOP/s bf16, {chip['hbm_gib']:g} GiB HBM), mesh {plan['mesh']}, "
-             f"global batch {plan['global_batch']} ({plan['batch_per_chip']:g} per chip), "
+             f"global batch {plan['global_batch']} ({plan['global_batch'] / devices:g} per device), "
              f"compiler options {plan['compiler_options'] or 'default'}",
              f"{'step':<13}{'compile s':>10}{'TFLOP/chip':>11}{'jaxpr TF':>9}{'UNet fw':>8}{'GB acc.':>9}{'est. ms':>10}"
              f"{'MFU':>7}{'roof ms':>9}"
