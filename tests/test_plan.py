@@ -282,3 +282,16 @@ def test_tiny_plan_figures_and_iteration(tiny_plan):
     assert it["images_per_second_per_chip"] == pytest.approx(config.global_batch / it["seconds"] / 4)
     run_s = 2 * t["generator"] + 2 * t["sample"] + 4 * t["critic"]  # total_steps 4, TTUR 2: generator at 0 and 2
     assert it["chip_hours"] == pytest.approx(run_s * 4 / 3600)
+
+
+def test_device_share_halves_a_v4_chip_described_per_tensorcore():
+    """libtpu's v4 topologies have one device per TensorCore (num_cores 1: 16 GiB each, as its compiler's own
+    limit of 15.25 GiB says); v5p's one per chip (megacore, num_cores 2); v5e has one core per chip."""
+    import types
+
+    from amd_jax.plan.chips import CHIPS, device_share
+
+    share, per_chip = device_share(CHIPS["v4"], types.SimpleNamespace(num_cores=1))
+    assert per_chip == 2 and share.hbm_gib == 16 and share.bf16_tflops == 137.5 and share.hbm_gbps == 600
+    assert device_share(CHIPS["v5p"], types.SimpleNamespace(num_cores=2)) == (CHIPS["v5p"], 1)
+    assert device_share(CHIPS["v5e"], types.SimpleNamespace(num_cores=1)) == (CHIPS["v5e"], 1)
