@@ -26,6 +26,9 @@ def get_config():
     c.model.resolution = 128  # latents 16 x 16 (tiny VAE: factor 2 -> 32 px images)
     c.model.teacher_dtype = "bfloat16"
     c.model.compute_dtype = "float32"
+    # diffusers' Flax UNet, the reference the fixtures were made with; tests/test_sdxl_unet_flax.py checks that the
+    # owned, scanned, remat'd UNet (configs/sdxl.py's default) is the same denoiser on these fixtures.
+    c.model.unet_impl, c.model.unet_scan, c.model.unet_remat = "diffusers", False, "none"
     c.reward.path = os.path.join(_FIX, "clip", "openclip_tiny")
     c.data.path = os.path.join(_FIX, "captions_tiny.txt")  # 12 captions, one per line
     c.gan.enabled = False  # needs data.real; the test turns it on with generated real latents
