@@ -1,7 +1,8 @@
 """sdxl: DMD2 / AMD distillation of SDXL base into a 4-step student at 1024 px (docs/METHOD.md section 2 recipe).
 
-NOT RUN HERE: this config has only been checked by shape (tests/test_sdxl_train.py traces its full training
-state and FSDP sharding with jax.eval_shape); the same code path runs end to end at tiny size (configs/sdxl_tiny.py).
+NOT RUN HERE: this config has been checked by shape (tests/test_sdxl_train.py traces its full training state and
+FSDP sharding with jax.eval_shape) and compiled for TPU topologies by the real TPU compiler without a TPU
+(python -m amd_jax.plan); the same code path runs end to end at tiny size (configs/sdxl_tiny.py).
 
 Run (Cloud TPU pod, every host; see launch/ for the multi-host wrapper):
     python -m amd_jax.train --config=configs/sdxl.py --workdir=gs://BUCKET/runs/sdxl_amd \
@@ -18,12 +19,15 @@ Inputs:
                  (prepared array_record). data.embeddings: optional precomputed prompt embeddings; data.real:
                  per-caption real latents [N, 4, 128, 128] (VAE-encoded images, e.g. LAION-aesthetics as DMD2),
                  REQUIRED while gan.enabled=True. Both are written by `python -m amd_jax.prepare_sdxl` (its doc).
-Hardware: sized for a TPU v5p / v4 pod slice with >= 64 chips (global batch 128 = 2 per chip at 64 chips).
-    Training state (student + critic fp32 + both AdamW states, 2 x 2.57 B params) ~ 61.6 GB + bf16 teacher 5.1 GB,
-    sharded over fsdp=16: ~4.2 GB per chip plus activations (1024 px UNet at 2 samples per chip; not measured).
+Hardware: a TPU v5p / v4 pod slice (global batch 128: 4 per chip on v5p-64). Training state (student + critic
+    fp32 + both AdamW states, 2 x 2.57 B params) 62.2 GiB, sharded over fsdp=16: 3.9 GiB per device.
+    Per-device peak HBM of each step, from the TPU compiler (python -m amd_jax.plan, README "On TPU pods"):
+      v5p-64 (v5p:2x4x4, 4 images/chip, 95 GiB): generator 23.15 GiB, sample 15.12, critic 16.88.
+      v4 (v4:2x2x4, 16 chips = 32 TensorCore devices of 16 GiB, 4 images/device): V4_FIGURES
     With 256 chips the batch 128 cannot be split (data*fsdp must divide it): raise global_batch to 256.
-Cost note: AMD decodes every generated batch with the VAE at 1024 px and scores it with HPSv2 (ViT-H), on top of
-DMD2's 1 student + 3 UNet passes (+ GAN); expect it to be noticeably slower per step than DMD2.
+Cost (jaxpr FLOPs per v5p chip, 4 images): an iteration (1 generator + 4 sample steps per 5, a critic step each)
+    is 358 TFLOP = 13.2 student UNet forwards; the reward (VAE decode at 1024 px + HPSv2 ViT-H) is 1.6 UNet forwards
+    per image, so AMD costs 1.14x DMD2 with reward.monitor=False (DMD2 with the monitor on pays the same as AMD).
 """
 
 import ml_collections

@@ -55,14 +55,20 @@ def main(argv):
         if unknown:
             raise ConfigError(f"--steps: unknown {unknown}; choose from {','.join(core.STEPS)}.")
         paths.resolve_config_paths(_CONFIG.value)
-        plan = core.make_plan(_CONFIG.value, _TOPOLOGY.value, tuple(_STEPS.value), options, compile=_COMPILE.value)
+        plan = core.make_plan(_CONFIG.value, _TOPOLOGY.value, tuple(_STEPS.value), options, compile=_COMPILE.value,
+                              on_step=_write)
     except ConfigError as e:
         sys.exit(f"Plan error: {e}")
     print(table.text(plan))
     if _OUT.value:
+        print(f"written: {_OUT.value}")
+
+
+def _write(plan: dict) -> None:
+    """--out after every step: the steps compiled so far (a plan killed later keeps them)."""
+    if _OUT.value:
         with open(_OUT.value, "w") as f:
             json.dump(plan, f, indent=1)
-        print(f"written: {_OUT.value}")
 
 
 def _options(pairs) -> dict:

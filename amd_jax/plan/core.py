@@ -21,11 +21,13 @@ STEPS = ("generator", "sample", "critic", "eval_sampler")
 _OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "Ran out of memory", "exceeds the memory")
 
 
-def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None = None, compile: bool = True) -> dict:
+def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None = None, compile: bool = True,
+              on_step=None) -> dict:
     """The plan of `config` on `topology` (e.g. 'v5p:2x4x4'): per step (names from STEPS) its jaxpr FLOPs (also in
     one student UNet forward's units) and the figures of figures.step_figures, or {'fits': False, 'error': ...}
     when the compiler runs out of the chip's memory; the TTUR-weighted iteration and full run; and what it was
-    planned with (mesh, batch, compiler options). `compile=False` only traces: the jaxpr FLOPs, in seconds."""
+    planned with (mesh, batch, compiler options). `compile=False` only traces: the jaxpr FLOPs, in seconds.
+    `on_step(plan)` is called after every step with the plan so far (a long plan's finished steps survive a kill)."""
     devices = chips.topology_devices(topology)
     chip, per_chip = chips.device_share(chips.chip(topology), devices[0])  # figures are per device
     session = Session(config, None, devices=devices, abstract=True)
@@ -34,20 +36,23 @@ def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None 
     n_chips = n // per_chip
     unet = _unet_forward_flops(session, *args) / n
     steps = {}
+    plan = lambda: {
+        "config": session.c.experiment, "method": session.c.method, "topology": topology, "chips": n_chips,
+        "devices": n, "chip": dataclasses.asdict(chip), "mesh": mesh_shape, "global_batch": session.c.global_batch,
+        "batch_per_chip": session.c.global_batch / n_chips, "batch_per_device": session.c.global_batch / n,
+        "compiler_options": dict(compiler_options or {}), "jax": jax.__version__,
+        "state_params": _params(session.abstract_state.student), "unet_forward_flops_per_chip": unet,
+        "steps": steps, "iteration": figures.iteration(steps, session.c, n_chips, chip),
+        "jaxpr_iteration": figures.jaxpr_iteration(steps, session.c, chip)}
     for name in names:
         log.info("%s %s for %s ...", "compiling" if compile else "tracing", name, topology)
         steps[name] = _plan_step(session, name, args, compiler_options or {}, chip, unet, compile)
         if compile:
             steps[name]["knobs"] = [] if steps[name]["fits"] else figures.knobs(
                 session.c, mesh_shape, steps[name].get("memory_bytes"))
-    return {"config": session.c.experiment, "method": session.c.method, "topology": topology, "chips": n_chips,
-            "devices": n, "chip": dataclasses.asdict(chip), "mesh": mesh_shape, "global_batch": session.c.global_batch,
-            "batch_per_chip": session.c.global_batch / n_chips, "batch_per_device": session.c.global_batch / n,
-            "compiler_options": dict(compiler_options or {}),
-            "jax": jax.__version__, "state_params": _params(session.abstract_state.student),
-            "unet_forward_flops_per_chip": unet, "steps": steps,
-            "iteration": figures.iteration(steps, session.c, n_chips, chip),
-            "jaxpr_iteration": figures.jaxpr_iteration(steps, session.c, chip)}
+        if on_step is not None:
+            on_step(plan())
+    return plan()
 
 
 def _plan_step(session: Session, name: str, args, options: dict, chip, unet: float, compile: bool) -> dict:
