@@ -23,8 +23,8 @@ FLASH_BLOCK = 128  # the kernel's default tile; both sequence lengths must be mu
 
 @dataclasses.dataclass(frozen=True)
 class AttentionCore:
-    """`kernel` from KERNELS; for 'flash', the `mesh` the step is sharded on and its `batch_axes` (None: no mesh,
-    one device)."""
+    """`kernel` from KERNELS; for 'flash', the `mesh` the step is sharded on and its `batch_axes`, over which the
+    kernel runs per device (mesh None: called directly, as on one device)."""
     kernel: str = "xla"
     mesh: Mesh | None = None
     batch_axes: tuple[str, ...] = ()
