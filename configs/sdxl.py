@@ -23,7 +23,9 @@ Hardware: a TPU v5p / v4 pod slice (global batch 128: 4 per chip on v5p-64). Tra
     fp32 + both AdamW states, 2 x 2.57 B params) 62.2 GiB, sharded over fsdp=16: 3.9 GiB per device.
     Per-device peak HBM of each step, from the TPU compiler (python -m amd_jax.plan, README "On TPU pods"):
       v5p-64 (v5p:2x4x4, 4 images/chip, 95 GiB): generator 23.15 GiB, sample 15.12, critic 16.88.
-      v4 (v4:2x2x4, 16 chips = 32 TensorCore devices of 16 GiB, 4 images/device): V4_FIGURES
+      v4 (v4:2x2x4, 16 chips = 32 TensorCore devices of 16 GiB, 4 images/device): critic 14.52 GiB, sample 15.14,
+        generator DOES NOT FIT (21.29 GiB of temporaries; the compiler allows 15.25): use 2 images per device.
+      With --config.model.unet_attention=flash the v5p critic peaks at 13.60 GiB.
     With 256 chips the batch 128 cannot be split (data*fsdp must divide it): raise global_batch to 256.
 Cost (jaxpr FLOPs per v5p chip, 4 images): an iteration (1 generator + 4 sample steps per 5, a critic step each)
     is 358 TFLOP = 13.2 student UNet forwards; the reward (VAE decode at 1024 px + HPSv2 ViT-H) is 1.6 UNet forwards
