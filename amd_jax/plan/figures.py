@@ -116,7 +116,7 @@ def jaxpr_iteration(steps: dict, config, chip: Chip) -> dict:
 
 
 def loop_summary(trips: list) -> str:
-    """'10 x 12, traced x 1': how many loops have each trip count ('traced': not a constant)."""
+    """'10 trips x 12, traced x 1': how many loops have each trip count ('traced': not a constant)."""
     counts = {}
     for n in trips:
         counts[n] = counts.get(n, 0) + 1
