@@ -62,8 +62,7 @@ def get_config():
     c.optim.warmup_steps = 50
     c.optim.weight_decay = 0.0
 
-    c.reward = ml_collections.ConfigDict(
-        {"name": "zones2d_proxy", "monitor": True, "std_scale": 2.0, "noise": 1.0, "length": 0.5})
+    c.reward.update({"name": "zones2d_proxy", "monitor": True, "std_scale": 2.0, "noise": 1.0, "length": 0.5})
     c.checkpoint.every = 1000
     c.log.every = 100
     c.log.sample_every = 250
