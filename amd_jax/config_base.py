@@ -287,7 +287,7 @@ def _check_batch(c, num_devices: int, num_processes: int) -> None:
         k in (0, 1) or c.global_batch % k == 0,
         f"amd.group_size={k} does not divide global_batch={c.global_batch}: choose K with global_batch % K == 0.",
     )
-    chunks, per_device = c.reward.get("chunks", 1), c.global_batch // dp
+    chunks, per_device = c.reward.chunks, c.global_batch // dp
     _need(
         per_device % chunks == 0,
         f"reward.chunks={chunks} does not divide the {per_device} samples per device (global_batch={c.global_batch} "

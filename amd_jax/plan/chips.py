@@ -44,7 +44,8 @@ def device_share(c: Chip, device) -> tuple[Chip, int]:
     """(the share of `c` one compiled-for device has, devices per chip). libtpu describes v4 topologies with one
     device per TensorCore (`num_cores` 1: v4:2x2x4 is 16 chips, 32 devices of 16 GiB; the compiler's own limit is
     15.25 GiB) and v5p with one per chip (megacore, `num_cores` 2)."""
-    per_chip = max(1, c.tensorcores // max(1, int(getattr(device, "num_cores", c.tensorcores) or c.tensorcores)))
+    cores = getattr(device, "num_cores", None) or c.tensorcores
+    per_chip = max(1, c.tensorcores // cores)
     if per_chip == 1:
         return c, 1
     share = dataclasses.replace(c, name=f"{c.name} TensorCore (1/{per_chip} chip)", bf16_tflops=c.bf16_tflops /

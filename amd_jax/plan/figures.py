@@ -85,7 +85,7 @@ def iteration(steps: dict, config, chips: int, chip: Chip) -> dict:
     ttur, total = int(config.dmd.ttur), int(config.total_steps)
     t = {n: steps[n]["roofline_seconds" if no_estimate else "optimal_seconds"] for n in need}
     f = {n: steps[n]["flops_per_chip"] for n in need}
-    per_iter = lambda v: (v["generator"] + (ttur - 1) * v["sample"]) / ttur + v["critic"]
+    per_iter = lambda v: per_iteration(v, ttur)
     n_gen = -(-total // ttur)
     run_s = n_gen * t["generator"] + (total - n_gen) * t["sample"] + total * t["critic"]
     seconds, flops = per_iter(t), per_iter(f)
@@ -108,11 +108,16 @@ def jaxpr_iteration(steps: dict, config, chip: Chip) -> dict:
     if any(n not in steps or "jaxpr" not in steps[n] for n in need):
         return {"error": "needs the generator, sample and critic steps"}
     ttur = int(config.dmd.ttur)
-    per_iter = lambda k: (steps["generator"]["jaxpr"][k] + (ttur - 1) * steps["sample"]["jaxpr"][k]) / ttur + \
-        steps["critic"]["jaxpr"][k]
+    per_iter = lambda k: per_iteration({n: steps[n]["jaxpr"][k] for n in need}, ttur)
     flops = per_iter("flops_per_chip")
     return {"flops_per_chip": flops, "unet_forwards": per_iter("unet_forwards"),
             "seconds_at_peak": flops / (chip.bf16_tflops * 1e12)}
+
+
+def per_iteration(per_step: dict, ttur: int) -> float:
+    """A per-step value (time, FLOPs) per iteration of amd_jax/loop.py's schedule: one generator step and ttur - 1
+    sample steps per ttur iterations, a critic step in each."""
+    return (per_step["generator"] + (ttur - 1) * per_step["sample"]) / ttur + per_step["critic"]
 
 
 def loop_summary(trips: list) -> str:
