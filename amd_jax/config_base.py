@@ -76,8 +76,11 @@ def base() -> ml_collections.ConfigDict:
 
     # max_nonfinite: stop after this many consecutive iterations whose update was skipped for a NaN/inf loss or
     # gradient (steps.py skips them; the newest checkpoint then still holds the last finite state);
-    # profile_steps: (first, last) iterations traced by jax.profiler into WORKDIR/profile; () = off
-    c.train = ml_collections.ConfigDict({"max_nonfinite": 20, "profile_steps": ()})
+    # profile_steps: (first, last) iterations traced by jax.profiler into WORKDIR/profile; () = off;
+    # microbatches: the generator and critic losses and gradients accumulated over that many sequential pieces of
+    # the batch (gradient accumulation: the same update, ~1/microbatches of the activation memory; a micro-batched
+    # generator step runs the student's last step once more; steps.py)
+    c.train = ml_collections.ConfigDict({"max_nonfinite": 20, "profile_steps": (), "microbatches": 1})
     c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3, "async_save": True})
     # sample_every: images + the experiment's metrics on `sample_count` fresh samples (the in-training curves)
     c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500, "sample_count": 1024})
@@ -110,6 +113,8 @@ _INT_KNOBS = {
     "log.sample_every": (0, "samples and their metrics when step % sample_every == 0, 0 = never"),
     "amd.group_size": (0, "samples per reward group; 0 or 1 = the whole global batch is one group"),
     "reward.chunks": (1, "sequential pieces of the batch the reward is computed in (1 = the whole batch at once)"),
+    "train.microbatches": (1, "sequential pieces of the batch the losses and gradients are accumulated over "
+                              "(1 = the whole batch at once)"),
     "train.max_nonfinite": (1, "the run stops after this many consecutive skipped (NaN/inf) updates; 0 stops every "
                                "run at its first iteration"),
 }
@@ -293,6 +298,18 @@ def _check_batch(c, num_devices: int, num_processes: int) -> None:
         f"reward.chunks={chunks} does not divide the {per_device} samples per device (global_batch={c.global_batch} "
         f"over data*fsdp={dp}): choose a divisor of {per_device}, so that every piece holds rows of every device.",
     )
+    micro = c.train.microbatches
+    _need(
+        per_device % micro == 0,
+        f"train.microbatches={micro} does not divide the {per_device} samples per device (global_batch="
+        f"{c.global_batch} over data*fsdp={dp}): choose a divisor of {per_device}, so that every micro-batch holds "
+        "rows of every device.",
+    )
+    _need(
+        micro == 1 or c.dmd.normalizer != "batch",
+        f"train.microbatches={micro} with dmd.normalizer='batch': that normaliser is one statistic of the whole batch "
+        "and every micro-batch would compute its own; use dmd.normalizer='sample' or 'none', or train.microbatches=1.",
+    )
 
 
 def sample_count_notes(c) -> list[str]:
@@ -329,6 +346,7 @@ _RESUME_FREE = (
     "teacher.train_if_missing",  # what to do without a teacher; a resumed run's teacher exists
     "train.max_nonfinite",  # when to give up on a diverging run, not what an update does
     "train.profile_steps",  # what is traced, not what is trained
+    "train.microbatches",  # the same update computed in pieces (memory), up to float rounding
     "model.unet_remat",  # what the backward pass recomputes, not what it computes
     "model.unet_attention",  # the attention kernel (XLA or Pallas flash): the same function, another program
     "resume",  # this check's own setting

@@ -92,6 +92,7 @@ class Session:
         self.state_sh = tree_shardings(self.abstract_state, self.mesh, rules, min_size)
         if self.ema:  # the rules match paths: rules written for student/... would miss student_ema/...
             self.state_sh = self.state_sh.replace(student_ema=self.state_sh.student)
+        self.steps.param_shardings = {"student": self.state_sh.student, "critic": self.state_sh.critic}
         self.teacher_sh = tree_shardings(teacher_abs, self.mesh, rules, min_size)
         self.ckpt, self.resume_step = None, None
         if abstract:

@@ -9,7 +9,11 @@ or gradient norm is not finite is skipped inside the step (parameters and optimi
 counted) and reported as `skipped_generator` / `skipped_critic`; the loop (amd_jax/loop.py) stops a run that keeps skipping.
 With `student.ema_decay` > 0 the state is an EmaTrainState and an applied generator update also moves the student's
 EMA (ema = decay * ema + (1 - decay) * student); a skipped one leaves it unchanged.
-`frozen` holds the
+With `train.microbatches` = m > 1 (gradient accumulation) the generator and critic steps compute their loss and
+gradient in m sequential pieces of the batch and average them (batching.mean_over_pieces): the same update up to
+float rounding, since every loss is a mean over samples, and ~1/m of the activations; the statistics of the whole
+batch (rewards, advantages, the Forbidden-Zone mask, DSA's and RLS's per-sample factors) are computed first, over
+the whole batch. `frozen` holds the
 teacher's and the reward model's parameters: arguments of every step, never part of the saved state.
 The session (amd_jax/session.py) jit-compiles these functions with explicit shardings; here they are plain functions.
 """
@@ -25,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from amd_jax import method as M
-from amd_jax.batching import sequential_chunks
+from amd_jax.batching import mean_over_pieces, sequential_chunks
 from amd_jax.models.bundle import Models
 
 sg = jax.lax.stop_gradient
@@ -80,6 +84,10 @@ class Steps:
         self.critic_tx = make_optimizer(config.optim, config.optim.critic_lr)
         self.timesteps = tuple(int(t) if models.student.schedule.discrete else float(t) for t in config.student.timesteps)
         self.ema_decay = float(config.student.get("ema_decay", 0.0))  # 0 = no EMA (a TrainState without one)
+        self.microbatches = int(config.train.microbatches)  # gradient accumulation over sequential pieces
+        # {'student': ..., 'critic': ...} NamedShardings of the trained parameters, set by the session: micro-batched
+        # steps hold their gradient sums in them (None: XLA chooses, and may replicate a whole fp32 gradient)
+        self.param_shardings = None
 
     # ----------------------------------------------------------------------------------------------- state
     def init(self, teacher_params, rng) -> TrainState:
@@ -97,12 +105,20 @@ class Steps:
             return EmaTrainState(**fields, student_ema=copy(teacher_params))
         return TrainState(**fields)
 
+    def _grad_constraint(self, name):
+        """For mean_over_pieces: keeps the running ((loss, metrics), gradient) sums' gradient in the sharding of
+        the parameters `name` (student | critic), when the session has set param_shardings."""
+        if self.param_shardings is None:
+            return None
+        sh = self.param_shardings[name]
+        return lambda out: (out[0], jax.lax.with_sharding_constraint(out[1], sh))
+
     def _keys(self, state):
         return jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
 
     # ------------------------------------------------------------------------------------------- sampling
-    def _student_sample(self, student_params, batch, rng):
-        """x = G(x_{t_k}, t_k) for a random step k reached by backward simulation; gradient flows to G only."""
+    def _student_input(self, student_params, batch, rng):
+        """(x_{t_k}, t_k): the input of student step k, a random step reached by backward simulation (no gradient)."""
         st, cond = self.m.student, batch["cond"]
         bsz = jax.tree_util.tree_leaves(cond)[0].shape[0]
         k_z, k_k, k_sim = jax.random.split(rng, 3)
@@ -110,8 +126,12 @@ class Steps:
         z = jax.random.normal(k_z, (bsz,) + tuple(self.m.sample_shape), jnp.float32)
         k = jax.random.randint(k_k, (), 0, len(self.timesteps)) if len(self.timesteps) > 1 else 0
         frozen_g = lambda x, t: st.x0(sg(student_params), x, t, cond)
-        x_in = M.backward_simulation(frozen_g, st.schedule, ts, z, k, k_sim)
-        return st.x0(student_params, x_in, jnp.broadcast_to(ts[k], (bsz,)), cond)
+        return M.backward_simulation(frozen_g, st.schedule, ts, z, k, k_sim), jnp.broadcast_to(ts[k], (bsz,))
+
+    def _student_sample(self, student_params, batch, rng):
+        """x = G(x_{t_k}, t_k) for a random step k reached by backward simulation; gradient flows to G only."""
+        x_in, t_k = self._student_input(student_params, batch, rng)
+        return self.m.student.x0(student_params, x_in, t_k, batch["cond"])
 
     def _rewards(self, frozen, x, batch):
         if not self.use_reward:
@@ -134,46 +154,87 @@ class Steps:
 
     # ------------------------------------------------------------------------------------------ generator
     def generator_loss(self, student_params, state: TrainState, frozen, batch):
-        c, sched = self.c, self.m.teacher.schedule
+        """The whole batch's generator loss (train.microbatches = 1): (loss, (sg(x), rewards, metrics))."""
         k_sample, k_gen, _ = self._keys(state)
-        k_t, k_eps, k_gan_t, k_gan_eps = jax.random.split(k_gen, 4)
-        cond = batch["cond"]
         x = self._student_sample(student_params, batch, k_sample)
-        bsz = x.shape[0]
-        metrics = {}
+        rewards = self._rewards(frozen, x, batch)
+        deltas, metrics = self._adaptation(rewards)
+        noise = self._generator_noise(k_gen, x.shape)
+        loss, terms = self._generator_terms(x, state, frozen, batch["cond"], noise, deltas)
+        return loss, (sg(x), rewards, {**metrics, **terms})
 
-        rewards, alpha_d, beta_d = self._rewards(frozen, x, batch), None, None
-        if self.use_reward:
-            adv, mask, std_g = self.advantage(rewards)
-            metrics.update(_reward_metrics(rewards, adv, mask, std_g))
-        if self.dsa:
-            alpha_d, beta_d = M.dsa_deltas(adv, mask, c.amd.s, c.amd.dsa_mode)
-            metrics.update(_stats("alpha", 1.0 + alpha_d))
-            metrics.update(_stats("beta", 1.0 + beta_d))
+    def _generator_pieces(self, state: TrainState, frozen, batch):
+        """The generator's loss and gradient in train.microbatches pieces: first the whole batch's samples and rewards
+        (no gradient: the advantage needs every reward of the batch), then the loss and its gradient accumulated over
+        micro-batches, each re-running the student's last step with gradient from the same input (one student
+        forward more than the whole-batch step). The same update as generator_loss's up to float rounding; the
+        metrics are the pieces' means (gt_zone/ ratios are averaged per piece). (loss, sg(x), rewards, metrics,
+        grads)."""
+        st, cond = self.m.student, batch["cond"]
+        k_sample, k_gen, _ = self._keys(state)
+        x_in, t_k = self._student_input(state.student, batch, k_sample)
+        x = sg(st.x0(state.student, x_in, t_k, cond))
+        rewards = self._rewards(frozen, x, batch)
+        deltas, metrics = self._adaptation(rewards)
+        rows = {"x_in": x_in, "t_k": t_k, "cond": cond, "noise": self._generator_noise(k_gen, x.shape),
+                "deltas": deltas}
 
-        grad, dmd_metrics = self._dmd_grad(state, frozen, x, cond, k_t, k_eps, alpha_d, beta_d)
+        def piece(params, r):
+            x_piece = st.x0(params, r["x_in"], r["t_k"], r["cond"])
+            return self._generator_terms(x_piece, state, frozen, r["cond"], r["noise"], r["deltas"])
+
+        (loss, terms), grads = mean_over_pieces(jax.value_and_grad(piece, has_aux=True), self.microbatches,
+                                                state.student, rows, self._grad_constraint("student"))
+        return loss, x, rewards, {**metrics, **terms}, grads
+
+    def _generator_noise(self, k_gen, shape):
+        """The generator step's per-sample random draws for the whole batch (micro-batches slice the same draws):
+        the re-noise timestep t and noise eps (and t_ca, decoupled), the GAN term's timestep and noise."""
+        sched, d, b = self.m.teacher.schedule, self.c.dmd, shape[:1]
+        k_t, k_eps, k_gan_t, k_gan_eps = jax.random.split(k_gen, 4)
+        noise = {"t": sched.sample_t(k_t, b, d.t_min, d.t_max), "eps": jax.random.normal(k_eps, shape, jnp.float32)}
+        if self.ca_own_t:
+            noise["t_ca"] = sched.sample_t(jax.random.fold_in(k_t, 1), b, d.ca_t_min, d.ca_t_max)
+        if self.use_gan:
+            noise["gan_t"] = sched.sample_t(k_gan_t, b, 0.0, 1.0)
+            noise["gan_eps"] = jax.random.normal(k_gan_eps, shape)
+        return noise
+
+    def _adaptation(self, rewards):
+        """(DSA's per-sample (alpha_d, beta_d) or None, the reward metrics), from the whole batch's rewards."""
+        if not self.use_reward:
+            return None, {}
+        adv, mask, std_g = self.advantage(rewards)
+        metrics = _reward_metrics(rewards, adv, mask, std_g)
+        if not self.dsa:
+            return None, metrics
+        alpha_d, beta_d = M.dsa_deltas(adv, mask, self.c.amd.s, self.c.amd.dsa_mode)
+        return (alpha_d, beta_d), {**metrics, **_stats("alpha", 1.0 + alpha_d), **_stats("beta", 1.0 + beta_d)}
+
+    def _generator_terms(self, x, state: TrainState, frozen, cond, noise, deltas):
+        """(loss, metrics) of the student's samples x (gradient flows through x): the DMD term and the GAN term."""
+        alpha_d, beta_d = (None, None) if deltas is None else deltas
+        grad, dmd_metrics = self._dmd_grad(state, frozen, x, cond, noise, alpha_d, beta_d)
         loss_dm = M.dmd_loss(x, grad)
         loss = loss_dm
-        metrics.update(loss_dm=loss_dm, dmd_grad_abs=jnp.mean(jnp.abs(grad)), **dmd_metrics)
-
+        metrics = dict(loss_dm=loss_dm, dmd_grad_abs=jnp.mean(jnp.abs(grad)), **dmd_metrics)
         if self.use_gan:
-            t_g = sched.sample_t(k_gan_t, (bsz,), 0.0, 1.0)
-            x_tg = M.add_noise(sched, x, jax.random.normal(k_gan_eps, x.shape), t_g)  # gradient flows to x
+            t_g = noise["gan_t"]
+            x_tg = M.add_noise(self.m.teacher.schedule, x, noise["gan_eps"], t_g)  # gradient flows to x
             _, feats = self.m.critic.x0_and_features(sg(state.critic["denoiser"]), x_tg, t_g, cond)
             loss_gan = M.gan_generator_loss(self.m.gan_head(sg(state.critic["gan_head"]), feats))
-            loss = loss + c.gan.generator_weight * loss_gan
+            loss = loss + self.c.gan.generator_weight * loss_gan
             metrics["loss_gan_generator"] = loss_gan
         metrics["loss_generator"] = loss
-        return loss, (sg(x), rewards, metrics)
+        return loss, metrics
 
-    def _dmd_grad(self, state, frozen, x, cond, k_t, k_eps, alpha_d, beta_d):
+    def _dmd_grad(self, state, frozen, x, cond, noise, alpha_d, beta_d):
         """The stop-gradient DMD gradient of the samples x and its metrics. DMD2 / AMD: one re-noise timestep t for
         both terms. Decoupled (dmd.decoupled_normalizer, dmd.ca_t_min/ca_t_max; docs/METHOD.md section 4): the CA
         term may have its own timestep t_ca (the same noise eps re-noised to t_ca), which costs two more teacher
-        calls there; the fake score is only needed for the DM term, at t."""
+        calls there; the fake score is only needed for the DM term, at t. `noise`: _generator_noise's draws."""
         d, sched, teacher, tp = self.c.dmd, self.m.teacher.schedule, self.m.teacher, frozen["teacher"]
-        t = sched.sample_t(k_t, (x.shape[0],), d.t_min, d.t_max)
-        eps = jax.random.normal(k_eps, x.shape, jnp.float32)
+        t, eps = noise["t"], noise["eps"]
         x_t = M.add_noise(sched, sg(x), eps, t)
         if self.ca_own_t:  # the CA term's teacher pair is at t_ca, below
             xr_c, xr_u = teacher.x0(tp, x_t, t, cond), None
@@ -185,7 +246,7 @@ class Steps:
             return grad, {"dmd_norm": jnp.mean(norm), **self._zone_probe(x, cond, xr_c, xr_u, xf)}
         ca_parts = (xr_c, xr_u)
         if self.ca_own_t:
-            t_ca = sched.sample_t(jax.random.fold_in(k_t, 1), (x.shape[0],), d.ca_t_min, d.ca_t_max)
+            t_ca = noise["t_ca"]
             x_ca = M.add_noise(sched, sg(x), eps, t_ca)
             ca_parts = teacher.x0_cond_uncond(tp, x_ca, t_ca, cond)
         grad, metrics = M.decoupled_gradient(x, (xr_c, xf), ca_parts, d.guidance_scale, alpha_d, beta_d,
@@ -212,8 +273,11 @@ class Steps:
         return out
 
     def generator_step(self, state: TrainState, frozen, batch):
-        grad_fn = jax.value_and_grad(self.generator_loss, has_aux=True)
-        (loss, (x, rewards, metrics)), grads = grad_fn(state.student, state, frozen, batch)
+        if self.microbatches == 1:
+            grad_fn = jax.value_and_grad(self.generator_loss, has_aux=True)
+            (loss, (x, rewards, metrics)), grads = grad_fn(state.student, state, frozen, batch)
+        else:
+            loss, x, rewards, metrics, grads = self._generator_pieces(state, frozen, batch)
         updates, opt = self.student_tx.update(grads, state.student_opt, state.student)
         grad_norm = optax.tree.norm(grads)
         ok = _finite(loss, grad_norm)
@@ -231,41 +295,74 @@ class Steps:
 
     # --------------------------------------------------------------------------------------------- critic
     def critic_loss(self, critic_params, state: TrainState, frozen, batch, x, rewards):
-        c, sched, critic = self.c, self.m.critic.schedule, self.m.critic
+        """The whole batch's critic loss (train.microbatches = 1): (loss, metrics)."""
         _, _, k_crit = self._keys(state)
-        k_t, k_eps, k_gt, k_ge, k_rt, k_re = jax.random.split(k_crit, 6)
-        cond, x = batch["cond"], sg(x)
-        bsz = x.shape[0]
-        metrics, weights = {}, None
-        if self.rls:
-            adv, mask, _ = self.advantage(rewards)
-            weights = M.rls_weights(adv, mask, c.amd.rls_lambda, c.amd.rls_mode)
-            metrics.update(_stats("rls_weight", weights))
+        x, real = sg(x), batch.get("real")
+        weights, metrics = self._critic_weights(rewards)
+        noise = self._critic_noise(k_crit, x.shape, None if real is None else real.shape)
+        loss, terms = self._critic_terms(critic_params, x, batch["cond"], real, noise, weights)
+        return loss, {**metrics, **terms}
 
-        t = sched.sample_t(k_t, (bsz,), 0.0, 1.0)
-        eps = jax.random.normal(k_eps, x.shape, jnp.float32)
+    def _critic_pieces(self, state: TrainState, batch, x, rewards):
+        """The critic's loss and gradient in train.microbatches pieces: the RLS weights and the random draws for
+        the whole batch, the loss and its gradient accumulated over micro-batches. (loss, metrics, grads)."""
+        _, _, k_crit = self._keys(state)
+        x, real = sg(x), batch.get("real") if self.use_gan else None
+        weights, metrics = self._critic_weights(rewards)
+        rows = {"x": x, "cond": batch["cond"], "real": real, "weights": weights,
+                "noise": self._critic_noise(k_crit, x.shape, None if real is None else real.shape)}
+        piece = lambda params, r: self._critic_terms(params, r["x"], r["cond"], r["real"], r["noise"], r["weights"])
+        (loss, terms), grads = mean_over_pieces(jax.value_and_grad(piece, has_aux=True), self.microbatches,
+                                                state.critic, rows, self._grad_constraint("critic"))
+        return loss, {**metrics, **terms}, grads
+
+    def _critic_weights(self, rewards):
+        """(RLS's per-sample loss weights or None, their metrics), from the whole batch's rewards."""
+        if not self.rls:
+            return None, {}
+        adv, mask, _ = self.advantage(rewards)
+        weights = M.rls_weights(adv, mask, self.c.amd.rls_lambda, self.c.amd.rls_mode)
+        return weights, _stats("rls_weight", weights)
+
+    def _critic_noise(self, k_crit, shape, real_shape):
+        """The critic step's per-sample random draws for the whole batch: the denoising timestep and noise, and the
+        GAN logits' timesteps and noises of the fake and the real samples."""
+        sched, b = self.m.critic.schedule, shape[:1]
+        k_t, k_eps, k_gt, k_ge, k_rt, k_re = jax.random.split(k_crit, 6)
+        noise = {"t": sched.sample_t(k_t, b, 0.0, 1.0), "eps": jax.random.normal(k_eps, shape, jnp.float32)}
+        if self.use_gan:
+            noise.update(fake_t=sched.sample_t(k_gt, b, 0.0, 1.0), fake_eps=jax.random.normal(k_ge, shape),
+                         real_t=sched.sample_t(k_rt, b, 0.0, 1.0), real_eps=jax.random.normal(k_re, real_shape))
+        return noise
+
+    def _critic_terms(self, critic_params, x, cond, real, noise, weights):
+        """(loss, metrics) of the fake teacher on the samples x: the (RLS-weighted) denoising loss and the GAN
+        discriminator term (x against the real latents)."""
+        sched, critic = self.m.critic.schedule, self.m.critic
+        t, eps = noise["t"], noise["eps"]
         x_t = M.add_noise(sched, x, eps, t)
         pred = critic.native(critic_params["denoiser"], x_t, t, cond)
         loss_fake = M.denoising_loss(pred, M.target(sched, critic.prediction_type, x, eps, t), weights)
-        loss = loss_fake
-        metrics["loss_fake"] = loss_fake
-
+        loss, metrics = loss_fake, {"loss_fake": loss_fake}
         if self.use_gan:
-            def logits(sample, k_time, k_noise):
-                tt = sched.sample_t(k_time, (bsz,), 0.0, 1.0)
-                xt = M.add_noise(sched, sample, jax.random.normal(k_noise, sample.shape), tt)
+            def logits(sample, tt, noise_):
+                xt = M.add_noise(sched, sample, noise_, tt)
                 _, feats = critic.x0_and_features(critic_params["denoiser"], xt, tt, cond)
                 return self.m.gan_head(critic_params["gan_head"], feats)
 
-            loss_gan = M.gan_critic_loss(logits(x, k_gt, k_ge), logits(batch["real"], k_rt, k_re))
-            loss = loss + c.gan.critic_weight * loss_gan
+            loss_gan = M.gan_critic_loss(logits(x, noise["fake_t"], noise["fake_eps"]),
+                                         logits(real, noise["real_t"], noise["real_eps"]))
+            loss = loss + self.c.gan.critic_weight * loss_gan
             metrics["loss_gan_critic"] = loss_gan
         metrics["loss_critic"] = loss
         return loss, metrics
 
     def critic_step(self, state: TrainState, frozen, batch, x, rewards):
-        grad_fn = jax.value_and_grad(self.critic_loss, has_aux=True)
-        (loss, metrics), grads = grad_fn(state.critic, state, frozen, batch, x, rewards)
+        if self.microbatches == 1:
+            grad_fn = jax.value_and_grad(self.critic_loss, has_aux=True)
+            (loss, metrics), grads = grad_fn(state.critic, state, frozen, batch, x, rewards)
+        else:
+            loss, metrics, grads = self._critic_pieces(state, batch, x, rewards)
         updates, opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
         grad_norm = optax.tree.norm(grads)
         ok = _finite(loss, grad_norm)

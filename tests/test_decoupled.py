@@ -111,9 +111,12 @@ def _config(**dmd):
 def _dmd_grad(config, x, cond, key=0):
     steps = Steps(config, _fake_models())
     state = types.SimpleNamespace(critic={"denoiser": None})
-    k_t, k_eps = jax.random.split(jax.random.PRNGKey(key))
-    f = jax.jit(lambda x, c: steps._dmd_grad(state, {"teacher": None}, x, {"c": c}, k_t, k_eps, None, None))
-    return f(x, cond), (k_t, k_eps)
+    k_gen = jax.random.PRNGKey(key)
+    k_t, k_eps = jax.random.split(k_gen, 4)[:2]  # the keys steps._generator_noise draws t and eps from
+
+    def grad(x, c):
+        return steps._dmd_grad(state, {"teacher": None}, x, {"c": c}, steps._generator_noise(k_gen, x.shape), None, None)
+    return jax.jit(grad)(x, cond), (k_t, k_eps)
 
 
 def _old_dmd_block(config, models, x, cond, k_t, k_eps):

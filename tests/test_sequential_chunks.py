@@ -40,7 +40,7 @@ def test_same_rows_as_the_whole_batch_on_a_mesh(chunks):
 
 
 def test_chunks_must_divide_the_batch():
-    with pytest.raises(ValueError, match="3 chunks do not divide the batch of 8"):
+    with pytest.raises(ValueError, match="3 pieces .chunks. do not divide the batch of 8"):
         sequential_chunks(lambda x: x, 3, jnp.zeros((8, 2)))
 
 

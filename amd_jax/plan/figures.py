@@ -60,8 +60,11 @@ def knobs(config, mesh_shape: dict, memory: dict | None) -> list[str]:
     state = (f"shard the state and frozen weights over more chips: a larger fsdp axis (--config.mesh.shape, now "
              f"{tuple(mesh_shape.values())} for {tuple(mesh_shape)}, fsdp={fsdp}) or a lower "
              f"--config.sharding.fsdp_min_size (now {config.sharding.fsdp_min_size})")
-    acts = (f"fewer activations per chip: a lower --config.global_batch (now {config.global_batch}, "
-            f"{per_chip:g} per chip) or more chips for the same batch; --config.model.compute_dtype=bfloat16 "
+    micro = config.train.microbatches
+    acts = (f"fewer activations per chip: gradient accumulation over sequential micro-batches, "
+            f"--config.train.microbatches (now {micro}; it must divide the {per_chip:g} samples per device) and "
+            f"--config.reward.chunks (now {config.reward.chunks}) for the reward's pieces; a lower "
+            f"--config.global_batch or more chips for the same batch; --config.model.compute_dtype=bfloat16 "
             f"(now {config.model.compute_dtype}) where the config has it; for SDXL, activation checkpointing: "
             "--config.model.unet_impl=owned --config.model.unet_scan=True --config.model.unet_remat=block "
             f"(now {config.model.get('unet_impl', '-')}, scan {config.model.get('unet_scan', '-')}, remat "
