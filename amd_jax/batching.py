@@ -67,13 +67,19 @@ def mean_over_pieces(fn: Callable, pieces: int, const, rows, constrain: Callable
     e.g. a loss, its metrics and a gradient) are summed in float32 in a `lax.scan` and divided by `pieces`. For a
     loss that is a mean over rows, with equal pieces, the mean of the pieces' losses and of their gradients is the
     whole batch's, computed with about 1/pieces of the activation memory. `constrain`: applied to the running sums
-    (e.g. a with_sharding_constraint holding a gradient in its FSDP sharding, which XLA might otherwise replicate)."""
+    (e.g. a with_sharding_constraint holding a gradient in its FSDP sharding, which XLA might otherwise replicate).
+
+    `const` must hold every weight fn uses (not a closure): each piece passes it through an optimization barrier
+    together with the piece's rows, so that XLA cannot hoist the FSDP all-gathers of the weights out of the loop
+    (measured: hoisted, the whole gathered weights stay alive through every piece, which costs more memory than
+    micro-batching saves; tests/test_microbatches.py)."""
     parts = split_pieces(rows, pieces)
     out_abs = jax.eval_shape(fn, const, jax.tree_util.tree_map(lambda a: a[0], parts))
     constrain = constrain or (lambda t: t)
 
     def body(total, piece):
-        out = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), fn(const, piece))
+        weights, piece = jax.lax.optimization_barrier((const, piece))
+        out = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), fn(weights, piece))
         return constrain(jax.tree_util.tree_map(jnp.add, total, out)), None
 
     zero = constrain(jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, jnp.float32), out_abs))

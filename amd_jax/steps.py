@@ -179,12 +179,16 @@ class Steps:
         rows = {"x_in": x_in, "t_k": t_k, "cond": cond, "noise": self._generator_noise(k_gen, x.shape),
                 "deltas": deltas}
 
-        def piece(params, r):
+        def piece(params, others, r):
+            critic, frozen_ = others
             x_piece = st.x0(params, r["x_in"], r["t_k"], r["cond"])
-            return self._generator_terms(x_piece, state, frozen, r["cond"], r["noise"], r["deltas"])
+            return self._generator_terms(x_piece, state.replace(critic=critic), frozen_, r["cond"], r["noise"],
+                                         r["deltas"])
 
-        (loss, terms), grads = mean_over_pieces(jax.value_and_grad(piece, has_aux=True), self.microbatches,
-                                                state.student, rows, self._grad_constraint("student"))
+        grad_fn = jax.value_and_grad(piece, has_aux=True)  # the student's gradient only
+        weights = (state.student, (state.critic, frozen))  # every weight the pieces use: mean_over_pieces' barrier
+        (loss, terms), grads = mean_over_pieces(lambda w, r: grad_fn(w[0], w[1], r), self.microbatches, weights,
+                                                rows, self._grad_constraint("student"))
         return loss, x, rewards, {**metrics, **terms}, grads
 
     def _generator_noise(self, k_gen, shape):

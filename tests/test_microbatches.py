@@ -7,9 +7,12 @@ sequential pieces of the batch.
   give the whole batch's samples, rewards and metrics and, after several iterations, its parameters; and so do 2
   pieces on 8 devices (data=4, fsdp=2) through the session's sharded programs (the gradient sums constrained to the
   parameters' FSDP sharding; what that saves shows in the TPU plan's memory, not on the CPU).
+- The FSDP weight all-gathers stay inside the micro-batch loop (an optimization barrier; XLA hoists them otherwise).
 - A count that does not divide the samples per device is refused by the config check, and so is the 'batch' DMD
   normaliser (a statistic of the whole batch).
 """
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +116,41 @@ def test_micro_batched_steps_on_eight_devices(tmp_path):
         results.append(new)
     for a, b in zip(_leaves((results[0].student, results[0].critic)), _leaves((results[1].student, results[1].critic))):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+def _all_gathers(hlo_text: str) -> dict:
+    """{'entry': n, 'loops': n}: the all-gathers of the optimized HLO in its ENTRY computation and elsewhere (the
+    while loops' bodies and the computations they call)."""
+    counts = {"entry": 0, "loops": 0}
+    where = None
+    for line in hlo_text.splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith("{"):
+            where = "entry" if line.startswith("ENTRY") else "loops"
+        elif where and re.search(r" all-gather(-start)?\(", line):
+            counts[where] += 1
+    return counts
+
+
+@pytest.mark.parametrize("barrier", [True, False])
+def test_weights_are_gathered_inside_the_micro_batch_loop(tmp_path, monkeypatch, barrier):
+    """FSDP weights gathered once before the loop would stay whole in memory through every piece; the barrier in
+    mean_over_pieces keeps the gathers in the loop. Without it (the second case) XLA hoists them: the check can
+    tell the two apart."""
+    if not barrier:
+        monkeypatch.setattr(jax.lax, "optimization_barrier", lambda x: x)
+    config = _amd_config(4)
+    config.mesh.shape, config.global_batch = (4, 2), 64  # 8 rows per device, 2 per piece
+    config.teacher.dir = str(tmp_path / "teacher")
+    session = Session(config, str(tmp_path / "run"))
+    frozen = session.frozen()
+    state = session.initial_state(frozen)
+    programs = session.step_programs(frozen, state, session.batch(0))
+    critic = _all_gathers(programs["critic"][0].lower(*programs["critic"][1]).compile().as_text())
+    assert critic["loops"] > 0
+    if barrier:
+        assert critic["entry"] == 0, critic
+    else:
+        assert critic["entry"] > 0, critic
 
 
 def test_microbatches_must_divide_the_samples_per_device():
