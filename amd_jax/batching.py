@@ -71,8 +71,8 @@ def mean_over_pieces(fn: Callable, pieces: int, const, rows, constrain: Callable
 
     `const` must hold every weight fn uses (not a closure): each piece passes it through an optimization barrier
     together with the piece's rows, so that XLA cannot hoist the FSDP all-gathers of the weights out of the loop
-    (measured: hoisted, the whole gathered weights stay alive through every piece, which costs more memory than
-    micro-batching saves; tests/test_microbatches.py)."""
+    (XLA's CPU compiler does hoist them without it, tests/test_microbatches.py; hoisted, the whole gathered weights
+    would stay alive through every piece)."""
     parts = split_pieces(rows, pieces)
     out_abs = jax.eval_shape(fn, const, jax.tree_util.tree_map(lambda a: a[0], parts))
     constrain = constrain or (lambda t: t)
