@@ -22,7 +22,8 @@ Inputs:
 Hardware: a TPU v5p / v4 pod slice (global batch 128: 4 per chip on v5p-64). Training state (student + critic
     fp32 + both AdamW states, 2 x 2.57 B params) 62.2 GiB, sharded over fsdp=16: 3.9 GiB per device.
     Per-device peak HBM of each step, from the TPU compiler (python -m amd_jax.plan, README "On TPU pods"):
-      v5p-64 (v5p:2x4x4, 4 images/chip, 95 GiB): generator 23.15 GiB, sample 15.12, critic 16.88.
+      v5p-64 (v5p:2x4x4, 4 images/chip, 95 GiB): generator 23.15 GiB, sample 15.12, critic 16.88, eval sampler
+        15.12.
       v4 (v4:2x2x4, 16 chips = 32 TensorCore devices of 16 GiB, 4 images/device): critic 14.52 GiB, sample 15.14,
         generator DOES NOT FIT with the defaults (21.29 GiB of temporaries; the compiler allows 15.25); with
         --config.train.microbatches=4 --config.reward.chunks=4 it does: generator 9.40 GiB, sample 5.18.
