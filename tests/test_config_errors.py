@@ -72,7 +72,8 @@ def test_global_batch_not_divisible_by_the_data_axes(tmp_path):
      ("amd.group_size", 5, "group_size=5 does not divide"), ("dmd.ttur", 0, "ttur"),
      ("eval.num_samples", 4, "raise eval.num_samples"), ("log.sample_count", 4, "log.sample_every=0"),
      ("reward.chunks", 3, "reward.chunks=3 does not divide the .* samples per device"),
-     ("reward.chunks", 0, r"reward\.chunks=0: .*integer >= 1")],
+     ("reward.chunks", 0, r"reward\.chunks=0: .*integer >= 1"),
+     ("train.microbatches", 0, r"train\.microbatches=0: .*integer >= 1")],
 )
 def test_invalid_knobs(key, value, match, tmp_path):
     config = tiny_toy2d_config(**{key: value})
