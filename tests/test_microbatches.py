@@ -5,8 +5,8 @@ sequential pieces of the batch.
   NumPy; the pieces are strided (piece c holds rows c, m + c, ...: every device keeps its own rows).
 - The steps: AMD (soft DSA, RLS) with the GAN, a 2-step student (backward simulation) and decoupled DMD: 4 pieces
   give the whole batch's samples, rewards and metrics and, after several iterations, its parameters; and so do 2
-  pieces on 8 devices (data=4, fsdp=2) through the session's sharded programs (the gradient sums constrained to the
-  parameters' FSDP sharding; what that saves shows in the TPU plan's memory, not on the CPU).
+  pieces on 8 devices (data=4, fsdp=2) through the session's sharded programs, with the gradient sums constrained
+  to the parameters' FSDP sharding (what that constraint saves in memory is not measured here).
 - The FSDP weight all-gathers stay inside the micro-batch loop (an optimization barrier; XLA hoists them otherwise).
 - A count that does not divide the samples per device is refused by the config check, and so is the 'batch' DMD
   normaliser (a statistic of the whole batch).
