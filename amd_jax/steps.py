@@ -137,7 +137,7 @@ class Steps:
         if not self.use_reward:
             return None
         reward = functools.partial(self.m.reward, frozen.get("reward"))
-        rewards = sequential_chunks(reward, int(self.c.reward.get("chunks", 1)), sg(x), batch["cond"])
+        rewards = sequential_chunks(reward, int(self.c.reward.chunks), sg(x), batch["cond"])
         return sg(rewards.astype(jnp.float32))
 
     def advantage(self, rewards):
@@ -300,25 +300,26 @@ class Steps:
     # --------------------------------------------------------------------------------------------- critic
     def critic_loss(self, critic_params, state: TrainState, frozen, batch, x, rewards):
         """The whole batch's critic loss (train.microbatches = 1): (loss, metrics)."""
-        _, _, k_crit = self._keys(state)
-        x, real = sg(x), batch.get("real")
-        weights, metrics = self._critic_weights(rewards)
-        noise = self._critic_noise(k_crit, x.shape, None if real is None else real.shape)
-        loss, terms = self._critic_terms(critic_params, x, batch["cond"], real, noise, weights)
+        rows, metrics = self._critic_rows(state, batch, x, rewards)
+        loss, terms = self._critic_terms(critic_params, rows)
         return loss, {**metrics, **terms}
 
     def _critic_pieces(self, state: TrainState, batch, x, rewards):
-        """The critic's loss and gradient in train.microbatches pieces: the RLS weights and the random draws for
-        the whole batch, the loss and its gradient accumulated over micro-batches. (loss, metrics, grads)."""
+        """The critic's loss and gradient in train.microbatches pieces of _critic_rows (its RLS weights and random
+        draws made for the whole batch). (loss, metrics, grads)."""
+        rows, metrics = self._critic_rows(state, batch, x, rewards)
+        (loss, terms), grads = mean_over_pieces(jax.value_and_grad(self._critic_terms, has_aux=True),
+                                                self.microbatches, state.critic, rows, self._grad_constraint("critic"))
+        return loss, {**metrics, **terms}, grads
+
+    def _critic_rows(self, state: TrainState, batch, x, rewards):
+        """The critic's per-sample inputs for the whole batch ({x, cond, real, weights, noise}) and the RLS weights'
+        metrics."""
         _, _, k_crit = self._keys(state)
         x, real = sg(x), batch.get("real") if self.use_gan else None
         weights, metrics = self._critic_weights(rewards)
-        rows = {"x": x, "cond": batch["cond"], "real": real, "weights": weights,
-                "noise": self._critic_noise(k_crit, x.shape, None if real is None else real.shape)}
-        piece = lambda params, r: self._critic_terms(params, r["x"], r["cond"], r["real"], r["noise"], r["weights"])
-        (loss, terms), grads = mean_over_pieces(jax.value_and_grad(piece, has_aux=True), self.microbatches,
-                                                state.critic, rows, self._grad_constraint("critic"))
-        return loss, {**metrics, **terms}, grads
+        noise = self._critic_noise(k_crit, x.shape, None if real is None else real.shape)
+        return {"x": x, "cond": batch["cond"], "real": real, "weights": weights, "noise": noise}, metrics
 
     def _critic_weights(self, rewards):
         """(RLS's per-sample loss weights or None, their metrics), from the whole batch's rewards."""
@@ -339,10 +340,11 @@ class Steps:
                          real_t=sched.sample_t(k_rt, b, 0.0, 1.0), real_eps=jax.random.normal(k_re, real_shape))
         return noise
 
-    def _critic_terms(self, critic_params, x, cond, real, noise, weights):
-        """(loss, metrics) of the fake teacher on the samples x: the (RLS-weighted) denoising loss and the GAN
-        discriminator term (x against the real latents)."""
+    def _critic_terms(self, critic_params, rows):
+        """(loss, metrics) of the fake teacher on the samples rows['x']: the (RLS-weighted) denoising loss and the
+        GAN discriminator term (x against the real latents)."""
         sched, critic = self.m.critic.schedule, self.m.critic
+        x, cond, real, noise, weights = (rows[k] for k in ("x", "cond", "real", "noise", "weights"))
         t, eps = noise["t"], noise["eps"]
         x_t = M.add_noise(sched, x, eps, t)
         pred = critic.native(critic_params["denoiser"], x_t, t, cond)
