@@ -85,7 +85,7 @@ def base() -> ml_collections.ConfigDict:
     # sample_every: images + the experiment's metrics on `sample_count` fresh samples (the in-training curves)
     c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500, "sample_count": 1024})
     c.eval = ml_collections.ConfigDict({"num_samples": 4096, "at_end": True})
-    # more evaluators beside those two (amd_jax/evals.py): name -> {type, every, at_end, num_samples, seed}
+    # more evaluators beside those two (amd_jax/evaluators.py): name -> {type, every, at_end, num_samples, seed}
     c.evals = ml_collections.ConfigDict()
     # Resuming a workdir whose checkpoint was trained with other values of training-semantics keys is refused
     # (check_resume); list the dotted keys or blocks changed on purpose, e.g. ('optim.student_lr',).
@@ -94,7 +94,7 @@ def base() -> ml_collections.ConfigDict:
 
 
 def teacher(steps: int, batch_size: int, lr: float, label_dropout: float = 0.1, seed: int = 0):
-    """The `teacher` block of small experiments (amd_jax/teacher.py): a teacher trained on first use.
+    """The `teacher` block of small experiments (amd_jax/tasks/teacher.py): a teacher trained on first use.
 
     dir '' = WORKDIR/teacher; a shared path lets several runs (a sweep) reuse one teacher."""
     return ml_collections.ConfigDict({"dir": "", "train_if_missing": True, "steps": steps, "batch_size": batch_size,
@@ -164,7 +164,7 @@ def validate(c, num_devices: int, num_processes: int = 1) -> None:
 
     Also logs a warning when eval.num_samples or log.sample_count is not a multiple of the global batch (the
     sampler drops the last partial batch), with the number of samples that will really be evaluated."""
-    from amd_jax import evals  # it reads this module's helpers
+    from amd_jax import evaluators as evals  # it reads this module's helpers
 
     flat = flatten(c.to_dict())
     _check_finite(flat)

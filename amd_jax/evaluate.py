@@ -31,7 +31,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from amd_jax import cli  # noqa: E402
-from amd_jax.evals import FINAL_SEED  # noqa: E402
+from amd_jax.evaluators import FINAL_SEED  # noqa: E402
 from amd_jax.parallel import distributed  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.", lock_config=True)

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from amd_jax import evals, writers
+from amd_jax import evaluators, writers
 from amd_jax.errors import NonFiniteError
 from amd_jax.session import Session
 
@@ -151,7 +151,7 @@ def train(session: Session, stop_after: int | None = None):
              {k: round(v / 1e9, 4) for k, v in flops.items()})
     gen = session.sampler(frozen)
     ttur = c.dmd.ttur
-    registry = evals.registry(c)  # what is evaluated when: log.sample_every, eval.at_end, config.evals
+    registry = evaluators.registry(c)  # what is evaluated when: log.sample_every, eval.at_end, config.evals
     iter_flops = (flops["generator"] + (ttur - 1) * flops["sample"]) / ttur + flops["critic"]
 
     preempted = Preempted()
@@ -186,7 +186,7 @@ def train(session: Session, stop_after: int | None = None):
                 window, t_window = [], time.time()
             for ev in registry.values():
                 if ev.due(step):
-                    evals.run(ev, session, gen, state, writer, step)
+                    evaluators.run(ev, session, gen, state, writer, step)
             stop = preempted.reached(step)
             if step % c.checkpoint.every == 0 or step == c.total_steps or stop:
                 t0 = time.time()
@@ -212,7 +212,7 @@ def train(session: Session, stop_after: int | None = None):
     if step == c.total_steps:
         for ev in registry.values():
             if ev.at_end:
-                evals.run(ev, session, gen, state, writer, step, final=True)
+                evaluators.run(ev, session, gen, state, writer, step, final=True)
     writer.flush()
     writer.close()
     session.ckpt.close()

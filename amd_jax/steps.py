@@ -30,7 +30,7 @@ import optax
 
 from amd_jax import method as M
 from amd_jax.batching import mean_over_pieces, sequential_chunks
-from amd_jax.models.bundle import Models
+from amd_jax.models.common.bundle import Models
 
 sg = jax.lax.stop_gradient
 

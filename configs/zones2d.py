@@ -27,7 +27,7 @@ Result (measured 2026-12-01, the `zones` sweep, seeds 0-4, final eval on 4096 sa
 Construction (amd_jax/data/zones2d.py): toy2d's 4 classes x 2 modes; in the teacher's training data the points of
 class 0's mode 0 (angle 0) are relabelled class 1 (`zone.flip` of them). The teacher's p(x | 1) thus has a
 spurious mode on that region R, and its CFG pulls class-1 samples into R. Ground truth: a sample is in the zone
-when it lies within 3 std of R's centre and its label is not 0. The reward proxy (amd_jax/models/zones2d.py) is
+when it lies within 3 std of R's centre and its label is not 0. The reward proxy (amd_jax/tasks/zones2d/models.py) is
 the clean log-density with widened modes (`reward.std_scale`) plus a fixed random field (`reward.noise`), never
 the ground truth. The evaluation: gt_zone_fraction (every log.sample_every steps and at the end), the proxy's
 flag recall / precision, toy2d's precision / recall / SWD / MMD against the clean data; the sweep adds the escape

@@ -1,4 +1,4 @@
-"""The attention cores (amd_jax.models.attention): the Pallas TPU flash kernel, run on the CPU in Pallas' TPU
+"""The attention cores (amd_jax.models.common.attention): the Pallas TPU flash kernel, run on the CPU in Pallas' TPU
 interpret mode, against a plain NumPy softmax attention; per device under shard_map over the mesh's batch axes; the
 fall-back to XLA where the kernel's tiling does not apply; and the owned SDXL UNet with either kernel."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from jax.experimental.pallas import tpu as pltpu
 
-from amd_jax.models import attention
-from amd_jax.models.attention import AttentionCore, xla_attention
+from amd_jax.models.common import attention
+from amd_jax.models.common.attention import AttentionCore, xla_attention
 from amd_jax.models.sdxl import unet_flax
 from amd_jax.parallel import mesh as mesh_lib
 

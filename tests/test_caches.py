@@ -22,12 +22,13 @@ import jax
 import numpy as np
 import pytest
 
-from amd_jax import caches, tasks, teacher, writers
+from amd_jax import caches, tasks, writers
+from amd_jax.tasks import teacher
 from amd_jax.data import mnist as data_lib
 from amd_jax.errors import ConfigError, DamagedFileError
-from amd_jax.eval import fid
-from amd_jax.eval.mnist import Evaluator
-from amd_jax.models import mnist as mnist_models
+from amd_jax.metrics import fid
+from amd_jax.metrics.mnist import Evaluator
+from amd_jax.tasks.digits import models as mnist_models
 import procs
 from test_digits import tiny_digits_config
 from tiny import tiny_toy2d_config

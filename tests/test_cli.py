@@ -100,8 +100,8 @@ print("USE_TF", os.environ.get("USE_TF"), "transformers", seen)
 """
 
 
-@pytest.mark.parametrize("module", ["amd_jax.train", "amd_jax.evaluate", "amd_jax.prepare_sdxl", "amd_jax.bench_steps",
-                                    "amd_jax.models.rewards.convert_openclip", "amd_jax.models.rewards.bench"])
+@pytest.mark.parametrize("module", ["amd_jax.train", "amd_jax.evaluate", "amd_jax.tools.prepare_sdxl", "amd_jax.tools.bench_steps",
+                                    "amd_jax.tools.convert_openclip", "amd_jax.tools.bench_rewards"])
 def test_entry_points_set_use_tf_before_transformers(module):
     """USE_TF=0 is the entry points' job (no library module sets it): each program that can import transformers
     sets it before its first import, so transformers never sees it unset, even where TensorFlow is installed."""
@@ -113,13 +113,13 @@ def test_entry_points_set_use_tf_before_transformers(module):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["amd_jax.eval.convert_inception", "--src=w.pth"], "Flag --out must have a value other than None"),
-    (["amd_jax.models.rewards.convert_openclip", "--out=d", "--arch=ViT-H-14"],
+    (["amd_jax.tools.convert_inception", "--src=w.pth"], "Flag --out must have a value other than None"),
+    (["amd_jax.tools.convert_openclip", "--out=d", "--arch=ViT-H-14"],
      "Flag --src must have a value other than None"),
-    (["amd_jax.models.rewards.convert_openclip", "--src=a.pt", "--out=d", "--arch=ViT-B-32"],
+    (["amd_jax.tools.convert_openclip", "--src=a.pt", "--out=d", "--arch=ViT-B-32"],
      "--arch=ViT-B-32: value should be one of <ViT-H-14|ViT-g-14>"),
-    (["amd_jax.eval.bench_inception", "--batch=many"], "--batch=many: invalid literal for int()"),
-    (["amd_jax.models.rewards.bench", "--arch=nope"], "value should be one of <ViT-H-14|ViT-g-14|clip_l14>"),
+    (["amd_jax.tools.bench_inception", "--batch=many"], "--batch=many: invalid literal for int()"),
+    (["amd_jax.tools.bench_rewards", "--arch=nope"], "value should be one of <ViT-H-14|ViT-g-14|clip_l14>"),
 ])
 def test_tools_refuse_bad_flags_in_one_line(args, expected):
     """The converters and benchmarks are absl programs run by amd_jax.cli.run, like train: a missing or bad flag is

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from amd_jax.compare_runs import compare
+from amd_jax.tools.compare_runs import compare
 from amd_jax.loop import train
 from amd_jax.session import Session
 from procs import REPO, _env
@@ -21,6 +21,6 @@ def test_same_config_identical_other_seed_differs(tmp_path):
     assert all(ok for _, ok in same)
     other = dict(compare(tmp_path / "a", tmp_path / "c"))
     assert not other["eval.json"] and not any(ok for what, ok in other.items() if what.startswith("checkpoint"))
-    out = subprocess.run([sys.executable, "-m", "amd_jax.compare_runs", f"--a={tmp_path / 'a'}",
+    out = subprocess.run([sys.executable, "-m", "amd_jax.tools.compare_runs", f"--a={tmp_path / 'a'}",
                           f"--b={tmp_path / 'c'}"], cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "the runs differ" in out.stdout

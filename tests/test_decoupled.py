@@ -19,7 +19,7 @@ from amd_jax import method as M
 from amd_jax.config_base import check_resume, validate
 from amd_jax.errors import ConfigError
 from amd_jax.method import dmd as D
-from amd_jax.models.denoiser import Denoiser
+from amd_jax.models.common.denoiser import Denoiser
 from amd_jax.steps import Steps
 from tiny import tiny_toy2d_config
 

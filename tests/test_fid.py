@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 from scipy.spatial.distance import pdist
 
-from amd_jax.eval import fid
-from amd_jax.eval import inception as inc
+from amd_jax.metrics import fid
+from amd_jax.metrics import inception as inc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -174,7 +174,7 @@ def load(path, map_location=None, weights_only=False):
 
 
 def test_convert_inception_command_line(tmp_path, state_dict, variables):
-    """`python -m amd_jax.eval.convert_inception --src=... --out=...` with paths relative to the working directory:
+    """`python -m amd_jax.tools.convert_inception --src=... --out=...` with paths relative to the working directory:
     the file it writes loads (load_inception) to exactly the variables of the state dict it was given; an --out
     of another type is refused before the .pth is read. Only torch.load is a stand-in (see above)."""
     (tmp_path / "standin").mkdir()
@@ -184,7 +184,7 @@ def test_convert_inception_command_line(tmp_path, state_dict, variables):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join([str(tmp_path / "standin"), REPO])}
 
     def convert(*args):
-        return subprocess.run([sys.executable, "-m", "amd_jax.eval.convert_inception", *args], cwd=tmp_path, env=env,
+        return subprocess.run([sys.executable, "-m", "amd_jax.tools.convert_inception", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
 
     out = convert("--src=pt_inception.pth", "--out=inception_fid.safetensors")

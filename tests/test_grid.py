@@ -1,4 +1,4 @@
-"""amd_jax/eval/grid.py: the sdxl and digits sample grids are byte-identical PNGs to what the two grid writers it
+"""amd_jax/metrics/grid.py: the sdxl and digits sample grids are byte-identical PNGs to what the two grid writers it
 replaced drew (kept below verbatim as the reference), on fixed inputs with and without zone-flagged samples."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amd_jax.eval import grid
-from amd_jax.eval.mnist import sample_grid
+from amd_jax.metrics import grid
+from amd_jax.metrics.mnist import sample_grid
 from amd_jax.writers import png_bytes
 
 

@@ -1,4 +1,4 @@
-"""ADM's ImageNet evaluators (amd_jax/eval/imagenet.py) against plain NumPy transcriptions of ADM's formulas,
+"""ADM's ImageNet evaluators (amd_jax/metrics/imagenet.py) against plain NumPy transcriptions of ADM's formulas,
 closed forms, and the pytorch-fid fixtures of tests/fixtures/inception (random weights regenerated in NumPy)."""
 
 import importlib.util
@@ -12,8 +12,8 @@ import pytest
 
 from amd_jax import tensor_files
 from amd_jax.errors import DamagedFileError
-from amd_jax.eval import imagenet
-from amd_jax.eval import inception as inc
+from amd_jax.metrics import imagenet
+from amd_jax.metrics import inception as inc
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 INC = os.path.join(FIX, "inception")

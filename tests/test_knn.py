@@ -1,4 +1,4 @@
-"""amd_jax/eval/knn.py against a plain NumPy brute force (one point at a time, distances by np.linalg.norm), and
+"""amd_jax/metrics/knn.py against a plain NumPy brute force (one point at a time, distances by np.linalg.norm), and
 bit-for-bit against the two implementations it replaced (toy2d's knn_recall, digits' knn_precision_recall)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amd_jax.eval import knn
+from amd_jax.metrics import knn
 
 
 def _brute(fake, real, k):

@@ -18,7 +18,8 @@ import pytest
 import safetensors.numpy
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from amd_jax.models.sdxl import text, unet, vae, weights
+from amd_jax.models.sdxl import text, unet, weights
+from amd_jax.models.vae import autoencoder as vae
 from amd_jax.tasks.sdxl import arch
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "sdxl_tiny"

@@ -307,7 +307,7 @@ def test_sdxl_eval_suite_scores_fid_diversity_and_saved_images(tmp_path):
     from scipy.spatial.distance import pdist
 
     from amd_jax import tasks
-    from amd_jax.eval import fid, inception
+    from amd_jax.metrics import fid, inception
     from amd_jax.tasks import sdxl
     from amd_jax.tasks.sdxl.assets import Assets
 
@@ -364,7 +364,7 @@ def test_prepare_real_latents_for_the_gan(tmp_path):
     from PIL import Image
 
     from amd_jax import tasks
-    from amd_jax.models.sdxl import vae as sdxl_vae
+    from amd_jax.models.vae import autoencoder as sdxl_vae
     from amd_jax.tasks.sdxl import prepare
     from amd_jax.tasks.sdxl.assets import Assets
 
@@ -395,7 +395,7 @@ def test_prepare_real_latents_for_the_gan(tmp_path):
     np.testing.assert_array_equal(batch["real"], latents[rows])  # each caption gets its own image's latents
 
     (tmp_path / "short.txt").write_text("\n".join(paths[:3]))  # fewer images than captions: refused, nothing written
-    cmd = [sys.executable, "-m", "amd_jax.prepare_sdxl", f"--config={os.path.join(ROOT, 'configs', 'sdxl_tiny.py')}",
+    cmd = [sys.executable, "-m", "amd_jax.tools.prepare_sdxl", f"--config={os.path.join(ROOT, 'configs', 'sdxl_tiny.py')}",
            f"--images={tmp_path / 'short.txt'}", f"--latents={tmp_path / 'out.npz'}"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert res.returncode != 0 and "lists 3 images but data.path has 12 captions" in res.stderr

@@ -23,7 +23,8 @@ import pytest
 import safetensors.numpy
 
 from amd_jax.errors import ConfigError, DamagedFileError
-from amd_jax.models import sit, sit_convert, sit_weights
+from amd_jax.models.sit import network as sit, weights as sit_weights
+from amd_jax.tools import convert_sit as sit_convert
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "sit_tiny"
 TOL = 1e-4  # float32 CPU vs float32 PyTorch on O(1)-O(10) activations (measured ~2e-6)
@@ -131,7 +132,7 @@ def test_null_cond_and_config_errors():
 
 # ---------------------------------------------------------------------------------------------- converter
 def _run_convert(*args):
-    return subprocess.run([sys.executable, "-m", "amd_jax.models.sit_convert", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "amd_jax.tools.convert_sit", *args], capture_output=True,
                           text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 

@@ -16,8 +16,8 @@ import pytest
 
 from amd_jax.method import sit_sampling
 from amd_jax.method.schedules import RectifiedFlow, add_noise, target
-from amd_jax.models import sit
-from amd_jax.models.denoiser import Denoiser
+from amd_jax.models.sit import network as sit
+from amd_jax.models.common.denoiser import Denoiser
 
 M, S = jnp.array([1.5, -2.0]), 0.5
 N = 65536  # samples per statistical check: standard error of the mean S / 256 ~ 0.002, of the std ~ 0.0014

@@ -87,7 +87,7 @@ def test_teacher_architecture_must_match_the_file():
 def test_sit_tiny_trains_with_fsdp_and_its_checkpoint_evaluates(tmp_path, caplog):
     from amd_jax.evaluate import Evaluator
     from amd_jax.loop import train
-    from amd_jax.models import sit
+    from amd_jax.models.sit import network as sit
     from amd_jax.session import Session
 
     assert jax.device_count() == 8
@@ -128,7 +128,7 @@ def test_sit_tiny_trains_with_fsdp_and_its_checkpoint_evaluates(tmp_path, caplog
 def test_full_sit_xl2_state_shapes_and_fsdp_bytes_per_device():
     """configs/sit_xl2.py's whole training state by shape, and its per-device bytes under the config's sharding."""
     from amd_jax import tasks
-    from amd_jax.models import sit
+    from amd_jax.models.sit import network as sit
     from amd_jax.parallel.sharding import tree_shardings
     from amd_jax.steps import Steps
 

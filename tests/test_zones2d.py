@@ -22,7 +22,7 @@ from amd_jax.config_base import load
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.data.zones2d import NoisyTeacherData, Zone
 from amd_jax.loop import train
-from amd_jax.models.zones2d import proxy_reward
+from amd_jax.tasks.zones2d.models import proxy_reward
 from amd_jax.session import Session
 from amd_jax.steps import Steps
 

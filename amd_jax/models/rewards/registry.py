@@ -2,7 +2,7 @@
 
 * ``CLASSIFIER_REWARDS`` (MNIST / digits experiments): ``name -> log_prob(params, images, labels) -> [B]``, the
   log-probability a small frozen classifier gives the sample's class (classifiers.py); the params come from
-  ``amd_jax.models.mnist.load_reward``.
+  ``amd_jax.tasks.digits.models.load_reward``.
 * ``REWARD_LOADERS`` (pretrained rewards read from a folder): ``name -> loader(path, **kwargs)``;
   ``load_reward(name, path)`` looks one up. Other scorers are added by inserting into REWARD_LOADERS. Their module
   (and with it transformers) is imported on the first load, not by the runs that never need it.
@@ -14,13 +14,13 @@
     ``log_prob(params, images, labels) -> [B] float32`` (images in [-1, 1] NHWC, any square size), the
     log-probability a pretrained classifier gives the target class.
 
-The toy2d experiment's reward (the true log-density, amd_jax/models/toy2d.py) is part of its model bundle.
+The toy2d experiment's reward (the true log-density, amd_jax/tasks/toy2d/models.py) is part of its model bundle.
 
 The CLIP scorers' weight folders (local path or gs://; only .safetensors / .npz tensors are read, never pickles or
 remote code):
 
 * ``hpsv2``: open_clip ViT-H-14 + HPS checkpoint. ``open_clip_model.safetensors`` = the ``state_dict`` of
-  ``HPS_v2_compressed.pt`` (or v2.1) converted once with torch (``python -m amd_jax.models.rewards.convert_openclip``),
+  ``HPS_v2_compressed.pt`` (or v2.1) converted once with torch (``python -m amd_jax.tools.convert_openclip``),
   open_clip tensor names; tokenizer ``vocab.json`` + ``merges.txt`` (or ``tokenizer.json``), e.g. from
   laion/CLIP-ViT-H-14-laion2B-s32B-b79K.
   Optional ``open_clip_config.json``; without it the built-in ViT-H-14 config and OpenAI mean/std are used.

@@ -2,7 +2,7 @@
 
 Only tensor formats that cannot run code are read: ``.safetensors`` and ``.npz`` (``allow_pickle=False``).
 PyTorch pickles (``.pt``/``.bin``, e.g. HPSv2's ``HPS_v2_compressed.pt``) must be converted once, on a machine
-with torch: ``python -m amd_jax.models.rewards.convert_openclip --src=HPS_v2_compressed.pt --out=OUT_DIR
+with torch: ``python -m amd_jax.tools.convert_openclip --src=HPS_v2_compressed.pt --out=OUT_DIR
 --arch=ViT-H-14 --tokenizer=DIR`` (checks every tensor against the architecture, writes the folder ``load_reward``
 reads).
 

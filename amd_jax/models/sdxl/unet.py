@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from diffusers.models.attention_flax import FlaxGEGLU
 
 from amd_jax.method.schedules import DiscreteDDPM, Schedule
-from amd_jax.models.denoiser import Denoiser
+from amd_jax.models.common.denoiser import Denoiser
 
 COND_KEYS = ("prompt_embeds", "text_embeds", "time_ids")
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from amd_jax.models.attention import AttentionCore
+from amd_jax.models.common.attention import AttentionCore
 
 REMAT_POLICIES = ("none", "block", "dots")
 _LAYERS = "transformer_blocks"

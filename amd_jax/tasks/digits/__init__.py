@@ -11,10 +11,10 @@ import jax
 import numpy as np
 from etils import epath
 
-from amd_jax import teacher as teacher_lib
+from amd_jax.tasks import teacher as teacher_lib
 from amd_jax.data.mnist import make_data
-from amd_jax.eval import mnist as metrics_lib
-from amd_jax.models import mnist as nets
+from amd_jax.metrics import mnist as metrics_lib
+from amd_jax.tasks.digits import models as nets
 from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels, teacher_report
 

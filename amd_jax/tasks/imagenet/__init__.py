@@ -1,10 +1,10 @@
 """ImageNet 256, class-conditional, in SD-VAE latent space: DMD2 / AMD distillation of a SiT teacher (the paper's
 second setting; configs/sit_xl2.py, tiny twin configs/sit_tiny.py).
 
-Networks: student, critic (fake teacher) and frozen real teacher are the SiT transformer (amd_jax/models/sit.py) as
+Networks: student, critic (fake teacher) and frozen real teacher are the SiT transformer (amd_jax/models/sit/network.py) as
 a `Denoiser` predicting the rectified-flow velocity; the adapter there maps SiT's time and sign conventions. The
 architecture is `model.arch` (hidden_size, depth, num_heads, patch_size, ...): the abstract state needs no file.
-The teacher's weights come from `model.path` (a folder written by `python -m amd_jax.models.sit_convert`, local or
+The teacher's weights come from `model.path` (a folder written by `python -m amd_jax.tools.convert_sit`, local or
 gs://), checked against `model.arch`.
 
 Batches: class labels, uniform over the classes, each on `amd.group_size` rows; with the GAN, real latents of each
@@ -13,7 +13,7 @@ scaling factor (0.18215 for sd-vae-ft-ema) as SiT trains on them.
 
 Reward (`reward.name`, e.g. 'imagenet_vit'): decode the latents with the frozen VAE (`model.vae_path`, a diffusers
 AutoencoderKL folder) and take log p(label | image) of a frozen ImageNet classifier. Held-out evaluation
-(amd_jax/eval/imagenet.py): FID, Inception Score, precision and recall against ADM's reference batch
+(amd_jax/metrics/imagenet.py): FID, Inception Score, precision and recall against ADM's reference batch
 (`eval.reference`, the .npz the user provides) with the converted pytorch-fid Inception (`eval.inception`).
 """
 
@@ -29,14 +29,14 @@ from etils import epath
 from amd_jax import batching
 from amd_jax.data.latents import LatentLabels, read_real
 from amd_jax.errors import ConfigError
-from amd_jax.eval import grid
-from amd_jax.models import sit
-from amd_jax.models.bundle import Models
-from amd_jax.models.denoiser import Denoiser
-from amd_jax.models.sdxl import vae as vae_lib
+from amd_jax.metrics import grid
+from amd_jax.models.sit import network as sit
+from amd_jax.models.common.bundle import Models
+from amd_jax.models.common.denoiser import Denoiser
+from amd_jax.models.vae import autoencoder as vae_lib
 from amd_jax.models.sdxl import weights as sdxl_weights
 from amd_jax.models.sdxl.unet import cast_params
-from amd_jax.models.toy2d import GANHead
+from amd_jax.tasks.toy2d.models import GANHead
 from amd_jax.method.schedules import make_schedule
 from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels
@@ -153,7 +153,7 @@ class _Files:
 
     @functools.cache
     def evaluator(self):
-        from amd_jax.eval.imagenet import ImageNetEvaluator
+        from amd_jax.metrics.imagenet import ImageNetEvaluator
 
         e = self.c.eval
         return ImageNetEvaluator(e.reference, e.inception, batch_size=int(e.batch_size))
@@ -210,7 +210,7 @@ def evaluate(config, files: _Files, x, cond, rewards, zone, title="", save_dir=N
     if full:
         metrics.update(files.evaluator().metrics(images))
     if save_dir is not None:
-        from amd_jax.eval.t2i import save_images
+        from amd_jax.metrics.t2i import save_images
 
         save_images(save_dir, images, [f"class {int(c)}" for c in np.asarray(cond["label"])[:n]])
     framed = None if zone is None else zone[:g]

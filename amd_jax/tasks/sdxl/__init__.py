@@ -18,8 +18,8 @@ embeddings (`model.uncond='empty_prompt'`); micro-conditioning is kept.
 
 Reward: `reward(params, latents, cond)` decodes the latents with the frozen VAE and scores the images against
 `reward_tokens` with `reward.name` (hpsv2, pickscore, ...); params = {'vae': ..., 'scorer': ...}.
-GAN (gan.enabled): DMD2's head (amd_jax/models/sdxl/gan_head.py) on the critic UNet's mid-block features; its
-'real' samples are per-caption latents from `data.real` (`python -m amd_jax.prepare_sdxl`).
+GAN (gan.enabled): DMD2's head (amd_jax/models/common/gan_head.py) on the critic UNet's mid-block features; its
+'real' samples are per-caption latents from `data.real` (`python -m amd_jax.tools.prepare_sdxl`).
 Files are loaded lazily, once, by `Assets` (tasks/sdxl/assets.py); offline preparation is in tasks/sdxl/prepare.py.
 """
 
@@ -36,14 +36,14 @@ from amd_jax import batching, tensor_files
 from amd_jax.conditioning import Condition
 from amd_jax.data import prompts as P
 from amd_jax.errors import ConfigError
-from amd_jax.eval import grid
-from amd_jax.models.attention import KERNELS, AttentionCore
-from amd_jax.models.bundle import Models
+from amd_jax.metrics import grid
+from amd_jax.models.common.attention import KERNELS, AttentionCore
+from amd_jax.models.common.bundle import Models
 from amd_jax.models.sdxl import unet as sdxl_unet
 from amd_jax.models.sdxl import unet_flax
-from amd_jax.models.sdxl import vae as sdxl_vae
+from amd_jax.models.vae import autoencoder as sdxl_vae
 from amd_jax.models.sdxl import weights as W
-from amd_jax.models.sdxl.gan_head import GanHead
+from amd_jax.models.common.gan_head import GanHead
 from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.tasks import Task
 from amd_jax.tasks.sdxl import arch
@@ -254,7 +254,7 @@ def decode_images(assets: Assets, x, chunk: int = 8) -> np.ndarray:
 
 
 def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", save_dir=None):
-    """The training reward's statistics, the eval suite's metrics (amd_jax/eval/t2i.py: FID, scorers, diversity)
+    """The training reward's statistics, the eval suite's metrics (amd_jax/metrics/t2i.py: FID, scorers, diversity)
     on every decoded image, and a grid of the first eval.grid_size; save_dir: also every image as a PNG."""
     suite = assets.eval_suite()
     full = bool(suite.scorer_paths or suite.inception_path or save_dir)
@@ -270,7 +270,7 @@ def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", s
         prompts, groups = eval_prompts(config, source, len(x))
         metrics.update(suite.metrics(images, prompts, groups))
         if save_dir is not None:
-            from amd_jax.eval.t2i import save_images
+            from amd_jax.metrics.t2i import save_images
 
             save_images(save_dir, images, prompts)
     g = min(len(x), int(config.eval.grid_size))

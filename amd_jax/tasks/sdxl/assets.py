@@ -110,7 +110,7 @@ class Assets:
         return self._once("vae_module", make)
 
     def eval_suite(self):
-        from amd_jax.eval.t2i import TextToImageSuite
+        from amd_jax.metrics.t2i import TextToImageSuite
 
         return self._once("eval_suite", lambda: TextToImageSuite(self.c.eval))
 

@@ -1,4 +1,4 @@
-"""Offline preparation of SDXL inputs (python -m amd_jax.prepare_sdxl): the GAN's real latents from images, and
+"""Offline preparation of SDXL inputs (python -m amd_jax.tools.prepare_sdxl): the GAN's real latents from images, and
 precomputed prompt embeddings."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from etils import epath
 
 from amd_jax import batching, tensor_files
 from amd_jax.data import prompts as P
-from amd_jax.models.sdxl import vae as sdxl_vae
+from amd_jax.models.vae import autoencoder as sdxl_vae
 from amd_jax.tasks.sdxl.assets import Assets
 
 log = logging.getLogger("amd_jax")

@@ -6,10 +6,10 @@ import functools
 
 import numpy as np
 
-from amd_jax import teacher as teacher_lib
+from amd_jax.tasks import teacher as teacher_lib
 from amd_jax.data.toy2d import Toy2D
-from amd_jax.eval import toy2d as metrics_lib
-from amd_jax.models import toy2d as nets
+from amd_jax.metrics import toy2d as metrics_lib
+from amd_jax.tasks.toy2d import models as nets
 from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels, teacher_report
 

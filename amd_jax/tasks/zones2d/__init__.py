@@ -1,8 +1,8 @@
 """zones2d: toy2d with a Forbidden Zone by construction (configs/zones2d.py, amd_jax/data/zones2d.py).
 
 The teacher trains on label-noisy data (one mode of one class relabelled as another class), so its guidance is
-wrong on that mode's region R; the reward is an imperfect proxy (amd_jax/models/zones2d.py); the evaluation counts
-the samples in R with a wrong label against the clean data (amd_jax/eval/zones2d.py).
+wrong on that mode's region R; the reward is an imperfect proxy (amd_jax/tasks/zones2d/models.py); the evaluation counts
+the samples in R with a wrong label against the clean data (amd_jax/metrics/zones2d.py).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import functools
 
 import numpy as np
 
-from amd_jax import teacher as teacher_lib
+from amd_jax.tasks import teacher as teacher_lib
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.data.zones2d import NoisyTeacherData, Zone
-from amd_jax.eval import toy2d as plots
-from amd_jax.eval import zones2d as metrics_lib
-from amd_jax.models import zones2d as nets
+from amd_jax.metrics import toy2d as plots
+from amd_jax.metrics import zones2d as metrics_lib
+from amd_jax.tasks.zones2d import models as nets
 from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels, teacher_report
 

@@ -1,4 +1,4 @@
-"""zones2d's held-out metrics: toy2d's (amd_jax/eval/toy2d.py: precision, recall, mode coverage, SWD, MMD against
+"""zones2d's held-out metrics: toy2d's (amd_jax/metrics/toy2d.py: precision, recall, mode coverage, SWD, MMD against
 the clean data) plus the ground-truth Forbidden-Zone figures, none of which the training sees.
 
 - gt_zone_fraction:  fraction of all samples in the zone (amd_jax/data/zones2d.py `Zone.in_zone`; real data: 0)
@@ -12,7 +12,7 @@ import numpy as np
 
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.data.zones2d import Zone
-from amd_jax.eval import toy2d
+from amd_jax.metrics import toy2d
 
 
 def evaluate(data: Toy2D, zone: Zone, x: np.ndarray, labels: np.ndarray, rewards: np.ndarray, flags=None) -> dict:

@@ -198,7 +198,7 @@ def checkpoint_state(path: str) -> dict[str, np.ndarray]:
         return {k: np.asarray(v, np.float32) for k, v in safetensors.numpy.load_file(path).items()}
     import pickle
 
-    from amd_jax.torch_weights import torch_to_numpy
+    from amd_jax.models.common.torch_weights import torch_to_numpy
 
     try:
         return torch_to_numpy(path, containers=("ema", "model", "state_dict"))

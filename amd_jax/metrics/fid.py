@@ -1,7 +1,7 @@
 """FID: Inception feature statistics, their .npz files, the Frechet distance, clean-fid resizing, diversity.
 
 Matches pytorch-fid 0.3.0: features are ``InceptionV3([3])`` pool3 activations of images scaled to [0, 1]
-(``amd_jax.eval.inception``), ``mu = np.mean(act, 0)``, ``sigma = np.cov(act, rowvar=False)`` (float64) and
+(``amd_jax.metrics.inception``), ``mu = np.mean(act, 0)``, ``sigma = np.cov(act, rowvar=False)`` (float64) and
 ``frechet_distance`` is ``calculate_frechet_distance`` line for line. Stats files use pytorch-fid's layout
 (``mu``, ``sigma`` in an .npz), so its precomputed reference stats load here and ours load there.
 
@@ -134,7 +134,7 @@ def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
         arrays = tensor_files.read(p)
     except caches.UNREADABLE as e:
         raise DamagedFileError(f"FID stats file {path} cannot be read ({caches.describe(e)}): compute it again "
-                               f"with amd_jax.eval.fid.save_stats, or download it again.") from e
+                               f"with amd_jax.metrics.fid.save_stats, or download it again.") from e
     if "mu" not in arrays or "sigma" not in arrays:
         raise ValueError(f"{path} has keys {sorted(arrays)}; expected 'mu' and 'sigma'")
     _check_stats(arrays["mu"], arrays["sigma"], str(path))

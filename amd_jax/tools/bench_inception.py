@@ -1,6 +1,6 @@
 """Throughput of the Flax FID InceptionV3 feature pass (random weights; timing only).
 
-    python -m amd_jax.eval.bench_inception --batch=16 --size=299 --iters=5
+    python -m amd_jax.tools.bench_inception --batch=16 --size=299 --iters=5
 
 Compiles once, then times ``iters`` jitted forward passes of [batch, size, size, 3] float32 images and prints
 images/s (compile time reported separately), plus images per process-CPU-second, which stays meaningful when
@@ -17,7 +17,7 @@ import numpy as np
 from absl import flags
 
 from amd_jax import cli
-from amd_jax.eval.inception import InceptionV3
+from amd_jax.metrics.inception import InceptionV3
 
 _BATCH = flags.DEFINE_integer("batch", 16, "Images per forward pass.")
 _SIZE = flags.DEFINE_integer("size", 299, "Input height = width (other than 299 also times the resize to 299).")

@@ -1,7 +1,7 @@
 """Host seconds to produce one ready, sharded training batch: `Session.batch(step)` until its arrays are ready
 (ready_ms), and until it returns (return_ms: the host thread's own time; work dispatched to the devices may still run).
 
-    python -m amd_jax.bench_batch --config=configs/sdxl_tiny.py --workdir=/tmp/bench [--batches=20]
+    python -m amd_jax.tools.bench_batch --config=configs/sdxl_tiny.py --workdir=/tmp/bench [--batches=20]
 
 Builds the session as training does (nothing else: no teacher, no compile of the steps), makes one warm-up batch
 (compilations, lazy loading of the encoders), then times --batches further batches (steps 1..N, each new data) and

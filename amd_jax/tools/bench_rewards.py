@@ -1,6 +1,6 @@
 """Throughput of a CLIP scorer's jitted forward pass (preprocess + image tower + text tower + score), random weights.
 
-    python -m amd_jax.models.rewards.bench --arch=ViT-H-14 --batch=4 --image=256 --iters=3 [--bf16]
+    python -m amd_jax.tools.bench_rewards --arch=ViT-H-14 --batch=4 --image=256 --iters=3 [--bf16]
 
 Architectures: the open_clip configs (ViT-H-14: HPSv2 / PickScore size, ViT-g-14) or ``clip_l14`` (OpenAI
 ViT-L/14). Prints compile time and images/s after compilation.

@@ -11,7 +11,7 @@ run at ``Precision.HIGHEST`` so TPUs do not silently drop to bf16 passes.
 Weights: the file a user must provide is pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (from
 https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth),
 converted once, on a machine with torch, by
-``python -m amd_jax.eval.convert_inception --src=in.pth --out=out.safetensors``.
+``python -m amd_jax.tools.convert_inception --src=in.pth --out=out.safetensors``.
 ``load_inception(path)`` then reads ``out.safetensors`` (or an ``.npz`` with the same keys) from a local path or
 ``gs://`` and needs no torch.
 """
@@ -353,13 +353,13 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     if not p.exists():
         raise FileNotFoundError(
             f"Inception weights not found at {path}. Provide pytorch-fid's {FID_WEIGHTS_FILE} converted with "
-            f"`python -m amd_jax.eval.convert_inception --src={FID_WEIGHTS_FILE} --out=inception_fid.safetensors`.")
+            f"`python -m amd_jax.tools.convert_inception --src={FID_WEIGHTS_FILE} --out=inception_fid.safetensors`.")
     name = p.name.lower()
     if name.endswith((".safetensors", ".npz")):
         return tensor_files.read(p)
     if name.endswith((".pth", ".pt", ".bin")):
         raise ValueError(f"{path} is a torch pickle; convert it first with "
-                         f"`python -m amd_jax.eval.convert_inception --src={p.name} --out=inception_fid.safetensors`")
+                         f"`python -m amd_jax.tools.convert_inception --src={p.name} --out=inception_fid.safetensors`")
     raise ValueError(f"unsupported weight file {path}: expected .safetensors or .npz")
 
 

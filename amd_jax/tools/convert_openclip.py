@@ -1,7 +1,7 @@
 """Turn an open_clip PyTorch checkpoint (HPSv2's ``HPS_v2_compressed.pt``, an open_clip ViT-g-14 ``.bin``) into the
 torch-free folder that ``load_reward('hpsv2' | 'clip_g14', folder)`` reads:
 
-    python -m amd_jax.models.rewards.convert_openclip --src=HPS_v2_compressed.pt --out=OUT_DIR --arch=ViT-H-14 \\
+    python -m amd_jax.tools.convert_openclip --src=HPS_v2_compressed.pt --out=OUT_DIR --arch=ViT-H-14 \\
         --tokenizer=DIR_WITH_vocab.json_AND_merges.txt
 
 writes OUT_DIR/open_clip_model.safetensors (float32, open_clip tensor names, a DDP ``module.`` prefix removed),
@@ -21,7 +21,7 @@ from absl import flags  # noqa: E402
 
 from amd_jax import cli, paths  # noqa: E402
 from amd_jax.models.rewards import openclip_weights as oc  # noqa: E402
-from amd_jax.torch_weights import torch_to_numpy  # noqa: E402
+from amd_jax.models.common.torch_weights import torch_to_numpy  # noqa: E402
 
 _SRC = flags.DEFINE_string("src", None, "open_clip checkpoint (.pt/.bin, a state dict or {'state_dict': ...}).")
 _OUT = flags.DEFINE_string("out", None, "The folder to write (created if missing).")

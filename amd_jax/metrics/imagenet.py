@@ -35,7 +35,7 @@ from scipy.special import log_softmax
 
 from amd_jax import batching
 from amd_jax.errors import DamagedFileError
-from amd_jax.eval import fid, inception, knn
+from amd_jax.metrics import fid, inception, knn
 
 IS_SPLIT_SIZE = 5000
 KNN_K = 3  # ADM's ManifoldEstimator nhood_sizes=(3,)
@@ -145,7 +145,7 @@ class ImageNetEvaluator:
     """ADM's FID, sFID, Inception Score and precision/recall of samples against one reference batch.
 
     ``ref_npz_path``: ADM's reference .npz (local or gs://); ``inception_path``: pytorch-fid's Inception weights
-    converted by ``amd_jax.eval.convert_inception`` (must include ``fc.weight``, which the converter keeps).
+    converted by ``amd_jax.tools.convert_inception`` (must include ``fc.weight``, which the converter keeps).
     Both are read on construction; the reference images' features on the first ``metrics`` call.
     """
 

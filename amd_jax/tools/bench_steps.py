@@ -1,6 +1,6 @@
 """Compile time and steady-state time of each step function, for a config on this machine's devices.
 
-    python -m amd_jax.bench_steps --config=configs/toy2d.py --workdir=/tmp/bench [--iters=200] [--devices=1]
+    python -m amd_jax.tools.bench_steps --config=configs/toy2d.py --workdir=/tmp/bench [--iters=200] [--devices=1]
 
 Builds the session exactly as training does (abstract state, shardings, AOT compile), then times each compiled
 step over --iters calls after one warm-up call, blocking on the result. Prints one JSON line per step with

@@ -1,4 +1,4 @@
-"""zones2d's networks: toy2d's MLP bundle (amd_jax/models/toy2d.py) with an imperfect reward proxy and the
+"""zones2d's networks: toy2d's MLP bundle (amd_jax/tasks/toy2d/models.py) with an imperfect reward proxy and the
 ground-truth Forbidden Zone attached (Models.gt_zone, for the training step's probe).
 
 The reward proxy is never the ground truth the evaluation uses: it is the clean data's log p(x | label) with every
@@ -16,8 +16,8 @@ import numpy as np
 
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.data.zones2d import Zone
-from amd_jax.models import toy2d
-from amd_jax.models.bundle import Models
+from amd_jax.tasks.toy2d import models as toy2d
+from amd_jax.models.common.bundle import Models
 
 _FEATURES = 64
 

@@ -20,7 +20,7 @@ from etils import epath
 from amd_jax import caches, paths
 from amd_jax import method as M
 from amd_jax.errors import ConfigError, DamagedFileError
-from amd_jax.models.bundle import Models
+from amd_jax.models.common.bundle import Models
 
 log = logging.getLogger(__name__)
 

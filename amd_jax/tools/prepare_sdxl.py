@@ -1,8 +1,8 @@
 """Prepare SDXL training inputs once, before training: prompt embeddings and the GAN's real latents.
 
-    python -m amd_jax.prepare_sdxl --config=configs/sdxl.py --config.model.path=... --config.data.path=CAPTIONS \\
+    python -m amd_jax.tools.prepare_sdxl --config=configs/sdxl.py --config.model.path=... --config.data.path=CAPTIONS \\
         --embeddings=gs://B/data/embeds.npz                      # then --config.data.embeddings=that file
-    python -m amd_jax.prepare_sdxl --config=configs/sdxl.py ... --images=IMAGE_LIST.txt --latents=gs://B/real.npz
+    python -m amd_jax.tools.prepare_sdxl --config=configs/sdxl.py ... --images=IMAGE_LIST.txt --latents=gs://B/real.npz
                                                                  # then --config.data.real=that file
 
 IMAGE_LIST.txt holds one image path (local or gs://) per line, line i for caption i of data.path (DMD2 pairs

@@ -5,10 +5,10 @@ different model), cached under a directory given in the config (``eval.classifie
 Metrics of generated samples x [N, H, W, 1] with their conditioning labels:
   - class_accuracy: fraction classified as their conditioning label by the CNN
   - fid:            Frechet distance between CNN penultimate features of x and of the real TEST set
-                    (``amd_jax.eval.fid.frechet_distance``; real test set against itself = 0)
+                    (``amd_jax.metrics.fid.frechet_distance``; real test set against itself = 0)
   - precision / recall: k-NN manifolds (Kynkaanniemi et al. 2019, k=3) in the same feature space
   - diversity:      mean pairwise feature distance within a class, averaged over classes
-                    (``amd_jax.eval.fid.diversity_by_group``); diversity_ratio = that / the test set's own
+                    (``amd_jax.metrics.fid.diversity_by_group``); diversity_ratio = that / the test set's own
   - reward_mean:    the training reward, for reference only
 """
 
@@ -30,9 +30,9 @@ from etils import epath
 from amd_jax import batching, caches, paths
 from amd_jax.data.mnist import ImageData
 from amd_jax.errors import DamagedFileError
-from amd_jax.eval import fid as fid_lib
-from amd_jax.eval import grid
-from amd_jax.eval import knn
+from amd_jax.metrics import fid as fid_lib
+from amd_jax.metrics import grid
+from amd_jax.metrics import knn
 
 log = logging.getLogger(__name__)
 

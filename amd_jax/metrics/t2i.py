@@ -5,9 +5,9 @@ What a user judges a distilled SDXL student by (DMD2 reports COCO FID and CLIP V
     amd_jax.models.rewards.registry: hpsv2, pickscore, clip_l14, clip_g14), reported as ``<name>_mean`` and
     ``<name>_std``. Include at least one scorer that training did not use (docs/METHOD.md section 6).
   * ``fid``: Frechet distance between pytorch-fid Inception pool3 features of the images (clean-fid's "clean"
-    resize to 299, ``amd_jax.eval.fid``) and a reference set's statistics ``eval.fid_ref`` (an .npz of mu/sigma
+    resize to 299, ``amd_jax.metrics.fid``) and a reference set's statistics ``eval.fid_ref`` (an .npz of mu/sigma
     written by ``fid.save_stats`` or pytorch-fid, e.g. of COCO-10k images). Needs ``eval.inception`` (converted
-    pytorch-fid weights, see amd_jax/eval/convert_inception.py). Empty paths = no FID.
+    pytorch-fid weights, see amd_jax/tools/convert_inception.py). Empty paths = no FID.
   * ``diversity``: mean pairwise Inception-feature distance among the samples of one prompt (``groups``),
     averaged over prompts (needs eval.samples_per_prompt >= 2; the FID features are reused).
 Images are uint8 [N, H, W, 3]; scorers see them back in [-1, 1] and apply their own resize / crop / mean-std.
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from amd_jax import batching
-from amd_jax.eval import fid as fid_lib
+from amd_jax.metrics import fid as fid_lib
 
 log = logging.getLogger("amd_jax")
 
@@ -53,7 +53,7 @@ class TextToImageSuite:
 
     @functools.cached_property
     def inception_features(self):
-        from amd_jax.eval import inception
+        from amd_jax.metrics import inception
 
         module, variables = inception.load_inception(self.inception_path)
         return inception.feature_fn(module, variables)

@@ -1,6 +1,6 @@
 """Convert pytorch-fid's Inception weights (.pth, torch pickle) into a torch-free .safetensors or .npz file.
 
-    python -m amd_jax.eval.convert_inception --src=pt_inception-2015-12-05-6726825d.pth \\
+    python -m amd_jax.tools.convert_inception --src=pt_inception-2015-12-05-6726825d.pth \\
         --out=inception_fid.safetensors
 
 The input is pytorch-fid's FID_WEIGHTS_URL file
@@ -9,7 +9,7 @@ Only this conversion needs torch (besides numpy, absl-py and ml_collections for 
 (``Mixed_5b.branch1x1.conv.weight`` ...), values are float32 numpy arrays (``num_batches_tracked`` counters
 dropped). If jax/flax are importable the result is checked against the Flax InceptionV3 (``convert_state_dict``)
 before it is written, so a wrong file fails here with the offending keys; otherwise the same check runs when it is
-loaded. Load it with ``amd_jax.eval.inception.load_inception(path)`` (local or gs://).
+loaded. Load it with ``amd_jax.metrics.inception.load_inception(path)`` (local or gs://).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from absl import flags
 
 from amd_jax import cli, paths
-from amd_jax.torch_weights import torch_to_numpy
+from amd_jax.models.common.torch_weights import torch_to_numpy
 
 _SRC = flags.DEFINE_string("src", None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth.")
 _OUT = flags.DEFINE_string("out", None, "The file to write: .safetensors or .npz.")
@@ -32,7 +32,7 @@ def main(argv):
         raise SystemExit(f"--out must end in .safetensors or .npz, got {out}")
     sd = torch_to_numpy(src)
     try:
-        from amd_jax.eval.inception import convert_state_dict
+        from amd_jax.metrics.inception import convert_state_dict
     except ImportError:  # a torch-only environment: the check runs again in load_inception
         print("jax/flax not importable: skipping the key/shape check")
     else:

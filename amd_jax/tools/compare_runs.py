@@ -1,6 +1,6 @@
 """Are two runs the same, bit for bit? Compares eval.json, the teacher's report and every common checkpoint.
 
-    python -m amd_jax.compare_runs --a=DIR_A --b=DIR_B
+    python -m amd_jax.tools.compare_runs --a=DIR_A --b=DIR_B
 
 Checkpoints are compared through the per-array checksums stored in their meta (amd_jax/checkpoint.py), so nothing
 is loaded and the meshes they were written on do not matter. Prints one line per item and exits 1 if anything

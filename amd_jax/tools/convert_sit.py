@@ -1,6 +1,6 @@
-"""Convert a PyTorch SiT / DiT checkpoint into a torch-free folder that `amd_jax.models.sit.load_sit` reads.
+"""Convert a PyTorch SiT / DiT checkpoint into a torch-free folder that `amd_jax.models.sit.network.load_sit` reads.
 
-    python -m amd_jax.models.sit_convert --src=SiT-XL-2-256x256.pt --out=DIR [--size=XL/2 | --num_heads=16]
+    python -m amd_jax.tools.convert_sit --src=SiT-XL-2-256x256.pt --out=DIR [--size=XL/2 | --num_heads=16]
 
 --src: SiT's released checkpoint or a SiT/DiT train.py checkpoint (torch pickle, loaded with weights_only=True; a
 bare state dict or {'ema', 'model', ...}, EMA preferred), diffusers' DiTTransformer2DModel weights, or a
@@ -25,7 +25,7 @@ from etils import epath
 
 from amd_jax import caches, cli, paths, tensor_files
 from amd_jax.errors import ConfigError, DamagedFileError
-from amd_jax.models.sit_weights import (CONFIG_FILE, WEIGHTS_FILE, SiTConfig, checkpoint_state, config_json,
+from amd_jax.models.sit.weights import (CONFIG_FILE, WEIGHTS_FILE, SiTConfig, checkpoint_state, config_json,
                                         convert, size_config)
 
 _SRC = flags.DEFINE_string("src", None, "The local PyTorch SiT/DiT checkpoint (.pt/.pth/.bin or .safetensors).")

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import jax
 
-from amd_jax.models.denoiser import Denoiser
+from amd_jax.models.common.denoiser import Denoiser
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,7 +36,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from amd_jax import paths, tensor_files
 from amd_jax.errors import ConfigError, DamagedFileError
-from amd_jax.models.sit_weights import (ARCH_FIELDS, CONFIG_FILE, SIZES, WEIGHTS_FILE, SiTConfig,  # noqa: F401
+from amd_jax.models.sit.weights import (ARCH_FIELDS, CONFIG_FILE, SIZES, WEIGHTS_FILE, SiTConfig,  # noqa: F401
                                         check_state, expected_shapes, pos_embed_2d, size_config)
 
 LN_EPS = 1e-6
@@ -211,7 +211,7 @@ def param_count(cfg: SiTConfig, include_pos_embed: bool = False) -> int:
 
 
 def denoiser_apply(cfg: SiTConfig):
-    """apply_fn(params, x_t, t, cond, features=False) of `SiT(cfg)` for `amd_jax.models.denoiser.Denoiser` with
+    """apply_fn(params, x_t, t, cond, features=False) of `SiT(cfg)` for `amd_jax.models.common.denoiser.Denoiser` with
     the project's RectifiedFlow schedule and prediction_type 'velocity'; cond = {'label': int [B]}."""
     net = SiT(cfg)
     return rectified_flow_apply(
@@ -308,13 +308,13 @@ def state_from_params(params: dict, cfg: SiTConfig) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------------------------------- loading
 def load_sit(path: str, **overrides) -> tuple[SiTConfig, dict]:
-    """(SiTConfig, float32 numpy Flax params) of a folder written by `python -m amd_jax.models.sit_convert`
+    """(SiTConfig, float32 numpy Flax params) of a folder written by `python -m amd_jax.tools.convert_sit`
     (model.safetensors in SiT's names + config.json), local or gs://; torch-free. `overrides` set run-time fields
     (dtype='float32', attention_impl='cudnn', ...). Every tensor is checked (DamagedFileError names the bad ones)."""
     folder = epath.Path(paths.absolute(path))
     if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
         raise DamagedFileError(f"{folder} has no {CONFIG_FILE} + {WEIGHTS_FILE}: convert the PyTorch checkpoint "
-                               f"first with `python -m amd_jax.models.sit_convert --src=CKPT.pt --out={path}`.")
+                               f"first with `python -m amd_jax.tools.convert_sit --src=CKPT.pt --out={path}`.")
     arch = json.loads((folder / CONFIG_FILE).read_text())
     if set(arch) != {*ARCH_FIELDS, "architecture"}:
         raise DamagedFileError(f"{folder / CONFIG_FILE} has fields {sorted(arch)}, not SiT's {sorted(ARCH_FIELDS)}: "

@@ -1,5 +1,5 @@
 """Small class-conditional denoisers for MNIST / digits (a UNet, or `model.net='sit'` the SiT transformer of
-amd_jax/models/sit.py), their reward's parameters and the model bundle.
+amd_jax/models/sit/network.py), their reward's parameters and the model bundle.
 
 Denoiser: a 2-3 level conv UNet (GroupNorm + SiLU residual blocks, no attention: cheap on a CPU), conditioned on
 the timestep and a class embedding with one extra 'null' label (index num_classes) for classifier-free guidance.
@@ -25,10 +25,10 @@ from amd_jax import caches, paths, tensor_files
 from amd_jax.data.mnist import ImageData
 from amd_jax.errors import ConfigError, DamagedFileError
 from amd_jax.method.schedules import make_schedule
-from amd_jax.models.bundle import Models
-from amd_jax.models.denoiser import Denoiser
+from amd_jax.models.common.bundle import Models
+from amd_jax.models.common.denoiser import Denoiser
 from amd_jax.models.rewards.registry import CLASSIFIER_REWARDS
-from amd_jax.models.toy2d import GANHead, timestep_embedding
+from amd_jax.tasks.toy2d.models import GANHead, timestep_embedding
 
 
 def _gn(ch: int) -> nn.GroupNorm:
@@ -115,7 +115,7 @@ def train_softmax_regression(x, y, num_classes=10, steps=500, lr=0.05, l2=1e-3, 
 
 def build(config, data: ImageData) -> Models:
     """Teacher, critic and student share one network (`model.net`: the UNet above, or 'sit', the SiT transformer
-    of amd_jax/models/sit.py on patches of the image); the reward's parameters are loaded by the task."""
+    of amd_jax/models/sit/network.py on patches of the image); the reward's parameters are loaded by the task."""
     schedule = make_schedule(config.schedule.name, **config.schedule.kwargs.to_dict())
     shape = data.image_shape
     if config.model.get("net", "unet") == "sit":
@@ -160,7 +160,7 @@ def _unet(config, data: ImageData, schedule):
 def _sit(config, data: ImageData, schedule):
     """The same five of a SiT on the image's patches (`model.sit`: hidden_size, depth, num_heads, patch_size);
     its adapter speaks the rectified-flow velocity, so the config must too."""
-    from amd_jax.models import sit
+    from amd_jax.models.sit import network as sit
 
     if config.schedule.name != "rectified_flow" or config.model.prediction_type != "velocity":
         raise ConfigError("model.net='sit' needs schedule.name='rectified_flow' and model.prediction_type='velocity' "

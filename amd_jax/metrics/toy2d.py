@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from amd_jax.data.toy2d import Toy2D
-from amd_jax.eval import knn
+from amd_jax.metrics import knn
 
 
 def _dist_to_modes(data: Toy2D, x: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """PyTorch state-dict pickles (.pth / .pt / .bin) -> float32 numpy, for the one-off weight converters.
 
-The converters (amd_jax.eval.convert_inception, amd_jax.models.rewards.convert_openclip) are the only code that
+The converters (amd_jax.tools.convert_inception, amd_jax.tools.convert_openclip) are the only code that
 reads a torch pickle, and this is the only module that imports torch: everything else reads the .safetensors /
 .npz files they write. Needs only numpy and torch, so it also runs where jax is not installed.
 """

@@ -8,8 +8,8 @@ import flax.linen as nn
 
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.method.schedules import make_schedule
-from amd_jax.models.bundle import Models
-from amd_jax.models.denoiser import Denoiser
+from amd_jax.models.common.bundle import Models
+from amd_jax.models.common.denoiser import Denoiser
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
