@@ -2,7 +2,7 @@
 
 - decoupled_gradient against a NumPy float64 reference written from the formula, with and without DSA deltas;
 - with a shared normaliser and one timestep it is DMD2's / AMD's gradient (to float rounding);
-- the knobs off compile exactly the generator's old DMD block (a copy kept here), bit for bit;
+- the knobs off compute the generator's old DMD block (a copy kept here), to float rounding (two programs);
 - a CA timestep of its own changes only the CA term (fake teacher and critic with known outputs);
 - the knobs are validated, old checkpoints without them resume, a toy2d_tiny run with them finishes finite.
 """
@@ -133,13 +133,19 @@ def _old_dmd_block(config, models, x, cond, k_t, k_eps):
     return M.dmd_gradient(x, xr_c, xr_u, xf, c.dmd.guidance_scale, None, None, c.dmd.normalizer)
 
 
-def test_defaults_compile_the_old_dmd_block_bit_for_bit():
+def test_defaults_compute_the_old_dmd_block():
+    """Two jitted programs (today's block, the old copy): equal to float rounding, not bit for bit, since XLA may
+    fuse two programs differently by an ulp on some CPUs. Any real change (another t, eps, normaliser or term)
+    moves the gradient by orders of magnitude more than the tolerance, and rows differ (random x and cond)."""
     x, cond = (jnp.asarray(a) for a in _arrays((16, 2), 2, seed=4))
     config = _config()
     (grad, metrics), (k_t, k_eps) = _dmd_grad(config, x, cond)
     old_grad, old_n = jax.jit(lambda x, cond: _old_dmd_block(config, _fake_models(), x, cond, k_t, k_eps))(x, cond)
-    assert np.array_equal(np.asarray(grad), np.asarray(old_grad))
-    assert set(metrics) == {"dmd_norm"} and float(metrics["dmd_norm"]) == float(jnp.mean(old_n))
+    grad, old_grad = np.asarray(grad), np.asarray(old_grad)
+    assert np.ptp(old_grad, axis=0).min() > 0.1 * np.abs(old_grad).max()  # rows truly differ: a mix-up would show
+    np.testing.assert_allclose(grad, old_grad, rtol=1e-6, atol=1e-6 * np.abs(old_grad).max())  # a few ulp
+    assert set(metrics) == {"dmd_norm"}
+    np.testing.assert_allclose(float(metrics["dmd_norm"]), float(jnp.mean(old_n)), rtol=1e-6)
 
 
 def test_own_ca_timestep_changes_only_the_ca_term():
@@ -159,8 +165,9 @@ def test_own_ca_timestep_changes_only_the_ca_term():
         return -(omega - 1.0) * t_ca * np.asarray(cond) / n
 
     np.testing.assert_allclose(np.asarray(g_a) - np.asarray(g_b), ca_part(0.6) - ca_part(0.9), rtol=1e-5, atol=1e-5)
-    assert float(m_a["dm_norm"]) == float(m_b["dm_norm"])
-    assert float(m_a["ca_norm"]) != float(m_b["ca_norm"])
+    # two programs (other t_ca constants): the DM part is the same to float rounding; the CA part really differs
+    np.testing.assert_allclose(float(m_a["dm_norm"]), float(m_b["dm_norm"]), rtol=1e-6)
+    assert abs(float(m_a["ca_norm"]) - float(m_b["ca_norm"])) > 1e-3 * float(m_b["ca_norm"])  # measured: 1.1%
     # and with t_ca = t it is the decoupled gradient at one timestep (the same eps, re-noised to the same t)
     (g_same, _), _ = _dmd_grad(_config(ca_t_min=0.3, ca_t_max=0.3, **common), x, cond)
     (g_one, _), _ = _dmd_grad(_config(**common), x, cond)

@@ -219,5 +219,5 @@ def test_convert_accepts_diffusers_names(tmp_path):
 
 
 def test_load_sit_names_the_missing_conversion(tmp_path):
-    with pytest.raises(DamagedFileError, match="sit_convert --src=CKPT.pt"):
+    with pytest.raises(DamagedFileError, match="convert_sit --src=CKPT.pt"):
         sit.load_sit(str(tmp_path))

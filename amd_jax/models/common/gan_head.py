@@ -1,4 +1,5 @@
-"""DMD2's GAN head for the SDXL critic: a small conv head on the UNet's mid-block features."""
+"""DMD2's GAN heads on the critic's features: an MLP on pooled features [B, F] (the small tasks, SiT) and a conv
+head on a UNet's mid-block feature map (SDXL)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,13 @@ class GanHead(nn.Module):
         h = nn.silu(h)
         h = nn.Conv(1, (3, 3), padding="SAME", name="conv_out")(h)
         return jnp.mean(h, axis=(1, 2, 3))
+
+
+class GANHead(nn.Module):
+    """DMD2's classifier branch on the fake teacher's features: features [B, F] -> logit [B]."""
+
+    hidden: int = 128
+
+    @nn.compact
+    def __call__(self, feats):
+        return nn.Dense(1)(nn.silu(nn.Dense(self.hidden)(feats)))[:, 0]

@@ -19,7 +19,6 @@ Dropout is not implemented (inference-only, as `unet_apply` runs diffusers' modu
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from amd_jax.models.common.attention import AttentionCore
+from amd_jax.models.common.embeddings import timestep_embedding
 
 REMAT_POLICIES = ("none", "block", "dots")
 _LAYERS = "transformer_blocks"
@@ -54,15 +54,6 @@ def _remat(cls, policy: str, in_scan: bool = False):
         return cls
     saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "dots" else None
     return nn.remat(cls, policy=saveable, prevent_cse=not in_scan)
-
-
-def timestep_embedding(t: jax.Array, dim: int, flip_sin_to_cos: bool, freq_shift: float) -> jax.Array:
-    """Sinusoidal embedding [N, dim] of N (fractional) timesteps; frequencies 10000^(-i / (dim/2 - freq_shift))."""
-    half = dim // 2
-    freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -(math.log(1e4) / (half - freq_shift)))
-    angles = t.astype(jnp.float32)[:, None] * freqs[None]
-    parts = (jnp.cos(angles), jnp.sin(angles)) if flip_sin_to_cos else (jnp.sin(angles), jnp.cos(angles))
-    return jnp.concatenate(parts, axis=1)
 
 
 class TimestepMLP(nn.Module):

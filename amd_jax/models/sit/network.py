@@ -25,7 +25,6 @@ noise) and predicts SiT's velocity x1 - x0. `denoiser_apply` adapts it to the pr
 from __future__ import annotations
 
 import json
-import math
 
 import flax.linen as nn
 import jax
@@ -36,6 +35,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from amd_jax import paths, tensor_files
 from amd_jax.errors import ConfigError, DamagedFileError
+from amd_jax.models.common.embeddings import timestep_embedding
 from amd_jax.models.sit.weights import (ARCH_FIELDS, CONFIG_FILE, SIZES, WEIGHTS_FILE, SiTConfig,  # noqa: F401
                                         check_state, expected_shapes, pos_embed_2d, size_config)
 
@@ -47,15 +47,6 @@ _zeros = nn.initializers.zeros
 _normal02 = nn.initializers.normal(0.02)
 # SiT initialises the patch conv "like nn.Linear": xavier on the [D, C*p*p] view (fan_in C*p*p, fan_out D).
 _patch_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=(0, 1, 2), out_axis=3)
-
-
-def timestep_embedding(t: jax.Array, dim: int = FREQ_DIM, max_period: float = 10000.0) -> jax.Array:
-    """[B, dim] float32: [cos(t f_k), sin(t f_k)], f_k = max_period**(-k / (dim/2)), SiT's / GLIDE's sinusoid."""
-    half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = jnp.asarray(t, jnp.float32)[:, None] * freqs[None]
-    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-    return jnp.pad(emb, ((0, 0), (0, dim % 2)))
 
 
 def layer_norm(x: jax.Array) -> jax.Array:
@@ -136,7 +127,7 @@ class TimestepEmbedder(nn.Module):
     @nn.compact
     def __call__(self, t):
         d = self.cfg.hidden_size
-        h = _dense(self.cfg, d, "mlp_0", kernel_init=_normal02)(timestep_embedding(t))
+        h = _dense(self.cfg, d, "mlp_0", kernel_init=_normal02)(timestep_embedding(t, FREQ_DIM))
         return _dense(self.cfg, d, "mlp_2", kernel_init=_normal02)(nn.silu(h)).astype(jnp.float32)
 
 
@@ -318,7 +309,7 @@ def load_sit(path: str, **overrides) -> tuple[SiTConfig, dict]:
     arch = json.loads((folder / CONFIG_FILE).read_text())
     if set(arch) != {*ARCH_FIELDS, "architecture"}:
         raise DamagedFileError(f"{folder / CONFIG_FILE} has fields {sorted(arch)}, not SiT's {sorted(ARCH_FIELDS)}: "
-                               "re-run sit_convert on the PyTorch checkpoint.")
+                               "re-run amd_jax.tools.convert_sit on the PyTorch checkpoint.")
     cfg = SiTConfig(**{k: arch[k] for k in ARCH_FIELDS}, **overrides)
     state = tensor_files.read(folder / WEIGHTS_FILE)
     return cfg, params_from_state(state, cfg, jnp.dtype(cfg.param_dtype))

@@ -27,7 +27,7 @@ ARCH_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth"
                "num_classes", "class_dropout_prob", "learn_sigma")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = (None, "xla", "cudnn")
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # a converted folder (sit_convert -> load_sit)
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # a converted folder (tools/convert_sit.py -> load_sit)
 POS_EMBED_TOL = 1e-5  # |checkpoint pos_embed - sin-cos| allowed (float32 rounding of the float64 table)
 
 

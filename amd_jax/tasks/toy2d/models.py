@@ -1,52 +1,16 @@
-"""Small MLP denoisers for 2-D data, a GAN head for DMD2's discriminator, and the toy2d model bundle."""
+"""The toy2d model bundle: the MLP denoiser (amd_jax/models/small/mlp.py) for teacher, critic and student, an MLP
+GAN head, and the true log-density as the reward."""
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.method.schedules import make_schedule
 from amd_jax.models.common.bundle import Models
 from amd_jax.models.common.denoiser import Denoiser
-
-
-def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-    """Sinusoidal embedding of (possibly fractional) timesteps on a 0..1000 scale."""
-    half = dim // 2
-    freqs = jnp.exp(-jnp.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = jnp.asarray(t, jnp.float32)[:, None] * freqs[None]
-    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], -1)
-
-
-class MLPDenoiser(nn.Module):
-    """Residual MLP: (x_t [B,2], t [B], label [B]) -> native prediction [B,2]; label == num_classes is 'null'."""
-
-    num_classes: int
-    hidden: int = 128
-    depth: int = 3
-    time_scale: float = 1.0  # 1 for integer timesteps, 1000 for t in [0, 1]
-
-    @nn.compact
-    def __call__(self, x, t, label, features=False):
-        emb = nn.Dense(self.hidden)(timestep_embedding(t * self.time_scale, self.hidden))
-        emb = emb + nn.Embed(self.num_classes + 1, self.hidden)(label)
-        h = nn.Dense(self.hidden)(x.astype(jnp.float32)) + emb
-        for _ in range(self.depth):
-            h = h + nn.Dense(self.hidden)(nn.silu(nn.LayerNorm()(h)))
-        out = nn.Dense(x.shape[-1])(nn.silu(h))
-        return (out, h) if features else out
-
-
-class GANHead(nn.Module):
-    """DMD2's classifier branch on the fake teacher's features: features [B, F] -> logit [B]."""
-
-    hidden: int = 128
-
-    @nn.compact
-    def __call__(self, feats):
-        return nn.Dense(1)(nn.silu(nn.Dense(self.hidden)(feats)))[:, 0]
+from amd_jax.models.common.gan_head import GANHead
+from amd_jax.models.small.mlp import MLPDenoiser
 
 
 def build(config, data: Toy2D) -> Models:
