@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amd_jax import sweep, writers
+from amd_jax import sweep, sweep_analysis, writers
 
 
 def test_parse_variant_keeps_tuple_values_whole():
@@ -28,9 +28,9 @@ def test_parse_variant_keeps_tuple_values_whole():
 
 def test_interval_is_the_student_t_half_width():
     # [1, 2, 3]: mean 2, sample std 1, t(0.975, df=2) = 4.302652729911275 (printed tables), n = 3
-    mean, half = sweep.interval([1.0, 2.0, 3.0])
+    mean, half = sweep_analysis.interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302652729911275 / np.sqrt(3), rel=1e-9)
-    assert sweep.interval([5.0]) == (5.0, 0.0)
+    assert sweep_analysis.interval([5.0]) == (5.0, 0.0)
 
 
 def _fake_run(root, name, seed, fid, zone):
@@ -51,14 +51,14 @@ def test_results_table_curves_and_grids(tmp_path):
         for seed, fid in enumerate(fids):
             _fake_run(tmp_path, name, seed, fid, zone=0.1 * (seed + 1))
         results[name] = [json.loads((tmp_path / name / f"seed_{s}" / "eval.json").read_text()) for s in range(3)]
-    summary, table = sweep.summarize(results)
+    summary, table = sweep_analysis.summarize(results)
     assert summary["dmd2"]["fid"] == pytest.approx((12.0, 4.302652729911275 * 2 / np.sqrt(3)))
     assert summary["amd"]["fid"] == (8.0, 0.0)
     assert table.splitlines()[0] == "| variant | seeds | fid | zone_fraction |"  # 'seed' and 'method' left out
     assert table.splitlines()[2] == "| dmd2 | 3 | 12 ± 5 | 0.2 ± 0.25 |"
-    assert sweep.summarize(results, ["zone_fraction", "absent"])[1].splitlines()[0] == "| variant | seeds | zone_fraction |"
+    assert sweep_analysis.summarize(results, ["zone_fraction", "absent"])[1].splitlines()[0] == "| variant | seeds | zone_fraction |"
     results["ema"] = [{"seed": 0, "fid": 9.0, "ema_fid": 7.0}]  # a metric only one variant reports
-    summary, table = sweep.summarize(results, ["fid", "ema_fid"])
+    summary, table = sweep_analysis.summarize(results, ["fid", "ema_fid"])
     assert "ema_fid" not in summary["dmd2"] and summary["ema"]["ema_fid"] == (7.0, 0.0)
     assert table.splitlines()[2] == "| dmd2 | 3 | 12 ± 5 |  |" and table.splitlines()[4] == "| ema | 1 | 9 ± 0 | 7 ± 0 |"
     del results["ema"]
@@ -67,15 +67,15 @@ def test_results_table_curves_and_grids(tmp_path):
     assert [r["step"] for r in rows] == [10, 20]
     assert rows[1]["zone_fraction"] == pytest.approx(0.2) and rows[1]["sample_eval/fid"] == 12.0
 
-    curves = sweep.plot_curves(str(tmp_path), ["dmd2", "amd"], ["0", "1", "2"])
+    curves = sweep_analysis.plot_curves(str(tmp_path), ["dmd2", "amd"], ["0", "1", "2"])
     assert curves and Image.open(curves).size[0] > 400
-    grid = Image.open(sweep.sample_grids(str(tmp_path), ["dmd2", "amd", "missing"], "1"))
+    grid = Image.open(sweep_analysis.sample_grids(str(tmp_path), ["dmd2", "amd", "missing"], "1"))
     assert grid.size == (2 * (10 + 4), 12 + 14)  # two variants found, titled strip on top
     assert np.asarray(grid)[14 + 5, 5, 0] == 40  # seed 1's grid pasted below the title
     assert not os.path.exists(tmp_path / "missing")
     for name in ("c", "d"):
         _fake_run(tmp_path, name, 1, 1.0, 0.1)
-    sheet = Image.open(sweep.sample_grids(str(tmp_path), ["dmd2", "amd", "c", "d"], "1"))
+    sheet = Image.open(sweep_analysis.sample_grids(str(tmp_path), ["dmd2", "amd", "c", "d"], "1"))
     assert sheet.size == (3 * (10 + 4), 2 * (12 + 14))  # 3 to a row
 
 
@@ -108,9 +108,9 @@ def test_paired_differences_against_a_hand_computation(tmp_path):
         _eval_run(tmp_path, "dmd2", seed, {"fid": fid, "precision": prec})
     for seed, (fid, prec) in amd.items():
         _eval_run(tmp_path, "amd", seed, {"fid": fid, "precision": prec, "only_amd": 1.0})
-    results = {n: [sweep.load_run(str(tmp_path / n / f"seed_{s}")) for s in seeds]
+    results = {n: [sweep_analysis.load_run(str(tmp_path / n / f"seed_{s}")) for s in seeds]
                for n, seeds in (("dmd2", (0, 1, 2, 3)), ("amd", (2, 0, 1)))}
-    diffs = sweep.paired(results, "dmd2")
+    diffs = sweep_analysis.paired(results, "dmd2")
     assert set(diffs) == {"amd"} and set(diffs["amd"]) == {"fid", "precision"}
     for metric, col in (("fid", 0), ("precision", 1)):
         mean, half = _hand_interval([amd[s][col] - base[s][col] for s in (0, 1, 2)])
@@ -122,18 +122,18 @@ def test_paired_differences_against_a_hand_computation(tmp_path):
     # fid: diffs -0.9, -0.8, -1.4: mean -1.03333, sd sqrt(0.20667 / 2) = 0.321455, half 4.302653 * sd / sqrt(3)
     assert diffs["amd"]["fid"]["mean"] == pytest.approx(-1.0333333, abs=1e-6)
     assert diffs["amd"]["fid"]["half_width"] == pytest.approx(0.798539, abs=1e-5)
-    table = sweep.paired_table(diffs, "dmd2")
+    table = sweep_analysis.paired_table(diffs, "dmd2")
     assert "| amd | -1.03 ± 0.8 (3) * | " in table and "(3) |" in table.splitlines()[-1]
 
 
 def test_paired_single_seed_is_never_resolved():
     results = {"dmd2": [{"seed": 0, "fid": 10.0}], "amd": [{"seed": 0, "fid": 5.0}]}
-    got = sweep.paired(results, "dmd2")["amd"]["fid"]
+    got = sweep_analysis.paired(results, "dmd2")["amd"]["fid"]
     assert got == {"mean": -5.0, "half_width": 0.0, "n": 1, "resolved": False}
 
 
 def test_escape_step_is_where_the_zone_fraction_stays_below_the_threshold(tmp_path):
-    threshold = sweep.ESCAPE["sample_eval/gt_zone_fraction"]
+    threshold = sweep_analysis.ESCAPE["sample_eval/gt_zone_fraction"]
     lo, hi = threshold / 2, threshold * 3
     cases = {
         "late": ([(10, hi), (20, lo), (30, hi), (40, lo), (50, lo)], {"escaped": 1.0, "escape_step": 40}),
@@ -142,10 +142,10 @@ def test_escape_step_is_where_the_zone_fraction_stays_below_the_threshold(tmp_pa
     }
     for name, (curve, want) in cases.items():
         _eval_run(tmp_path, name, 0, {"fid": 1.0}, curve)
-        got = sweep.load_run(str(tmp_path / name / "seed_0"))
+        got = sweep_analysis.load_run(str(tmp_path / name / "seed_0"))
         assert {k: got[k] for k in ("escaped", "escape_step") if k in got} == want, name
     _eval_run(tmp_path, "no_curve", 0, {"fid": 1.0})
-    assert "escaped" not in sweep.load_run(str(tmp_path / "no_curve" / "seed_0"))
+    assert "escaped" not in sweep_analysis.load_run(str(tmp_path / "no_curve" / "seed_0"))
 
 
 def test_report_only_writes_the_paired_table(tmp_path):

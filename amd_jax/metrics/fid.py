@@ -116,12 +116,10 @@ def save_stats(path, mu, sigma, **meta) -> None:
     tensor_files.write(path, {"mu": mu, "sigma": sigma, **meta}, compress=True)  # atomic: never a half file
 
 
-def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read (mu, sigma) from an .npz written by ``save_stats`` or pytorch-fid (local path or gs://).
-
-    A file that cannot be read (truncated, corrupted: the zip's CRC-32) raises DamagedFileError naming it; these
-    are reference files the user provides, so nothing is moved or rebuilt here.
-    """
+def read_statistics_file(path, what: str, fix: str) -> dict[str, np.ndarray]:
+    """The arrays of a reference-statistics .npz (FID stats, an ADM reference batch) the user provides, local or
+    gs://. A missing file raises FileNotFoundError, one that cannot be read (truncated, corrupted: the zip's
+    CRC-32) DamagedFileError; both name the file, `what` it is and `fix`. Nothing is moved or rebuilt."""
     from etils import epath
 
     from amd_jax import caches, tensor_files
@@ -129,12 +127,17 @@ def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
 
     p = epath.Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"FID stats file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}; {fix}")
     try:
-        arrays = tensor_files.read(p)
+        return tensor_files.read(p)
     except caches.UNREADABLE as e:
-        raise DamagedFileError(f"FID stats file {path} cannot be read ({caches.describe(e)}): compute it again "
-                               f"with amd_jax.metrics.fid.save_stats, or download it again.") from e
+        raise DamagedFileError(f"{what} {path} cannot be read ({caches.describe(e)}): {fix}") from e
+
+
+def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read (mu, sigma) from an .npz written by ``save_stats`` or pytorch-fid (local path or gs://)."""
+    arrays = read_statistics_file(path, "FID stats file", "compute it again with amd_jax.metrics.fid.save_stats, "
+                                                          "or download it again.")
     if "mu" not in arrays or "sigma" not in arrays:
         raise ValueError(f"{path} has keys {sorted(arrays)}; expected 'mu' and 'sigma'")
     _check_stats(arrays["mu"], arrays["sigma"], str(path))

@@ -59,18 +59,7 @@ class Reference:
 
 def load_reference(path) -> Reference:
     """Read and validate an ADM reference .npz (local or gs://); errors name the problem and the file ADM ships."""
-    from etils import epath
-
-    from amd_jax import caches, tensor_files
-
-    p = epath.Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"ImageNet reference batch not found: {path}. {_ADM_HINT}.")
-    try:
-        arrays = tensor_files.read(p)
-    except caches.UNREADABLE as e:
-        raise DamagedFileError(f"reference batch {path} cannot be read ({caches.describe(e)}): download it "
-                               f"again. {_ADM_HINT}.") from e
+    arrays = fid.read_statistics_file(path, "ImageNet reference batch", f"download it again. {_ADM_HINT}.")
     missing = sorted({"arr_0", *_REF_SHAPES} - set(arrays))
     if missing:
         raise DamagedFileError(f"reference batch {path} lacks {missing} (has {sorted(arrays)}). {_ADM_HINT}.")

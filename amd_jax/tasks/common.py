@@ -1,7 +1,9 @@
-"""What several tasks share: class-label evaluation conditions and the teacher's quality report."""
+"""What several tasks share: class-label evaluation conditions, the teacher's quality report, and the teacher trained
+on first use with its DDIM report (toy2d, zones2d)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Callable
 
@@ -12,6 +14,7 @@ from PIL import Image
 
 from amd_jax import caches, paths, writers
 from amd_jax.errors import DamagedFileError
+from amd_jax.tasks import teacher as teacher_lib
 
 
 def class_labels(n: int, num_classes: int) -> dict:
@@ -44,3 +47,24 @@ def teacher_report(config, build: Callable[[], tuple[dict, np.ndarray | None]], 
         writers.save_json(files[0], report[0])
 
     caches.load_or_build(files, load, build, save)
+
+
+def trained_teacher(config, models, train_data, eval_conds: Callable, evaluate: Callable) -> Callable[[], dict]:
+    """The task's `teacher` hook for a teacher trained on first use on `train_data` (amd_jax/tasks/teacher.py),
+    reported once by 50-step DDIM with the distillation's CFG scale on eval.num_samples conditions (`evaluate`:
+    the task's, returning (metrics, images)); cached, so the teacher loads once per process."""
+
+    @functools.cache
+    def teacher():
+        params = teacher_lib.load_or_train(config, models, train_data)
+
+        def report():
+            conds = eval_conds(config.eval.num_samples)
+            x = teacher_lib.sample_teacher(models, params, conds, config.dmd.guidance_scale, steps=50)
+            metrics, _ = evaluate(x, conds, None, None)
+            return {**metrics, "sampler": "ddim50", "guidance_scale": config.dmd.guidance_scale}, None
+
+        teacher_report(config, report)
+        return params
+
+    return teacher

@@ -33,6 +33,7 @@ from amd_jax.metrics import grid
 from amd_jax.models.sit import network as sit
 from amd_jax.models.common.bundle import Models
 from amd_jax.models.common.denoiser import Denoiser
+from amd_jax.models.common.dtypes import dtype
 from amd_jax.models.vae import autoencoder as vae_lib
 from amd_jax.models.sdxl import weights as sdxl_weights
 from amd_jax.models.sdxl.unet import cast_params
@@ -45,7 +46,7 @@ from amd_jax.tasks.imagenet import arch as imagenet_arch
 GROUPED_DATA = True  # the labels are drawn per group of amd.group_size rows
 ABSTRACT = True  # build(config, abstract=True) reads no weight or data file: the TPU plan (amd_jax/plan)
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_DTYPES = ("float32", "bfloat16")  # the SiT adapter's compute and teacher dtypes
 
 
 def build(config, mesh=None, abstract: bool = False) -> Task:
@@ -72,7 +73,7 @@ def _abstract_task(config, files: "_Files", models: Models) -> Task:
     its data, teacher, reward, eval_conds and evaluate are unusable (None)."""
     scorer = files.classifier() if models.reward is not None else None
     frozen = functools.partial(imagenet_arch.abstract_frozen, models.init_denoiser,
-                               _DTYPES[config.model.teacher_dtype], files.vae_module() if scorer else None, scorer)
+                               dtype(config.model.teacher_dtype), files.vae_module() if scorer else None, scorer)
     batch = functools.partial(imagenet_arch.abstract_batch, models.sample_shape, bool(config.gan.enabled))
     return Task(models=models, data=None, teacher=None, reward=None, eval_conds=None, evaluate=None,
                 abstract_frozen=frozen, abstract_batch=batch)
@@ -126,7 +127,7 @@ class _Files:
         if diff:
             raise ConfigError(f"model.path={self.c.model.path!r} holds a SiT with {diff} (file, config): set "
                               "model.arch to the checkpoint's architecture.")
-        return cast_params(params, _DTYPES[self.c.model.teacher_dtype])
+        return cast_params(params, dtype(self.c.model.teacher_dtype))
 
     @functools.cache
     def vae(self):

@@ -5,25 +5,17 @@ from __future__ import annotations
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from amd_jax.errors import ConfigError
 from amd_jax.models.sdxl import text as sdxl_text
 from amd_jax.models.sdxl import unet as sdxl_unet
+from amd_jax.models.common.dtypes import dtype
 from amd_jax.models.sdxl import unet_flax
 from amd_jax.models.sdxl import weights as W
 from amd_jax.tasks.sdxl import arch
 
 TOKEN_KEYS = ("input_ids", "input_ids_2")  # a batch's token ids, replaced by the embeddings
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def dtype(name):
-    if name not in _DTYPES:
-        raise ConfigError(f"dtype {name!r}: use one of {sorted(_DTYPES)}.")
-    return _DTYPES[name]
 
 
 class Assets:

@@ -6,12 +6,11 @@ import functools
 
 import numpy as np
 
-from amd_jax.tasks import teacher as teacher_lib
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.metrics import toy2d as metrics_lib
 from amd_jax.tasks.toy2d import models as nets
 from amd_jax.tasks import Task
-from amd_jax.tasks.common import class_labels, teacher_report
+from amd_jax.tasks.common import class_labels, trained_teacher
 
 GROUPED_DATA = True  # the data put each condition on amd.group_size consecutive rows
 
@@ -31,18 +30,7 @@ def build(config, mesh=None) -> Task:
             metrics["zone_fraction"] = float(np.mean(zone))
         return metrics, {"samples": metrics_lib.scatter_png(data, np.asarray(x), labels, zone, title)}
 
-    @functools.cache
-    def teacher():
-        params = teacher_lib.load_or_train(config, models, data)
-
-        def report():  # 50-step DDIM with the distillation's CFG scale
-            conds = eval_conds(config.eval.num_samples)
-            x = teacher_lib.sample_teacher(models, params, conds, config.dmd.guidance_scale, steps=50)
-            metrics, _ = evaluate(x, conds, None, None)
-            return {**metrics, "sampler": "ddim50", "guidance_scale": config.dmd.guidance_scale}, None
-
-        teacher_report(config, report)
-        return params
+    teacher = trained_teacher(config, models, data, eval_conds, evaluate)
 
     # the teacher (above) trains on ungrouped batches; the distillation's put each label on amd.group_size rows
     return Task(models=models, data=data.grouped(config.amd.group_size), teacher=teacher,

@@ -11,14 +11,13 @@ import functools
 
 import numpy as np
 
-from amd_jax.tasks import teacher as teacher_lib
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.data.zones2d import NoisyTeacherData, Zone
 from amd_jax.metrics import toy2d as plots
 from amd_jax.metrics import zones2d as metrics_lib
 from amd_jax.tasks.zones2d import models as nets
 from amd_jax.tasks import Task
-from amd_jax.tasks.common import class_labels, teacher_report
+from amd_jax.tasks.common import class_labels, trained_teacher
 
 GROUPED_DATA = True  # the data put each condition on amd.group_size consecutive rows
 
@@ -36,18 +35,8 @@ def build(config, mesh=None) -> Task:
         metrics = metrics_lib.evaluate(data, zone, x, labels, np.asarray(rewards), flags)
         return metrics, {"samples": plots.scatter_png(data, x, labels, flags, title)}
 
-    @functools.cache
-    def teacher():
-        params = teacher_lib.load_or_train(config, models, NoisyTeacherData(data, zone))
-
-        def report():  # 50-step DDIM with the distillation's CFG scale: the zone the teacher itself puts samples in
-            conds = eval_conds(config.eval.num_samples)
-            x = teacher_lib.sample_teacher(models, params, conds, config.dmd.guidance_scale, steps=50)
-            metrics, _ = evaluate(x, conds, None, None)
-            return {**metrics, "sampler": "ddim50", "guidance_scale": config.dmd.guidance_scale}, None
-
-        teacher_report(config, report)
-        return params
+    # the teacher trains on the label-noisy data: its DDIM report shows the zone the teacher itself samples in
+    teacher = trained_teacher(config, models, NoisyTeacherData(data, zone), eval_conds, evaluate)
 
     return Task(models=models, data=data.grouped(config.amd.group_size), teacher=teacher,
                 reward=lambda: None, eval_conds=eval_conds, evaluate=evaluate)
