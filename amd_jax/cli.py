@@ -13,7 +13,8 @@ import sys
 
 from absl import app, flags
 
-from amd_jax import config_base, paths
+from amd_jax import paths
+from amd_jax.config.loading import load as load_config
 
 
 def run(main):
@@ -45,7 +46,7 @@ def unknown_config_keys(argv, flag: str = "config") -> str:
     if path is None or not keys:
         return ""
     try:
-        valid = sorted(_flat_keys(config_base.load(path.split(":", 1)[0])))
+        valid = sorted(_flat_keys(load_config(path.split(":", 1)[0])))
     except Exception:  # the config file itself is broken: the caller reports the original error
         return ""
     problems = []

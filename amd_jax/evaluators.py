@@ -9,6 +9,7 @@ Two entries come from the long-standing keys, mapped here and nowhere else:
              sweep.py tabulates), eval/<metric>, images eval/<image> and samples/<image>_final.png
 `config.evals` adds more, name -> {type, every, at_end, num_samples, seed}: results under <name>/<metric>, images
 <name>_<image>, and at the end eval_<name>.json. `type` names an evaluator the task offers ('task': its `evaluate`).
+amd_jax.config.validate refuses an evaluator that cannot run (config/checks.py `check_evaluators`).
 With an EMA student (student.ema_decay > 0) each evaluation also covers the EMA on the same noise and conditions
 (prefix ema/, file suffix _ema, JSON keys ema_<metric>).
 """
@@ -19,20 +20,17 @@ import dataclasses
 import logging
 
 from amd_jax import writers
-from amd_jax.config_base import _is_int, _need
+from amd_jax.config.checks import EVALUATOR_DEFAULTS as _DEFAULTS
 
 log = logging.getLogger("amd_jax")
 
-TYPES = ("task",)  # the evaluator types: 'task' = Task.evaluate on fresh samples of the student
-_LEGACY = {"samples": "log.sample_every / log.sample_count", "final": "eval.at_end / eval.num_samples"}
-_DEFAULTS = {"type": "task", "every": 0, "at_end": False, "seed": 0}
 FINAL_SEED = 777  # the noise of the at-end evaluation; the offline evaluate.py uses the same
 
 
 @dataclasses.dataclass(frozen=True)
 class Evaluator:
     name: str
-    type: str  # one of TYPES
+    type: str  # one of amd_jax.config.checks.EVALUATOR_TYPES ('task': Task.evaluate on fresh samples)
     num_samples: int  # fresh samples per evaluation (whole global batches: the sampler drops a partial one)
     seed: int  # of the samples' noise: the same at every evaluation, so a curve follows the student, not the noise
     every: int = 0  # evaluate after step s when s % every == 0; 0 = never during training
@@ -59,36 +57,6 @@ def registry(c) -> dict[str, Evaluator]:
         out[name] = Evaluator(name, e["type"], e["num_samples"], e["seed"], every=e["every"], at_end=e["at_end"],
                               scalars=name, images=f"{name}_", json=f"eval_{name}.json")
     return out
-
-
-def check(c) -> None:
-    """Refuse an evaluator that cannot run, naming the key and the fix (config_base.validate calls it)."""
-    _need(c.eval.num_samples >= c.global_batch,
-          f"eval.num_samples={c.eval.num_samples} is smaller than one global batch ({c.global_batch}): samples are "
-          "generated a global batch at a time; raise eval.num_samples.")
-    _need(not c.log.sample_every or c.log.sample_count >= c.global_batch,
-          f"log.sample_count={c.log.sample_count} is smaller than one global batch ({c.global_batch}): raise it, or "
-          "set log.sample_every=0.")
-    for name, entry in c.get("evals", {}).items():
-        where = f"evals.{name}"
-        _need(name not in _LEGACY, f"{where}: the evaluator {name!r} is set by {_LEGACY.get(name)}; set those "
-                                   "keys, or give this evaluator another name.")
-        _need(hasattr(entry, "keys"), f"{where}={entry!r}: give a dict {{type, every, at_end, num_samples, seed}}.")
-        unknown = sorted(set(entry) - {*_DEFAULTS, "num_samples"})
-        _need(not unknown, f"{where}: unknown field(s) {unknown}; an evaluator has type, every, at_end, "
-                           "num_samples and seed.")
-        e = {**_DEFAULTS, **entry}
-        _need(e["type"] in TYPES, f"{where}.type={e['type']!r}: use one of {list(TYPES)}.")
-        _need(_is_int(e["every"]) and e["every"] >= 0,
-              f"{where}.every={e['every']!r}: an integer >= 0 (evaluate when step % every == 0, 0 = never).")
-        _need(isinstance(e["at_end"], bool), f"{where}.at_end={e['at_end']!r}: True or False.")
-        _need(e["every"] or e["at_end"], f"{where}: every=0 and at_end=False, so it never runs: set "
-                                         f"--config.{where}.every or --config.{where}.at_end=True, or remove it.")
-        _need(_is_int(e["seed"]), f"{where}.seed={e['seed']!r}: an integer.")
-        n = entry.get("num_samples")
-        _need(_is_int(n) and n >= c.global_batch,
-              f"{where}.num_samples={n!r}: samples are generated a global batch at a time; give an integer >= "
-              f"global_batch={c.global_batch}.")
 
 
 def run(ev: Evaluator, session, gen, state, writer, step: int, final: bool = False) -> dict:

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from amd_jax import checkpoint as ckpt_lib
 from amd_jax import tasks, writers
 from amd_jax.conditioning import MeshCondition
-from amd_jax.config_base import check_resume, validate
+from amd_jax.config import check_resume, validate
 from amd_jax.errors import ConfigError
 from amd_jax.method import sample
 from amd_jax.parallel import mesh as mesh_lib
@@ -74,8 +74,8 @@ class Session:
         config = config.copy_and_resolve_references()  # the caller's config is never changed
         self.c, self.workdir = config, None if workdir is None else epath.Path(workdir)
         devices = jax.devices() if devices is None else list(devices)
-        validate(config, len(devices), jax.process_count())  # before anything expensive
-        tasks.check(config, abstract)  # the task's own checks, before it builds anything
+        # every check, the task's own too, once and before anything expensive
+        validate(config, len(devices), jax.process_count(), abstract)
         if "teacher" in config and not config.teacher.dir and workdir is not None:
             config.teacher.dir = str(self.workdir / "teacher")
         self.mesh = mesh_lib.make_mesh(config.mesh.axes, config.mesh.shape, devices)
@@ -163,7 +163,7 @@ class Session:
         """{'teacher', 'reward'} as sharded ShapeDtypeStructs, from the task's architecture alone (loads nothing)."""
         if self.task.abstract_frozen is None:
             raise ConfigError(f"experiment={self.c.experiment!r} cannot describe its frozen parameters without "
-                              "loading them (its task has no abstract_frozen); the plan supports the sdxl task.")
+                              "loading them (its task has no abstract_frozen hook; docs/ADDING_A_TASK.md, ABSTRACT).")
         frozen = self.task.abstract_frozen()
         rules, min_size = tuple(self.c.sharding.rules), self.c.sharding.fsdp_min_size
         reward = frozen["reward"]

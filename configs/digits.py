@@ -32,7 +32,7 @@ MEASURED (this 2-core CPU, shared with other jobs at load average 4-8):
 
 import ml_collections
 
-from amd_jax.config_base import base, teacher
+from amd_jax.config import base, teacher
 
 
 def get_config():

@@ -5,7 +5,7 @@ Run (the teacher is trained on first use into WORKDIR/teacher; reward and held-o
     python -m amd_jax.train --config=configs/mnist_sit.py --workdir=workdirs/mnist_sit
     python -m amd_jax.sweep --config=configs/mnist_sit.py --workdir=workdirs/mnist_sit_bench --variant_set=main
 SiT on 28x28x1 pixels: patch 7 (4 x 4 = 16 tokens; chosen for this CPU's time), the model.sit block below; rectified-flow velocity through the
-same adapter as the ImageNet SiT (SiT's own time and sign conventions, see amd_jax/models/sit/network.py).
+same adapter as the ImageNet SiT (SiT's own time and sign conventions, see amd_jax/models/sit/denoiser.py).
 
 MEASURED (this 2-core CPU shared with other jobs, load 5-15; the sweep command above, seeds 0-2, 53 min wall):
   * teacher: 2000 steps in 12 min, loss 0.31; 50-step DDIM at CFG 2 (1024 samples): FID 268, class accuracy 0.29,

@@ -38,7 +38,7 @@ Time (an estimate, not run): the compiler's estimates scaled to the jaxpr FLOPs 
 
 import ml_collections
 
-from amd_jax.config_base import base
+from amd_jax.config import base
 
 
 def get_config():

@@ -41,7 +41,7 @@ MEASURED (the TPU plan, compiler estimates, no TPU: this shared 2-core host, loa
 
 import ml_collections
 
-from amd_jax.config_base import base
+from amd_jax.config import base
 
 XL2 = {"input_size": 32, "patch_size": 2, "in_channels": 4, "hidden_size": 1152, "depth": 28, "num_heads": 16,
        "mlp_ratio": 4.0, "num_classes": 1000, "class_dropout_prob": 0.1, "learn_sigma": True}

@@ -15,7 +15,7 @@ teacher.dir/eval.json). Student: one step from t = 1. Reward proxy: the true log
 
 import ml_collections
 
-from amd_jax.config_base import base, teacher
+from amd_jax.config import base, teacher
 
 
 def get_config():

@@ -37,7 +37,7 @@ teachers' gaps on zone samples) beside gt_out/ (the other samples).
 
 import ml_collections
 
-from amd_jax.config_base import base, teacher
+from amd_jax.config import base, teacher
 
 
 def get_config():

@@ -132,7 +132,7 @@ def test_tools_refuse_bad_flags_in_one_line(args, expected):
 
 
 def test_fetch_mnist_refuses_the_old_positional_cache_dir(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "amd_jax.data.mnist", str(tmp_path)], cwd=REPO, env=_env(1),
+    out = subprocess.run([sys.executable, "-m", "amd_jax.tools.fetch_mnist", str(tmp_path)], cwd=REPO, env=_env(1),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "give the cache folder as --cache_dir=DIR" in out.stderr, out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing fetched

@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from amd_jax import tensor_files
 from amd_jax.conditioning import Condition, MeshCondition
-from amd_jax.config_base import load
+from amd_jax.config import load
 from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.session import Session, put_batch
 

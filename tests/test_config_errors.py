@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import pytest
 
-from amd_jax.config_base import base, check_resume, load, validate
+from amd_jax.config import base, check_knobs, check_resume, load, validate
 from amd_jax.errors import ConfigError
 from amd_jax.parallel.mesh import resolve_mesh_shape
 from amd_jax.loop import train
@@ -188,8 +188,8 @@ def _shipped():
 @pytest.mark.parametrize("name,config", _shipped(), ids=lambda v: v if isinstance(v, str) else None)
 def test_defaults_and_shipped_configs_validate_without_notes(name, config, caplog):
     devices = math.prod(s for s in config.mesh.shape if s != -1)  # the fewest devices the mesh accepts
-    with caplog.at_level(logging.WARNING):
-        validate(config, devices)
+    with caplog.at_level(logging.WARNING):  # validate's checks without the task's: sdxl.py and sit_xl2.py leave
+        check_knobs(config, devices)  # model.path / reward.path to the command line, base() names no experiment
     assert not caplog.records, [r.getMessage() for r in caplog.records]
 
 
@@ -266,6 +266,25 @@ def test_check_resume_past_total_steps(caplog):
     assert "step 8 = total_steps: training is already finished" in caplog.text
 
 
+def test_a_task_declares_its_own_resume_free_keys():
+    """SDXL's UNet remat policy and attention kernel change how, not what, it computes: resumable with other values
+    (its module's RESUME_FREE); the generic list does not name them, and a task without such keys adds none."""
+    from amd_jax import tasks
+    from amd_jax.config.resume import RESUME_FREE
+
+    assert tasks.resume_free_keys("sdxl") == ("model.unet_remat", "model.unet_attention")
+    assert tasks.resume_free_keys("toy2d") == () and tasks.resume_free_keys("nonesuch") == ()
+    assert not {"model.unet_remat", "model.unet_attention"} & set(RESUME_FREE)
+    config = load(os.path.join(ROOT, "configs", "sdxl_tiny.py"))
+    saved = json.loads(json.dumps(config.to_dict()))
+    current = config.to_dict()
+    current["model"].update(unet_remat="block", unet_attention="flash")
+    check_resume(saved, current, step=4)
+    current["model"]["unet_impl"] = "owned"  # another network: refused
+    with pytest.raises(ConfigError, match=r"1 training-semantics key\(s\):\n  model\.unet_impl: 'diffusers' -> 'owned'"):
+        check_resume(saved, current, step=4)
+
+
 @pytest.fixture(scope="module")
 def amd_run(tmp_path_factory):
     """A finished 4-step toy2d_tiny AMD run whose sample counts are not multiples of the batch of 32."""
@@ -303,7 +322,7 @@ def test_resume_is_refused_before_compiling(amd_run, tag, args, message):
 
 @pytest.mark.parametrize("steps", [(4, 2), (3,), (-1, 2)])
 def test_profile_window_must_be_first_before_last(steps):
-    from amd_jax.config_base import validate
+    from amd_jax.config import validate
 
     with pytest.raises(ConfigError, match=r"train.profile_steps"):
         validate(tiny_toy2d_config(**{"train.profile_steps": steps}), 1)

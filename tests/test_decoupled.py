@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from amd_jax import method as M
-from amd_jax.config_base import check_resume, validate
+from amd_jax.config import check_resume, validate
 from amd_jax.errors import ConfigError
 from amd_jax.method import dmd as D
 from amd_jax.models.common.denoiser import Denoiser

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amd_jax.config_base import load
+from amd_jax.config import load
 from amd_jax.data import mnist as data_lib
 from amd_jax.metrics import fid as fid_lib
 from amd_jax.models.rewards import classifiers

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from amd_jax import tasks
-from amd_jax.config_base import check_resume, load
+from amd_jax.config import check_resume, load
 from amd_jax.errors import ConfigError
 from amd_jax.loop import train
 from amd_jax.session import Session
@@ -84,6 +84,23 @@ def test_the_session_runs_the_task_check_before_the_mesh_and_the_task(monkeypatc
     monkeypatch.setattr("amd_jax.session.mesh_lib.make_mesh", lambda *a: _never_build(None))
     with pytest.raises(ConfigError, match="checked_task refuses seed=3"):
         Session(tiny_toy2d_config(**{"experiment": "checked", "seed": 3}), str(tmp_path))
+
+
+def test_the_session_checks_the_task_once_before_building_it(monkeypatch, tmp_path):
+    """config.validate runs the task's check, once per Session; tasks.build does not check again."""
+    calls = []
+
+    class Built(Exception):
+        pass
+
+    module = types.ModuleType("counted_task")
+    module.check = lambda config: calls.append("check")
+    module.build = lambda config, mesh=None: (calls.append("build"), (_ for _ in ()).throw(Built()))
+    monkeypatch.setitem(sys.modules, "counted_task", module)
+    monkeypatch.setitem(tasks._TASKS, "counted", "counted_task")
+    with pytest.raises(Built):
+        Session(tiny_toy2d_config(experiment="counted"), str(tmp_path))
+    assert calls == ["check", "build"]
 
 
 def test_sdxl_check_refuses_a_missing_model_before_building(monkeypatch, tmp_path):

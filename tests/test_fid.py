@@ -19,7 +19,8 @@ from PIL import Image
 from scipy.spatial.distance import pdist
 
 from amd_jax.metrics import fid
-from amd_jax.metrics import inception as inc
+from amd_jax.models.inception import network as inc
+from amd_jax.models.inception import weights as inc_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -52,7 +53,7 @@ def state_dict(meta):
 
 @pytest.fixture(scope="module")
 def variables(state_dict):
-    return inc.convert_state_dict(state_dict)
+    return inc_weights.convert_state_dict(state_dict)
 
 
 def _nhwc(x):
@@ -78,7 +79,7 @@ def test_block_matches_pytorch_fid(name, state_dict):
     x, want = _nhwc(data[f"{name}/x"]), _nhwc(data[f"{name}/y"])
     module = BLOCK_MODULES[name]()
     sub = {k[len(name) + 1:]: v for k, v in state_dict.items() if k.startswith(name + ".")}
-    v = inc.convert_state_dict(sub, module, input_hw=x.shape[1:3], in_channels=x.shape[3])
+    v = inc_weights.convert_state_dict(sub, module, input_hw=x.shape[1:3], in_channels=x.shape[3])
     got = np.asarray(jax.jit(module.apply)(v, x))
     assert got.shape == want.shape
     err = np.abs(got - want).max()
@@ -107,7 +108,7 @@ def test_converter_accepts_pytorch_fid_key_set(meta, state_dict, variables):
     ignored = {k for k, _, _ in meta["keys"] if k.startswith("fc.") or k.endswith("num_batches_tracked")}
     assert ignored and len(ignored) == 2 + sum(k.endswith("num_batches_tracked") for k, _, _ in meta["keys"])
     want = {k: tuple(s) for k, s, _ in meta["keys"] if k not in ignored}
-    assert inc.torch_key_shapes() == want
+    assert inc_weights.torch_key_shapes() == want
     shapes = jax.eval_shape(lambda: inc.InceptionV3().init(jax.random.PRNGKey(0), jnp.zeros((1, 299, 299, 3))))
     assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(variables)
     assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda s, v: s.shape == v.shape, shapes, variables)))
@@ -125,7 +126,7 @@ def test_converter_names_every_problem(state_dict):
     bad["Conv2d_1a_3x3.bn.running_mean"] = np.zeros(31, np.float32)
     bad["Mixed_7c.branch_pool.conv.weight"] = np.zeros((192, 2048), np.float32)
     with pytest.raises(ValueError) as e:
-        inc.convert_state_dict(bad)
+        inc_weights.convert_state_dict(bad)
     msg = str(e.value)
     assert "4 problems" in msg
     assert "missing key: Mixed_5b.branch1x1.conv.weight" in msg
@@ -139,14 +140,14 @@ def test_load_inception_from_file(tmp_path, state_dict, variables):
 
     path = tmp_path / "inception_fid.safetensors"
     save_file({k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}, str(path))
-    module, v = inc.load_inception(str(path))
+    module, v = inc_weights.load_inception(str(path))
     assert isinstance(module, inc.InceptionV3)
     jax.tree_util.tree_map(np.testing.assert_array_equal, v, variables)
     with pytest.raises(FileNotFoundError, match="convert_inception"):
-        inc.load_inception(str(tmp_path / "missing.safetensors"))
+        inc_weights.load_inception(str(tmp_path / "missing.safetensors"))
     with pytest.raises(ValueError, match="torch pickle"):
         (tmp_path / "w.pth").write_bytes(b"x")
-        inc.load_inception(str(tmp_path / "w.pth"))
+        inc_weights.load_inception(str(tmp_path / "w.pth"))
 
 
 # torch.load for the converter's subprocess (torch is not installed here): reads the .pth the test wrote with numpy
@@ -191,7 +192,7 @@ def test_convert_inception_command_line(tmp_path, state_dict, variables):
     assert out.returncode == 0, out.stderr[-3000:]
     kept = sum(not k.endswith("num_batches_tracked") for k in state_dict)  # the BN step counters are dropped
     assert out.stdout.strip() == f"wrote {kept} tensors to {tmp_path / 'inception_fid.safetensors'}"
-    _, loaded = inc.load_inception(str(tmp_path / "inception_fid.safetensors"))
+    _, loaded = inc_weights.load_inception(str(tmp_path / "inception_fid.safetensors"))
     jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables)
     out = convert("--src=missing.pth", "--out=inception_fid.bin")
     assert out.returncode == 1 and "--out must end in .safetensors or .npz" in out.stderr, out.stderr

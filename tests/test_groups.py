@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from amd_jax import tasks
-from amd_jax.config_base import load
+from amd_jax.config import load, validate
 from amd_jax.data import prompts as P
 from amd_jax.data.mnist import ImageData, load_digits_split
 from amd_jax.data.toy2d import Toy2D
@@ -242,7 +242,8 @@ def test_a_task_without_grouped_data_refuses_groups(monkeypatch):
     monkeypatch.setitem(tasks._TASKS, "ungrouped", "ungrouped_task")
     config = tiny_toy2d_config(**{"experiment": "ungrouped", "amd.group_size": 4})
     with pytest.raises(ConfigError, match=r"amd.group_size=4.*'ungrouped'.*--config.amd.group_size=1"):
-        tasks.build(config)
+        validate(config, 1)  # the Session's first step
     assert built == []  # refused before the task built anything
     config.amd.group_size = 1
+    validate(config, 1)
     assert tasks.build(config) == "task" and built == [1]

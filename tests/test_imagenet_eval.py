@@ -13,7 +13,8 @@ import pytest
 from amd_jax import tensor_files
 from amd_jax.errors import DamagedFileError
 from amd_jax.metrics import imagenet
-from amd_jax.metrics import inception as inc
+from amd_jax.models.inception import network as inc
+from amd_jax.models.inception import weights as inc_weights
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 INC = os.path.join(FIX, "inception")
@@ -171,7 +172,7 @@ def test_heads_match_pytorch_fid_pool_and_numpy_fc(state_dict):
     """pool = pytorch-fid's pool3 (fixture); logits = pool3 @ fc.weight.T in NumPy (no bias, as ADM);
     spatial = the first 7 channels of Mixed_6d's branch1x1, flattened in HWC order."""
     module = inc.InceptionV3(heads=True)
-    variables = inc.convert_state_dict(state_dict, module)
+    variables = inc_weights.convert_state_dict(state_dict, module)
     data = np.load(os.path.join(INC, "network.npz"))
     x = jnp.asarray(np.transpose(data["x"], (0, 2, 3, 1)))
     out, inter = jax.jit(lambda v, x: module.apply(v, x, capture_intermediates=lambda m, _: m.name == "branch1x1",
@@ -190,8 +191,8 @@ def test_heads_match_pytorch_fid_pool_and_numpy_fc(state_dict):
 def test_heads_need_fc_weight(state_dict):
     no_fc = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
     with pytest.raises(ValueError, match="missing key: fc.weight"):
-        inc.convert_state_dict(no_fc, inc.InceptionV3(heads=True))
-    inc.convert_state_dict(no_fc)  # the pool3 network does not need it
+        inc_weights.convert_state_dict(no_fc, inc.InceptionV3(heads=True))
+    inc_weights.convert_state_dict(no_fc)  # the pool3 network does not need it
 
 
 def test_evaluator_closed_forms(tmp_path, state_dict, monkeypatch):
@@ -204,7 +205,7 @@ def test_evaluator_closed_forms(tmp_path, state_dict, monkeypatch):
     ev = imagenet.ImageNetEvaluator(_write_ref(tmp_path / "placeholder.npz", arr_0=images), weights, batch_size=4)
     acts = ev.activations([images[:5], images[5:]])
     pool3 = inc.InceptionV3(resize_input=False, normalize_input=False)
-    want_pool = jax.jit(pool3.apply)(inc.convert_state_dict(state_dict), imagenet.adm_input(jnp.asarray(images)))
+    want_pool = jax.jit(pool3.apply)(inc_weights.convert_state_dict(state_dict), imagenet.adm_input(jnp.asarray(images)))
     np.testing.assert_allclose(acts["pool"], np.asarray(want_pool), atol=2e-5)
     signed = (images.astype(np.float32) + 0.5) / 127.5 - 1.0  # ADM's float -> uint8 truncates: back to `images`
     np.testing.assert_array_equal(ev.activations(signed)["pool"], acts["pool"])

@@ -69,7 +69,7 @@ def test_sdxl_tiny_critic_step_agrees_with_xla_cost_analysis():
     the recomputation; the jaxpr count does not (measured 0.838 against XLA's 0.630)."""
     import os
 
-    from amd_jax.config_base import load
+    from amd_jax.config import load
     from amd_jax.session import Session
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amd_jax.config_base import load
+from amd_jax.config import load
 from amd_jax.plan import hlo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,24 +104,24 @@ def test_hlo_while_loops_read_constant_trip_counts_and_flag_the_iteration():
 
 
 def test_traced_only_plan_reports_the_jaxpr_iteration():
-    """--nocompile: per step only the jaxpr count; the iteration by it is TTUR-weighted, in UNet forwards too."""
+    """--nocompile: per step only the jaxpr count; the iteration by it is TTUR-weighted, in denoiser forwards too."""
     import ml_collections
 
     from amd_jax.plan import figures, table
     from amd_jax.plan.chips import CHIPS
 
     config = ml_collections.ConfigDict({"dmd": {"ttur": 5}, "total_steps": 12, "global_batch": 64})
-    steps = {n: {"jaxpr": {"flops_per_chip": f, "unet_forwards": f / 10, "traced_loops": 0, "pallas_calls": 0}}
+    steps = {n: {"jaxpr": {"flops_per_chip": f, "denoiser_forwards": f / 10, "traced_loops": 0, "pallas_calls": 0}}
              for n, f in (("generator", 100.0), ("sample", 20.0), ("critic", 50.0))}
     it = figures.jaxpr_iteration(steps, config, CHIPS["v5p"])
     assert it["flops_per_chip"] == pytest.approx((100 + 4 * 20) / 5 + 50)
-    assert it["unet_forwards"] == pytest.approx(it["flops_per_chip"] / 10)
+    assert it["denoiser_forwards"] == pytest.approx(it["flops_per_chip"] / 10)
     assert it["seconds_at_peak"] == pytest.approx(it["flops_per_chip"] / 459e12)
     plan = {"config": "sdxl", "method": "amd", "topology": "v5p:2x4x4", "chips": 32, "chip": vars(CHIPS["v5p"]),
             "mesh": {"data": 2, "fsdp": 16}, "global_batch": 64, "batch_per_chip": 2, "compiler_options": {},
             "steps": steps, "iteration": figures.iteration(steps, config, 32, CHIPS["v5p"]), "jaxpr_iteration": it}
     text = table.text(plan)
-    assert "generator      (not compiled) jaxpr 0.000 TFLOP/chip = 10.00 student UNet forwards" in text
+    assert "generator      (not compiled) jaxpr 0.000 TFLOP/chip = 10.00 student denoiser forwards" in text
     assert "iteration by the jaxpr:" in text and "needs the compiled" not in text
 
 
@@ -182,8 +182,8 @@ def test_planning_a_task_without_abstract_hooks_is_a_clear_error():
     from amd_jax import tasks
     from amd_jax.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="cannot be planned without its files"):
-        tasks.build(load(os.path.join(ROOT, "configs", "toy2d_tiny.py")), abstract=True)
+    with pytest.raises(ConfigError, match="cannot be planned without its files"):  # validate runs it in a Session
+        tasks.check(load(os.path.join(ROOT, "configs", "toy2d_tiny.py")), abstract=True)
 
 
 # ------------------------------------------------------------------------------------- compiled for TPU

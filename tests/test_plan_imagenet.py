@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from amd_jax import tasks
-from amd_jax.config_base import load
+from amd_jax.config import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")

@@ -18,8 +18,11 @@ import pytest
 import safetensors.numpy
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from amd_jax.models.common import hf_folders
+from amd_jax.models.common.params import cast_params
 from amd_jax.models.sdxl import text, unet, weights
 from amd_jax.models.vae import autoencoder as vae
+from amd_jax.models.vae import weights as vae_weights
 from amd_jax.tasks.sdxl import arch
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "sdxl_tiny"
@@ -76,7 +79,7 @@ def test_unet_matches_pytorch_and_is_a_denoiser(ref, tiny_unet, plain_apply):
 
     def variants(p):  # one compile: diffusers' tanh-GELU, and bf16-stored params
         apply = functools.partial(unet.unet_apply, module, x_t=ref["x"], t=ref["t"], cond=_cond(ref))
-        return apply(p, exact_gelu=False), apply(unet.cast_params(p, jnp.bfloat16))
+        return apply(p, exact_gelu=False), apply(cast_params(p, jnp.bfloat16))
 
     plain = plain_apply(params, ref["x"], ref["t"], _cond(ref))
     approx, bf16 = jax.jit(variants)(params)
@@ -114,7 +117,7 @@ def test_unet_input_errors(ref, tiny_unet):
 
 
 def test_vae_matches_pytorch(ref):
-    module, params = weights.load_vae(FIX)
+    module, params = vae_weights.load_vae(FIX)
     assert module.scaling_factor == pytest.approx(vae.SDXL_SCALING_FACTOR)
     dec, enc = jax.jit(lambda p: (vae.decode(module, p, ref["latents"]), vae.encode(module, p, ref["images"])))(
         params)
@@ -183,7 +186,7 @@ def test_export_round_trip_and_pytorch_load(ref, tiny_unet, plain_apply, tmp_pat
 def test_gs_style_staging(tmp_path):
     from etils import epath
 
-    staged = weights.stage(epath.Path(FIX), ("unet", "tokenizer", "no_such_subfolder"))
+    staged = hf_folders.stage(epath.Path(FIX), ("unet", "tokenizer", "no_such_subfolder"))
     try:
         assert sorted(p.name for p in (staged / "unet").iterdir()) == sorted(p.name for p in (FIX / "unet").iterdir())
         assert (staged / "tokenizer" / "vocab.json").read_bytes() == (FIX / "tokenizer" / "vocab.json").read_bytes()

@@ -23,7 +23,7 @@ import pytest
 from jax.sharding import AbstractMesh, AxisType
 
 from amd_jax import tensor_files
-from amd_jax.config_base import load
+from amd_jax.config import load
 from tiny import step_metrics
 from amd_jax.data import prompts as P
 
@@ -129,7 +129,7 @@ def test_tfds_missing_is_a_clear_error():
 
 # ------------------------------------------------------------------------------------------- tiny run
 def test_sdxl_tiny_trains_with_fsdp_via_the_session(tmp_path, caplog):
-    from amd_jax.models.sdxl import unet as sdxl_unet
+    from amd_jax.models.common.params import cast_params
     from amd_jax.models.sdxl import weights
     from amd_jax.loop import train
     from amd_jax.session import Session
@@ -161,7 +161,7 @@ def test_sdxl_tiny_trains_with_fsdp_via_the_session(tmp_path, caplog):
     # the student and critic moved away from the (bf16-stored) teacher they started from
     _, teacher = weights.load_unet(os.path.join(FIX, "sdxl_tiny"))
     init = jax.tree_util.tree_map(lambda a: np.asarray(a.astype(jnp.float32)),
-                                  sdxl_unet.cast_params(teacher, jnp.bfloat16))
+                                  cast_params(teacher, jnp.bfloat16))
     for name, tree in (("student", state.student), ("critic", state.critic["denoiser"])):
         diffs = [float(np.max(np.abs(np.asarray(a) - b)))
                  for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(init))]
@@ -307,7 +307,9 @@ def test_sdxl_eval_suite_scores_fid_diversity_and_saved_images(tmp_path):
     from scipy.spatial.distance import pdist
 
     from amd_jax import tasks
-    from amd_jax.metrics import fid, inception
+    from amd_jax.metrics import fid
+    from amd_jax.models.inception import network as inception
+    from amd_jax.models.inception import weights as inception_weights
     from amd_jax.tasks import sdxl
     from amd_jax.tasks.sdxl.assets import Assets
 
@@ -321,7 +323,7 @@ def test_sdxl_eval_suite_scores_fid_diversity_and_saved_images(tmp_path):
     x = np.random.RandomState(1).randn(8, 4, 16, 16).astype(np.float32)
     config.eval.samples_per_prompt = 2
     images = sdxl.decode_images(Assets(config), x)  # [8, 32, 32, 3] uint8
-    features = inception.feature_fn(*inception.load_inception(str(tmp_path / "inception.npz")))
+    features = inception.feature_fn(*inception_weights.load_inception(str(tmp_path / "inception.npz")))
     feats = fid.extract_features(features, images, batch_size=16, mode="clean")  # the suite's batch: one compile
     ref = np.random.RandomState(2).randint(0, 256, (8, 32, 32, 3)).astype(np.uint8)  # another image set
     ref_feats = fid.extract_features(features, ref, batch_size=16, mode="clean")

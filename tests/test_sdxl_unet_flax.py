@@ -240,7 +240,7 @@ def test_bad_options_are_named():
 
 # ------------------------------------------------------------------------------------ task wiring
 def _tiny_config(**overrides):
-    from amd_jax.config_base import load
+    from amd_jax.config import load
 
     root = pathlib.Path(__file__).parent.parent
     return load(str(root / "configs" / "sdxl_tiny.py"), overrides)

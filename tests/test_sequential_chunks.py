@@ -64,7 +64,7 @@ def test_sdxl_tiny_rewards_in_chunks_equal_the_whole_batch():
     the same rewards as reward.chunks=1, on seeded random weights and inputs whose rows truly differ."""
     import os
 
-    from amd_jax.config_base import load
+    from amd_jax.config import load
     from amd_jax.session import Session
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "sdxl_tiny.py")

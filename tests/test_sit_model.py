@@ -23,7 +23,7 @@ import pytest
 import safetensors.numpy
 
 from amd_jax.errors import ConfigError, DamagedFileError
-from amd_jax.models.sit import network as sit, weights as sit_weights
+from amd_jax.models.sit import denoiser as sit_denoiser, network as sit, weights as sit_weights
 from amd_jax.tools import convert_sit as sit_convert
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "sit_tiny"
@@ -39,7 +39,7 @@ def ref():
 
 @pytest.fixture(scope="module")
 def tiny():
-    return sit.load_sit(FIX, dtype="float32")
+    return sit_weights.load_sit(FIX, dtype="float32")
 
 
 def _close(name, got, want, tol):
@@ -54,14 +54,14 @@ def _close(name, got, want, tol):
 def test_matches_pytorch_dit_and_denoiser_convention(ref, tiny):
     cfg, params = tiny
     assert all(p.dtype == np.float32 for p in jax.tree_util.tree_leaves(params))
-    apply = jax.jit(sit.denoiser_apply(cfg), static_argnames="features")
+    apply = jax.jit(sit_denoiser.denoiser_apply(cfg), static_argnames="features")
     t = 1.0 - ref["t_sit"]  # the project's RectifiedFlow time of SiT's t
     u, feats = apply(params, ref["x"], t, {"label": ref["labels"]}, features=True)
     # SiT's velocity is the first in_channels of the learn_sigma output; the project's velocity is its negative.
     _close("velocity (-u) vs PyTorch DiT", -u, ref["out"][..., :cfg.in_channels], TOL)
     _close("last-block features [B, N, D]", feats, ref["features"], TOL)
     bf16 = dataclasses.replace(cfg, dtype="bfloat16", attention_impl="xla")
-    _close("bfloat16 compute", -jax.jit(sit.denoiser_apply(bf16))(params, ref["x"], t, {"label": ref["labels"]}),
+    _close("bfloat16 compute", -jax.jit(sit_denoiser.denoiser_apply(bf16))(params, ref["x"], t, {"label": ref["labels"]}),
            ref["out"][..., :cfg.in_channels], BF16_TOL)
 
 
@@ -80,7 +80,7 @@ def test_fresh_init_is_sits_zero_model_and_maps_to_sit_names():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 4))
     out = sit.SiT(cfg).apply({"params": params}, x, jnp.array([0.2, 0.9]), jnp.array([1, 10]))
     assert out.shape == x.shape and float(jnp.max(jnp.abs(out))) == 0.0  # adaLN-Zero + zero final layer
-    state = sit.state_from_params(params, cfg)
+    state = sit_weights.state_from_params(params, cfg)
     assert {k: v.shape for k, v in state.items()} == sit_weights.expected_shapes(cfg)
     zero = [k for k in state if "adaLN_modulation" in k or k.startswith("final_layer.linear") or k.endswith("bias")]
     assert zero and all(not np.any(state[k]) for k in zero)
@@ -90,7 +90,7 @@ def test_fresh_init_is_sits_zero_model_and_maps_to_sit_names():
         w = state[name].reshape(state[name].shape[0], -1)  # torch view [out, in] (conv: [D, C*p*p])
         limit = np.sqrt(6.0 / sum(w.shape))  # xavier uniform
         assert np.max(np.abs(w)) <= limit and abs(np.std(w) - limit / np.sqrt(3)) < 0.1 * limit, name
-    back = sit.params_from_state(state, cfg)
+    back = sit_weights.params_from_state(state, cfg)
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, back, jax.device_get(params)))
 
 
@@ -109,7 +109,7 @@ def test_xl2_parameter_count_is_published():
 
 def test_pos_embed_matches_mae_layout():
     """Row r = h * grid + w; channels [sin(w), cos(w) | sin(h), cos(h)] at frequencies 10000**(-k/(D/4))."""
-    emb = sit_weights.pos_embed_2d(8, 3)
+    emb = sit.pos_embed_2d(8, 3)
     h, w = 2, 1
     omega = 1.0 / 10000 ** (np.arange(2) / 2.0)
     want = np.concatenate([np.sin(w * omega), np.cos(w * omega), np.sin(h * omega), np.cos(h * omega)])
@@ -119,9 +119,9 @@ def test_pos_embed_matches_mae_layout():
 def test_null_cond_and_config_errors():
     cfg = sit.SiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=1, num_heads=4,
                         num_classes=10)
-    assert np.array_equal(sit.null_cond(cfg)({"label": jnp.array([3, 7])})["label"], [10, 10])
+    assert np.array_equal(sit_denoiser.null_cond(cfg)({"label": jnp.array([3, 7])})["label"], [10, 10])
     with pytest.raises(ConfigError, match="no null class"):
-        sit.null_cond(dataclasses.replace(cfg, class_dropout_prob=0.0))
+        sit_denoiser.null_cond(dataclasses.replace(cfg, class_dropout_prob=0.0))
     with pytest.raises(ConfigError, match="not a multiple of num_heads"):
         dataclasses.replace(cfg, num_heads=5)
     with pytest.raises(ConfigError, match="attention_impl"):
@@ -142,7 +142,7 @@ def test_convert_cli_reproduces_fixture_and_loads(tmp_path):
     assert res.returncode == 0, res.stderr
     for name in (sit_weights.WEIGHTS_FILE, sit_weights.CONFIG_FILE):
         assert (out / name).read_bytes() == (FIX / name).read_bytes(), name
-    cfg, _ = sit.load_sit(str(out))
+    cfg, _ = sit_weights.load_sit(str(out))
     assert cfg.dtype == "bfloat16" and cfg.num_classes == 10 and cfg.learn_sigma
 
 
@@ -211,7 +211,7 @@ def test_convert_accepts_diffusers_names(tmp_path):
     with pytest.raises(ConfigError, match="--input_size"):
         sit_weights.convert(diff, 4, "diffusers")
     state, cfg = sit_weights.convert(diff, 4, "diffusers", input_size=8)
-    assert cfg == sit.load_sit(FIX)[0] and sorted(state) == sorted(sit_state)
+    assert cfg == sit_weights.load_sit(FIX)[0] and sorted(state) == sorted(sit_state)
     assert all(np.array_equal(state[k], sit_state[k]) for k in state)
     diff["transformer_blocks.1.norm1.emb.timestep_embedder.linear_1.bias"] = np.zeros(64, np.float32)
     with pytest.raises(DamagedFileError, match="SiT shares one embedder"):
@@ -220,4 +220,4 @@ def test_convert_accepts_diffusers_names(tmp_path):
 
 def test_load_sit_names_the_missing_conversion(tmp_path):
     with pytest.raises(DamagedFileError, match="convert_sit --src=CKPT.pt"):
-        sit.load_sit(str(tmp_path))
+        sit_weights.load_sit(str(tmp_path))

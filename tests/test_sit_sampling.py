@@ -16,7 +16,8 @@ import pytest
 
 from amd_jax.method import sit_sampling
 from amd_jax.method.schedules import RectifiedFlow, add_noise, target
-from amd_jax.models.sit import network as sit
+from amd_jax.models.sit import denoiser as sit_denoiser
+from amd_jax.models.sit import weights as sit_weights
 from amd_jax.models.common.denoiser import Denoiser
 
 M, S = jnp.array([1.5, -2.0]), 0.5
@@ -52,7 +53,7 @@ def test_adapter_maps_sit_time_and_sign_to_rectified_flow():
         np.testing.assert_allclose(x + (1 - s) * v, data, atol=1e-5)  # SiT's own x1 from its velocity
         return (v, "feats") if features else v
 
-    apply = sit.rectified_flow_apply(oracle)
+    apply = sit_denoiser.rectified_flow_apply(oracle)
     u = apply(None, x_t, t, {"label": jnp.zeros(4, jnp.int32)})
     np.testing.assert_allclose(u, target(RectifiedFlow(), "velocity", data, noise, t), atol=1e-6)  # eps - x0
     den = Denoiser(apply, lambda c: c, RectifiedFlow(), "velocity")
@@ -135,10 +136,10 @@ def test_guidance_is_sits_three_channel_cfg_in_one_call():
 
 
 def test_tiny_sit_samples_through_the_denoiser_interface():
-    cfg, params = sit.load_sit(pathlib.Path(__file__).parent / "fixtures" / "sit_tiny", dtype="float32")
-    apply = sit.denoiser_apply(cfg)
+    cfg, params = sit_weights.load_sit(pathlib.Path(__file__).parent / "fixtures" / "sit_tiny", dtype="float32")
+    apply = sit_denoiser.denoiser_apply(cfg)
     cond = {"label": jnp.array([1, 7])}
-    fn = sit_sampling.guided_velocity(lambda x, t, c: apply(params, x, t, c), cond, sit.null_cond(cfg)(cond), 1.5)
+    fn = sit_sampling.guided_velocity(lambda x, t, c: apply(params, x, t, c), cond, sit_denoiser.null_cond(cfg)(cond), 1.5)
     z = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
     ode = jax.jit(lambda z: sit_sampling.ode_sample(fn, z, 4))(z)
     sde = jax.jit(lambda z: sit_sampling.sde_sample(fn, z, jax.random.PRNGKey(1), 5))(z)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, AxisType
 
-from amd_jax.config_base import load
+from amd_jax.config import load
 from tiny import step_metrics
 from amd_jax.data.latents import LatentLabels, read_real
 from amd_jax.errors import ConfigError
@@ -71,8 +71,8 @@ def test_real_latents_errors(tmp_path):
 def test_config_errors_before_anything_loads(override, match):
     from amd_jax import tasks
 
-    with pytest.raises(ConfigError, match=match):
-        tasks.build(load(TINY, override))
+    with pytest.raises(ConfigError, match=match):  # validate runs it, first thing in a Session
+        tasks.check(load(TINY, override))
 
 
 def test_teacher_architecture_must_match_the_file():
@@ -87,7 +87,7 @@ def test_teacher_architecture_must_match_the_file():
 def test_sit_tiny_trains_with_fsdp_and_its_checkpoint_evaluates(tmp_path, caplog):
     from amd_jax.evaluate import Evaluator
     from amd_jax.loop import train
-    from amd_jax.models.sit import network as sit
+    from amd_jax.models.sit import weights as sit_weights
     from amd_jax.session import Session
 
     assert jax.device_count() == 8
@@ -104,7 +104,7 @@ def test_sit_tiny_trains_with_fsdp_and_its_checkpoint_evaluates(tmp_path, caplog
     assert "loss_dm" not in m2 and m2["grad_norm_critic"] > 0  # TTUR 2: critic only at step 1
 
     # student and critic moved away from the teacher they started from
-    _, teacher = sit.load_sit(config.model.path)
+    _, teacher = sit_weights.load_sit(config.model.path)
     for name, tree in (("student", state.student), ("critic", state.critic["denoiser"])):
         moved = [float(np.max(np.abs(np.asarray(a) - b)))
                  for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(teacher))]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from amd_jax import tasks
-from amd_jax.config_base import load
+from amd_jax.config import load
 from amd_jax.data.toy2d import Toy2D
 from amd_jax.data.zones2d import NoisyTeacherData, Zone
 from amd_jax.loop import train

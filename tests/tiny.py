@@ -2,7 +2,7 @@
 
 import os
 
-from amd_jax.config_base import load
+from amd_jax.config import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

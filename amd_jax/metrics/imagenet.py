@@ -35,7 +35,9 @@ from scipy.special import log_softmax
 
 from amd_jax import batching
 from amd_jax.errors import DamagedFileError
-from amd_jax.metrics import fid, inception, knn
+from amd_jax.metrics import fid, knn
+from amd_jax.models.inception import network as inception
+from amd_jax.models.inception import weights as inception_weights
 
 IS_SPLIT_SIZE = 5000
 KNN_K = 3  # ADM's ManifoldEstimator nhood_sizes=(3,)
@@ -142,7 +144,7 @@ class ImageNetEvaluator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.reference = load_reference(ref_npz_path)
-        self._module, self._variables = inception.load_inception(
+        self._module, self._variables = inception_weights.load_inception(
             inception_path, inception.InceptionV3(resize_input=False, normalize_input=False, heads=True))
         self.batch_size = batch_size
 

@@ -53,9 +53,10 @@ class TextToImageSuite:
 
     @functools.cached_property
     def inception_features(self):
-        from amd_jax.metrics import inception
+        from amd_jax.models.inception import network as inception
+        from amd_jax.models.inception import weights as inception_weights
 
-        module, variables = inception.load_inception(self.inception_path)
+        module, variables = inception_weights.load_inception(self.inception_path)
         return inception.feature_fn(module, variables)
 
     def scores(self, name: str, images: np.ndarray, prompts: list[str]) -> np.ndarray:

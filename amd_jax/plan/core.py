@@ -24,7 +24,7 @@ _OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "Ran out of memory", "exceeds the memory
 def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None = None, compile: bool = True,
               on_step=None) -> dict:
     """The plan of `config` on `topology` (e.g. 'v5p:2x4x4'): per step (names from STEPS) its jaxpr FLOPs (also in
-    one student UNet forward's units) and the figures of figures.step_figures, or {'fits': False, 'error': ...}
+    one student denoiser forward's units) and the figures of figures.step_figures, or {'fits': False, 'error': ...}
     when the compiler runs out of the chip's memory; the TTUR-weighted iteration and full run; and what it was
     planned with (mesh, batch, compiler options). `compile=False` only traces: the jaxpr FLOPs, in seconds.
     `on_step(plan)` is called after every step with the plan so far (a long plan's finished steps survive a kill)."""
@@ -34,19 +34,19 @@ def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None 
     args = (session.abstract_state_args(), session.abstract_frozen(), session.abstract_batch())
     mesh_shape, n = dict(session.mesh.shape), session.mesh.size
     n_chips = n // per_chip
-    unet = _unet_forward_flops(session, *args) / n
+    unit = _denoiser_forward_flops(session, *args) / n
     steps = {}
     plan = lambda: {
         "config": session.c.experiment, "method": session.c.method, "topology": topology, "chips": n_chips,
         "devices": n, "chip": dataclasses.asdict(chip), "mesh": mesh_shape, "global_batch": session.c.global_batch,
         "batch_per_chip": session.c.global_batch / n_chips, "batch_per_device": session.c.global_batch / n,
         "compiler_options": dict(compiler_options or {}), "jax": jax.__version__,
-        "state_params": _params(session.abstract_state.student), "unet_forward_flops_per_chip": unet,
+        "state_params": _params(session.abstract_state.student), "denoiser_forward_flops_per_chip": unit,
         "steps": steps, "iteration": figures.iteration(steps, session.c, n_chips, chip),
         "jaxpr_iteration": figures.jaxpr_iteration(steps, session.c, chip)}
     for name in names:
         log.info("%s %s for %s ...", "compiling" if compile else "tracing", name, topology)
-        steps[name] = _plan_step(session, name, args, compiler_options or {}, chip, unet, compile)
+        steps[name] = _plan_step(session, name, args, compiler_options or {}, chip, unit, compile)
         if compile:
             steps[name]["knobs"] = [] if steps[name]["fits"] else figures.knobs(
                 session.c, mesh_shape, steps[name].get("memory_bytes"))
@@ -55,13 +55,13 @@ def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None 
     return plan()
 
 
-def _plan_step(session: Session, name: str, args, options: dict, chip, unet: float, compile: bool) -> dict:
+def _plan_step(session: Session, name: str, args, options: dict, chip, unit: float, compile: bool) -> dict:
     jitted, step_args = _program(session, name, *args)
     t0 = time.time()
     traced = jitted.trace(*step_args)
     counted = jaxpr_flops.count(traced.jaxpr)
     per_chip = counted.flops / session.mesh.size
-    jaxpr = {"flops_per_chip": per_chip, "unet_forwards": per_chip / unet, "traced_loops": counted.traced_loops,
+    jaxpr = {"flops_per_chip": per_chip, "denoiser_forwards": per_chip / unit, "traced_loops": counted.traced_loops,
              "pallas_calls": counted.pallas_calls}
     if not compile:
         return {"jaxpr": jaxpr}
@@ -74,7 +74,7 @@ def _plan_step(session: Session, name: str, args, options: dict, chip, unet: flo
     return {**figures.step_figures(compiled, time.time() - t0, chip), "jaxpr": jaxpr}
 
 
-def _unet_forward_flops(session: Session, state, frozen, batch) -> float:
+def _denoiser_forward_flops(session: Session, state, frozen, batch) -> float:
     """The jaxpr FLOPs of one student denoiser call (x0 prediction) on the global batch: the plan's unit."""
     st = session.models.student
     bsz = session.c.global_batch

@@ -106,14 +106,14 @@ def iteration(steps: dict, config, chips: int, chip: Chip) -> dict:
 
 def jaxpr_iteration(steps: dict, config, chip: Chip) -> dict:
     """The TTUR-weighted iteration by the steps' jaxpr FLOPs (every scan trip counted): TFLOP per chip, in student
-    UNet forwards, and the time it would take at the chip's bf16 peak (100% MFU: a lower bound on time)."""
+    denoiser forwards, and the time it would take at the chip's bf16 peak (100% MFU: a lower bound on time)."""
     need = ("generator", "sample", "critic")
     if any(n not in steps or "jaxpr" not in steps[n] for n in need):
         return {"error": "needs the generator, sample and critic steps"}
     ttur = int(config.dmd.ttur)
     per_iter = lambda k: per_iteration({n: steps[n]["jaxpr"][k] for n in need}, ttur)
     flops = per_iter("flops_per_chip")
-    return {"flops_per_chip": flops, "unet_forwards": per_iter("unet_forwards"),
+    return {"flops_per_chip": flops, "denoiser_forwards": per_iter("denoiser_forwards"),
             "seconds_at_peak": flops / (chip.bf16_tflops * 1e12)}
 
 

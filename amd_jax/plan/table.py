@@ -19,7 +19,7 @@ def text(plan: dict) -> str:
              f"({chip['bf16_tflops']:g} TFLOP/s bf16, {chip['hbm_gib']:g} GiB HBM), mesh {plan['mesh']}, "
              f"global batch {plan['global_batch']} ({plan['global_batch'] / devices:g} per device), "
              f"compiler options {plan['compiler_options'] or 'default'}",
-             f"{'step':<13}{'compile s':>10}{'TFLOP/chip':>11}{'jaxpr TF':>9}{'UNet fw':>8}{'GB acc.':>9}{'est. ms':>10}"
+             f"{'step':<13}{'compile s':>10}{'TFLOP/chip':>11}{'jaxpr TF':>9}{'Den. fw':>8}{'GB acc.':>9}{'est. ms':>10}"
              f"{'MFU':>7}{'roof ms':>9}"
              f"{'peak GiB':>10}{'arg':>7}{'temp':>7}  fits  collectives MiB/chip"]
     for name, s in plan["steps"].items():
@@ -28,7 +28,7 @@ def text(plan: dict) -> str:
             lines.append(f"{name:<13}  DOES NOT FIT: {s['error']}")
         elif "memory_bytes" not in s:  # traced, not compiled
             lines.append(f"{name:<13}  (not compiled) jaxpr {jx['flops_per_chip'] / 1e12:.3f} TFLOP/chip = "
-                         f"{jx['unet_forwards']:.2f} student UNet forwards; traced loops {jx['traced_loops']}, Pallas "
+                         f"{jx['denoiser_forwards']:.2f} student denoiser forwards; traced loops {jx['traced_loops']}, Pallas "
                          f"calls {jx['pallas_calls']}")
         else:
             m, coll = s["memory_bytes"], s["collectives"]
@@ -36,7 +36,7 @@ def text(plan: dict) -> str:
             mfu = f"{100 * s['mfu']:.1f}%" if s["mfu"] is not None else "-"
             est = f"{1e3 * s['optimal_seconds']:.2f}" if s["optimal_seconds"] > 0 else "none"
             jaxpr = f"{jx['flops_per_chip'] / 1e12:.3f}" if jx else "-"
-            fw = f"{jx['unet_forwards']:.2f}" if "unet_forwards" in jx else "-"
+            fw = f"{jx['denoiser_forwards']:.2f}" if "denoiser_forwards" in jx else "-"
             lines.append(f"{name:<13}{s['compile_s']:>10.1f}{s['flops_per_chip'] / 1e12:>11.3f}{jaxpr:>9}{fw:>8}"
                          f"{s['bytes_accessed_per_chip'] / 1e9:>9.2f}{est:>10}{mfu:>7}{1e3 * s['roofline_seconds']:>9.2f}"
                          f"{m['peak'] / GIB:>10.2f}{m['argument'] / GIB:>7.2f}{m['temp'] / GIB:>7.2f}"
@@ -49,13 +49,13 @@ def text(plan: dict) -> str:
             lines.append(f"{'':<13}  knob: {knob}")
     lines.append("TFLOP/chip: libtpu's count (each loop body once); jaxpr TF: the matmul and convolution FLOPs of the "
                  "step's jaxpr / chips (scans x their length, remat's recomputation included; plan/jaxpr_flops.py); "
-                 "UNet fw: jaxpr TF in student UNet forwards on the step's batch")
+                 "Den. fw: jaxpr TF in student denoiser forwards on the step's batch")
     if "iteration" in plan and "error" not in plan["iteration"]:
         lines.append(_iteration(plan["iteration"], plan["chips"]))
     jit = plan.get("jaxpr_iteration", {})
     if "error" not in jit and jit:
         lines.append(f"iteration by the jaxpr: {jit['flops_per_chip'] / 1e12:.3f} TFLOP/chip = "
-                     f"{jit['unet_forwards']:.2f} student UNet forwards; {1e3 * jit['seconds_at_peak']:.1f} ms at "
+                     f"{jit['denoiser_forwards']:.2f} student denoiser forwards; {1e3 * jit['seconds_at_peak']:.1f} ms at "
                      "the bf16 peak (100% MFU)")
     return "\n".join(lines)
 

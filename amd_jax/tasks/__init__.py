@@ -47,20 +47,19 @@ class Task:
 
 
 def build(config, mesh=None, abstract: bool = False) -> Task:
-    """The task of `config.experiment`, after its `check`. `mesh` (the session's) tells a process-sharded data
-    pipeline which rows of a global batch this process holds; without it, every row. The task's data puts each
-    condition on `amd.group_size` consecutive rows (amd_jax/data/groups.py). `abstract=True` (the plan): a task
-    that declares `ABSTRACT = True` builds its networks and abstract_* hooks without reading any weight or data
-    file."""
-    check(config, abstract)
+    """The task of `config.experiment`. It does not check the config: the caller has (amd_jax.config.validate,
+    which the Session runs first, calls `check`). `mesh` (the session's) tells a process-sharded data pipeline
+    which rows of a global batch this process holds; without it, every row. The task's data puts each condition on
+    `amd.group_size` consecutive rows (amd_jax/data/groups.py). `abstract=True` (the plan): a task that declares
+    `ABSTRACT = True` builds its networks and abstract_* hooks without reading any weight or data file."""
     module = _module(config)
     return module.build(config, mesh, abstract=True) if abstract else module.build(config, mesh)
 
 
 def check(config, abstract: bool = False) -> None:
-    """The task's own config checks, before anything is built: the Session calls it right after
-    config_base.validate (the generic checks), and build again for callers without a session. A task module may
-    define `check(config)` (an ABSTRACT one `check(config, abstract=False)`), raising ConfigError with the fix."""
+    """The task's own config checks, before anything is built: amd_jax.config.validate calls it after the generic
+    and evaluator checks (once per Session). A task module may define `check(config)` (an ABSTRACT one
+    `check(config, abstract=False)`), raising ConfigError with the fix."""
     module = _module(config)
     if abstract and not getattr(module, "ABSTRACT", False):
         raise ConfigError(f"experiment={config.experiment!r} cannot be planned without its files (its task does "
@@ -70,6 +69,15 @@ def check(config, abstract: bool = False) -> None:
         module.check(config, abstract=True)
     elif hasattr(module, "check"):
         module.check(config)
+
+
+def resume_free_keys(experiment: str) -> tuple[str, ...]:
+    """The config keys (or blocks) a checkpoint of `experiment` may be resumed with other values of, beside the
+    generic ones of amd_jax/config/resume.py: its module's `RESUME_FREE` (e.g. SDXL's model.unet_remat); () for a
+    task without them or a name that is no task (check_resume then reports the experiment's change itself)."""
+    if experiment not in _TASKS:
+        return ()
+    return tuple(getattr(importlib.import_module(_TASKS[experiment]), "RESUME_FREE", ()))
 
 
 def _module(config):

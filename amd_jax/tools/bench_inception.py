@@ -17,7 +17,7 @@ import numpy as np
 from absl import flags
 
 from amd_jax import cli
-from amd_jax.metrics.inception import InceptionV3
+from amd_jax.models.inception.network import InceptionV3
 
 _BATCH = flags.DEFINE_integer("batch", 16, "Images per forward pass.")
 _SIZE = flags.DEFINE_integer("size", 299, "Input height = width (other than 299 also times the resize to 299).")

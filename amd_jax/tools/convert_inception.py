@@ -9,7 +9,7 @@ Only this conversion needs torch (besides numpy, absl-py and ml_collections for 
 (``Mixed_5b.branch1x1.conv.weight`` ...), values are float32 numpy arrays (``num_batches_tracked`` counters
 dropped). If jax/flax are importable the result is checked against the Flax InceptionV3 (``convert_state_dict``)
 before it is written, so a wrong file fails here with the offending keys; otherwise the same check runs when it is
-loaded. Load it with ``amd_jax.metrics.inception.load_inception(path)`` (local or gs://).
+loaded. Load it with ``amd_jax.models.inception.weights.load_inception(path)`` (local or gs://).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv):
         raise SystemExit(f"--out must end in .safetensors or .npz, got {out}")
     sd = torch_to_numpy(src)
     try:
-        from amd_jax.metrics.inception import convert_state_dict
+        from amd_jax.models.inception.weights import convert_state_dict
     except ImportError:  # a torch-only environment: the check runs again in load_inception
         print("jax/flax not importable: skipping the key/shape check")
     else:

@@ -1,4 +1,4 @@
-"""Convert a PyTorch SiT / DiT checkpoint into a torch-free folder that `amd_jax.models.sit.network.load_sit` reads.
+"""Convert a PyTorch SiT / DiT checkpoint into a torch-free folder that `amd_jax.models.sit.weights.load_sit` reads.
 
     python -m amd_jax.tools.convert_sit --src=SiT-XL-2-256x256.pt --out=DIR [--size=XL/2 | --num_heads=16]
 
@@ -25,8 +25,8 @@ from etils import epath
 
 from amd_jax import caches, cli, paths, tensor_files
 from amd_jax.errors import ConfigError, DamagedFileError
-from amd_jax.models.sit.weights import (CONFIG_FILE, WEIGHTS_FILE, SiTConfig, checkpoint_state, config_json,
-                                        convert, size_config)
+from amd_jax.models.sit.network import SiTConfig, size_config
+from amd_jax.models.sit.weights import CONFIG_FILE, WEIGHTS_FILE, checkpoint_state, config_json, convert
 
 _SRC = flags.DEFINE_string("src", None, "The local PyTorch SiT/DiT checkpoint (.pt/.pth/.bin or .safetensors).")
 _OUT = flags.DEFINE_string("out", None, "The folder to write (local or gs://).")

@@ -38,6 +38,7 @@ from etils import epath
 from transformers import CLIPConfig
 
 from amd_jax import tensor_files
+from amd_jax.models.common import state_dict
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")  # copied next to the weights by write_folder
 
@@ -152,23 +153,16 @@ def openclip_key_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
 _IGNORED_OPENCLIP = ("attn_mask", "logit_bias_unused")
 
 
+_WORDING = state_dict.Wording(
+    header="open_clip checkpoint does not match the model config: ", groups=True, limit=8, sort=state_dict.KINDS,
+    missing="missing tensors: {names}{more} ({count})", unexpected="unexpected tensors: {names}{more} ({count})",
+    misshaped="shape mismatches: {items}")
+
+
 def check_openclip_state_dict(state: Mapping[str, Any], config: CLIPConfig) -> None:
     """Raise a ValueError naming every missing, unexpected or wrongly shaped open_clip tensor."""
-    expected = openclip_key_shapes(config)
-    got = {k: tuple(np.shape(v)) for k, v in state.items() if k not in _IGNORED_OPENCLIP}
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    bad = [f"{k}: expected {expected[k]}, got {got[k]}" for k in sorted(set(got) & set(expected))
-           if got[k] != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors: {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)})")
-    if extra:
-        problems.append(f"unexpected tensors: {extra[:8]}{' ...' if len(extra) > 8 else ''} ({len(extra)})")
-    if bad:
-        problems.append("shape mismatches: " + "; ".join(bad[:8]))
-    if problems:
-        raise ValueError("open_clip checkpoint does not match the model config: " + " | ".join(problems))
+    got = {k: v for k, v in state.items() if k not in _IGNORED_OPENCLIP}
+    state_dict.check(got, openclip_key_shapes(config), _WORDING, error=ValueError)
 
 
 def strip_prefix(state: Mapping[str, Any], prefix: str = "module.") -> dict[str, Any]:

@@ -11,6 +11,7 @@ Configs are parsed as plain JSON (``CLIPConfig.from_dict``), never through ``fro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Mapping, Sequence
 
@@ -20,6 +21,7 @@ from etils import epath
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from amd_jax import tensor_files
+from amd_jax.models.common import state_dict
 
 
 def as_path(path) -> epath.Path:
@@ -67,6 +69,12 @@ def load_tensors(path) -> dict[str, np.ndarray]:
 _HF_BUFFERS = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
 
 
+_HF_WORDING = state_dict.Wording(
+    header="transformers {what} checkpoint does not match its config: ", groups=True, limit=8,
+    sort=("missing", "unexpected"), missing="missing tensors (Flax paths): {names}{more}",
+    unexpected="unexpected tensors: {names}{more}", misshaped="shape mismatches: {items}")
+
+
 def convert_hf_state_dict(state: Mapping[str, np.ndarray], abstract_params, what: str = "CLIP") -> dict[str, Any]:
     """transformers (PyTorch-layout) tensors -> the Flax model's params, validated against `abstract_params`.
 
@@ -81,7 +89,9 @@ def convert_hf_state_dict(state: Mapping[str, np.ndarray], abstract_params, what
     for path in expected:
         head, _, leaf = path.rpartition("/")
         leaves.setdefault(head, set()).add(leaf)
-    params, extra, bad, bad_keys = {}, [], [], set()
+    # Compared in the checkpoint's names (Flax layout): got = every tensor, want = the reached parameters under the
+    # name that reached them, then the unreached ones under their Flax path.
+    params, got, want, torch_want, reached = {}, {}, {}, {}, set()
     for key, value in state.items():
         if key in _HF_BUFFERS:
             continue
@@ -96,24 +106,18 @@ def convert_hf_state_dict(state: Mapping[str, np.ndarray], abstract_params, what
             elif "embedding" in kinds:
                 leaf = "embedding"
         flax_key = f"{head}/{leaf}" if head else leaf
+        got[key] = tuple(value.shape)
         if flax_key not in expected:
-            extra.append(key)
             continue
-        if tuple(value.shape) != tuple(expected[flax_key].shape):
-            bad.append(f"{key}: expected {_torch_shape(expected[flax_key].shape, leaf)}, got {tuple(state[key].shape)}")
-            bad_keys.add(flax_key)
-            continue
-        params[flax_key] = value
-    missing = sorted(set(expected) - set(params) - bad_keys)
-    problems = []
-    if missing:
-        problems.append(f"missing tensors (Flax paths): {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    if extra:
-        problems.append(f"unexpected tensors: {sorted(extra)[:8]}{' ...' if len(extra) > 8 else ''}")
-    if bad:
-        problems.append("shape mismatches: " + "; ".join(bad[:8]))
-    if problems:
-        raise ValueError(f"transformers {what} checkpoint does not match its config: " + " | ".join(problems))
+        want[key] = tuple(expected[flax_key].shape)
+        torch_want[key] = _torch_shape(expected[flax_key].shape, leaf)
+        reached.add(flax_key)
+        if got[key] == want[key]:
+            params[flax_key] = value
+    want.update({k: v for k, v in expected.items() if k not in reached})
+    wording = dataclasses.replace(_HF_WORDING, item=lambda name, g, w: (
+        f"{name}: expected {torch_want[name]}, got {tuple(state[name].shape)}"))
+    state_dict.check(got, want, wording, error=ValueError, what=what)
     return unflatten_dict({tuple(k.split("/")): v for k, v in params.items()})
 
 
@@ -130,17 +134,13 @@ def _unfreeze(tree):
     return flax.core.unfreeze(tree)
 
 
+_TREE_WORDING = state_dict.Wording(
+    header="{what} params do not match the Flax model: ", groups=True, limit=8, sort=state_dict.KINDS,
+    missing="missing {names}", unexpected="unexpected {names}", misshaped="shape mismatches {items}")
+
+
 def check_tree(params, abstract_params, what: str) -> None:
     """Raise ValueError unless `params` has exactly the paths and shapes of `abstract_params`."""
     got = {"/".join(k): np.shape(v) for k, v in flatten_dict(_unfreeze(params)).items()}
     exp = {"/".join(k): tuple(v.shape) for k, v in flatten_dict(_unfreeze(abstract_params)).items()}
-    problems = []
-    if set(exp) - set(got):
-        problems.append(f"missing {sorted(set(exp) - set(got))[:8]}")
-    if set(got) - set(exp):
-        problems.append(f"unexpected {sorted(set(got) - set(exp))[:8]}")
-    bad = [f"{k}: expected {exp[k]}, got {got[k]}" for k in sorted(set(exp) & set(got)) if tuple(got[k]) != exp[k]]
-    if bad:
-        problems.append("shape mismatches " + "; ".join(bad[:8]))
-    if problems:
-        raise ValueError(f"{what} params do not match the Flax model: " + " | ".join(problems))
+    state_dict.check(got, exp, _TREE_WORDING, error=ValueError, what=what)

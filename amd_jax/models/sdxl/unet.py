@@ -22,7 +22,7 @@ field); the interceptor matches only diffusers' FlaxGEGLU, so it is a no-op ther
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Mapping
 
 import flax.linen as nn
 import jax
@@ -88,8 +88,3 @@ def make_denoiser(module, schedule: Schedule | None = None, prediction_type: str
     return Denoiser(apply_fn=functools.partial(unet_apply, module, exact_gelu=exact_gelu), null_cond=null_cond,
                     schedule=schedule or DiscreteDDPM(), prediction_type=prediction_type)
 
-
-def cast_params(params: Any, dtype) -> Any:
-    """Cast every floating leaf (diffusers' to_bf16 is broken on this jax: it calls jax.tree_map)."""
-    return jax.tree_util.tree_map(
-        lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)

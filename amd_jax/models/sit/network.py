@@ -18,27 +18,131 @@ for DMD2's GAN head. The model never drops labels itself: the caller passes labe
 for the unconditional branch and for classifier-free-guidance training dropout.
 
 Time: the network sees SiT's float t_sit in [0, 1] with t_sit = 1 meaning data (x_t = t x1 + (1 - t) x0, x0 =
-noise) and predicts SiT's velocity x1 - x0. `denoiser_apply` adapts it to the project's RectifiedFlow convention
-(t = 1 noise): t_sit = 1 - t and u = eps - x0 = -v_sit.
+noise) and predicts SiT's velocity x1 - x0. models/sit/denoiser.py adapts it to the project's RectifiedFlow
+convention (t = 1 noise): t_sit = 1 - t and u = eps - x0 = -v_sit; models/sit/weights.py reads and converts
+checkpoints.
+
+The architecture: `SiTConfig`, `SIZES` / `size_config` (SiT's presets) and `pos_embed_2d`, the fixed 2-D sin-cos
+position embedding (MAE's code, as SiT/DiT) that the model recomputes and the converter compares with a
+checkpoint's `pos_embed`.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import re
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
-from flax.traverse_util import flatten_dict, unflatten_dict
 
-from amd_jax import paths, tensor_files
-from amd_jax.errors import ConfigError, DamagedFileError
+from amd_jax.errors import ConfigError
 from amd_jax.models.common.embeddings import timestep_embedding
-from amd_jax.models.sit.weights import (ARCH_FIELDS, CONFIG_FILE, SIZES, WEIGHTS_FILE, SiTConfig,  # noqa: F401
-                                        check_state, expected_shapes, pos_embed_2d, size_config)
 
+# (depth, hidden_size, num_heads) of SiT's presets; the patch size follows the '/' (SiT-XL/2 = 'XL/2').
+_WIDTHS = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+ARCH_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_ratio",
+               "num_classes", "class_dropout_prob", "learn_sigma")
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = (None, "xla", "cudnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class SiTConfig:
+    """A SiT / DiT backbone (SiT's models.py arguments) plus compute knobs.
+
+    input_size: latent side (32 for 256x256 images through the SD-VAE); NHWC inputs [B, input_size, input_size,
+    in_channels]. learn_sigma: the final layer has 2 * in_channels outputs (as the released checkpoints) of which the
+    forward keeps the first in_channels (the velocity). class_dropout_prob > 0 adds the null class (index
+    num_classes) to the label table. dtype: matmul / attention compute dtype; param_dtype: storage of parameters.
+    attention_impl: `jax.nn.dot_product_attention`'s implementation (None = XLA picks, 'xla', 'cudnn').
+    """
+
+    input_size: int
+    patch_size: int
+    in_channels: int
+    hidden_size: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    num_classes: int = 1000
+    class_dropout_prob: float = 0.1
+    learn_sigma: bool = True
+    dtype: str = "bfloat16"
+    param_dtype: str = "float32"
+    attention_impl: str | None = None
+
+    def __post_init__(self):
+        problems = []
+        if self.hidden_size % self.num_heads:
+            problems.append(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
+        if self.hidden_size % 4:
+            problems.append(f"hidden_size={self.hidden_size} must be a multiple of 4 (2-D sin-cos embedding)")
+        if self.input_size % self.patch_size:
+            problems.append(f"input_size={self.input_size} is not a multiple of patch_size={self.patch_size}")
+        if self.dtype not in DTYPES or self.param_dtype not in DTYPES:
+            problems.append(f"dtype={self.dtype!r} / param_dtype={self.param_dtype!r}: use one of {DTYPES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            problems.append(f"attention_impl={self.attention_impl!r}: use one of {ATTENTION_IMPLS}")
+        if problems:
+            raise ConfigError("SiTConfig: " + "; ".join(problems) + ".")
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+    @property
+    def grid_size(self) -> int:
+        return self.input_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def has_null_class(self) -> bool:
+        return self.class_dropout_prob > 0
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.hidden_size * self.mlp_ratio)
+
+    def arch(self) -> dict:
+        """The architecture fields (what config.json stores; dtype and attention_impl are run-time choices)."""
+        return {k: getattr(self, k) for k in ARCH_FIELDS}
+
+
+def size_config(name: str) -> dict:
+    """{'depth', 'hidden_size', 'num_heads', 'patch_size'} of a preset 'S/2', 'B/4', 'XL/2', ... (any patch size)."""
+    m = re.fullmatch(r"(?:SiT-|DiT-)?(S|B|L|XL)/(\d+)", name.strip())
+    if not m:
+        raise ConfigError(f"Unknown SiT size {name!r}: use S/p, B/p, L/p or XL/p with a patch size p, e.g. XL/2.")
+    depth, hidden, heads = _WIDTHS[m.group(1)]
+    return {"depth": depth, "hidden_size": hidden, "num_heads": heads, "patch_size": int(m.group(2))}
+
+
+SIZES: dict[str, dict] = {f"{k}/2": size_config(f"{k}/2") for k in _WIDTHS}
+
+
+def pos_embed_2d(embed_dim: int, grid_size: int) -> np.ndarray:
+    """[grid_size**2, embed_dim] float32: SiT's get_2d_sincos_pos_embed (MAE), rows in (h, w) raster order.
+
+    As the original: np.meshgrid(w, h) puts the w coordinate first, the first half of the channels encodes it and
+    the second half the h coordinate; each half is [sin, cos] of pos * 10000**(-2k/(embed_dim/2)), in float64.
+    """
+    grid = np.stack(np.meshgrid(np.arange(grid_size, dtype=np.float32), np.arange(grid_size, dtype=np.float32)))
+    halves = [_sincos_1d(embed_dim // 2, g.reshape(-1)) for g in grid]
+    return np.concatenate(halves, axis=1).astype(np.float32)
+
+
+def _sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    out = np.einsum("m,d->md", pos, omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+# ------------------------------------------------------------------------------------------------------ network
 LN_EPS = 1e-6
 FREQ_DIM = 256  # TimestepEmbedder.frequency_embedding_size
 
@@ -199,117 +303,3 @@ def param_count(cfg: SiTConfig, include_pos_embed: bool = False) -> int:
     the figure SiT/DiT report, e.g. 675,129,632 for XL/2 at 256x256)."""
     n = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(abstract_params(cfg)))
     return n + (cfg.num_patches * cfg.hidden_size if include_pos_embed else 0)
-
-
-def denoiser_apply(cfg: SiTConfig):
-    """apply_fn(params, x_t, t, cond, features=False) of `SiT(cfg)` for `amd_jax.models.common.denoiser.Denoiser` with
-    the project's RectifiedFlow schedule and prediction_type 'velocity'; cond = {'label': int [B]}."""
-    net = SiT(cfg)
-    return rectified_flow_apply(
-        lambda params, x, t_sit, cond, features: net.apply({"params": params}, x, t_sit, cond["label"], features))
-
-
-def rectified_flow_apply(sit_fn):
-    """A SiT-convention fn(params, x, t_sit, cond, features) -> SiT velocity (and features), as an apply_fn in the
-    project's RectifiedFlow convention (t = 1 noise, t = 0 data, u = eps - x0).
-
-    SiT's x_t = t_sit x1 + (1 - t_sit) x0 (x1 data, x0 noise) is the same point as RectifiedFlow's
-    (1 - t) x0 + t eps when t_sit = 1 - t, and SiT's velocity x1 - x0 = data - noise = -u.
-    """
-
-    def apply_fn(params, x_t, t, cond, features=False):
-        out = sit_fn(params, x_t, 1.0 - jnp.asarray(t, jnp.float32), cond, features)
-        return (-out[0], out[1]) if features else -out
-
-    return apply_fn
-
-
-def pool_features(feats: jax.Array) -> jax.Array:
-    """The token features of `features=True` [B, N, D] -> [B, D] float32 (mean over tokens), for a GAN head."""
-    return jnp.mean(feats.astype(jnp.float32), axis=1)
-
-
-def null_cond(cfg: SiTConfig):
-    """cond -> the unconditional branch's cond {'label': num_classes [B]} (only the key the network reads)."""
-    if not cfg.has_null_class:
-        raise ConfigError(f"This SiT has no null class (class_dropout_prob={cfg.class_dropout_prob}): it cannot "
-                          "be guided. Use a checkpoint trained with label dropout (class_dropout_prob > 0).")
-
-    def fn(cond):
-        return {"label": jnp.full_like(cond["label"], cfg.num_classes)}
-
-    return fn
-
-
-# ------------------------------------------------------------------------------------------ SiT names <-> Flax
-def _flax_key(name: str) -> tuple[tuple[str, ...], str]:
-    """SiT tensor name -> (Flax module path, leaf kind 'linear'|'conv'|'embed'|'bias')."""
-    parts = name.split(".")
-    leaf = parts.pop()
-    path: list[str] = []
-    for part in parts:
-        if part.isdigit() and path and path[-1] == "blocks":
-            path[-1] = f"blocks_{part}"
-        elif part.isdigit() and path[-1] == "mlp":  # t_embedder.mlp.0 / .2
-            path[-1] = f"mlp_{part}"
-        elif part.isdigit():  # adaLN_modulation.1: the Linear after the SiLU
-            continue
-        else:
-            path.append(part)
-    if path == ["x_embedder", "proj"]:  # PatchEmbed's conv is the Flax module x_embedder itself
-        return ("x_embedder",), "bias" if leaf == "bias" else "conv"
-    return tuple(path), "bias" if leaf == "bias" else "embed" if path[-1] == "embedding_table" else "linear"
-
-
-def params_from_state(state: dict[str, np.ndarray], cfg: SiTConfig, dtype=np.float32) -> dict:
-    """SiT-named PyTorch-layout arrays (checked with `check_state`) -> the Flax parameter tree of `SiT(cfg)`.
-
-    Linear (out, in) -> kernel (in, out); conv OIHW -> HWIO; embedding -> embedding; pos_embed is dropped (the
-    model recomputes it, and check_state has compared the two)."""
-    check_state(state, cfg, "SiT state dict")
-    flat = {}
-    for name, arr in state.items():
-        if name == "pos_embed":
-            continue
-        path, kind = _flax_key(name)
-        arr = np.asarray(arr)
-        if kind == "conv":
-            flat[path + ("kernel",)] = arr.transpose(2, 3, 1, 0)
-        elif kind == "linear":
-            flat[path + ("kernel",)] = arr.T
-        elif kind == "embed":
-            flat[path + ("embedding",)] = arr
-        else:
-            flat[path + ("bias",)] = arr
-    return unflatten_dict({k: np.ascontiguousarray(v, dtype) for k, v in flat.items()})
-
-
-def state_from_params(params: dict, cfg: SiTConfig) -> dict[str, np.ndarray]:
-    """Inverse of `params_from_state`: the SiT-named float32 state dict (with the fixed pos_embed) of Flax params."""
-    inverse = {(_flax_key(n)[0], _flax_key(n)[1]): n for n in expected_shapes(cfg) if n != "pos_embed"}
-    state = {"pos_embed": pos_embed_2d(cfg.hidden_size, cfg.grid_size)[None]}
-    for key, value in flatten_dict(dict(params)).items():
-        leaf, arr = key[-1], np.asarray(value, np.float32)
-        kind = "bias" if leaf == "bias" else "embed" if leaf == "embedding" else \
-            "conv" if arr.ndim == 4 else "linear"
-        name = inverse[(key[:-1], kind)]
-        state[name] = arr.transpose(3, 2, 0, 1) if kind == "conv" else arr.T if kind == "linear" else arr
-    return {k: np.ascontiguousarray(v) for k, v in state.items()}
-
-
-# --------------------------------------------------------------------------------------------------- loading
-def load_sit(path: str, **overrides) -> tuple[SiTConfig, dict]:
-    """(SiTConfig, float32 numpy Flax params) of a folder written by `python -m amd_jax.tools.convert_sit`
-    (model.safetensors in SiT's names + config.json), local or gs://; torch-free. `overrides` set run-time fields
-    (dtype='float32', attention_impl='cudnn', ...). Every tensor is checked (DamagedFileError names the bad ones)."""
-    folder = epath.Path(paths.absolute(path))
-    if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
-        raise DamagedFileError(f"{folder} has no {CONFIG_FILE} + {WEIGHTS_FILE}: convert the PyTorch checkpoint "
-                               f"first with `python -m amd_jax.tools.convert_sit --src=CKPT.pt --out={path}`.")
-    arch = json.loads((folder / CONFIG_FILE).read_text())
-    if set(arch) != {*ARCH_FIELDS, "architecture"}:
-        raise DamagedFileError(f"{folder / CONFIG_FILE} has fields {sorted(arch)}, not SiT's {sorted(ARCH_FIELDS)}: "
-                               "re-run amd_jax.tools.convert_sit on the PyTorch checkpoint.")
-    cfg = SiTConfig(**{k: arch[k] for k in ARCH_FIELDS}, **overrides)
-    state = tensor_files.read(folder / WEIGHTS_FILE)
-    return cfg, params_from_state(state, cfg, jnp.dtype(cfg.param_dtype))

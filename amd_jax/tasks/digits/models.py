@@ -108,6 +108,7 @@ def _unet(config, data: ImageData, schedule):
 def _sit(config, data: ImageData, schedule):
     """The same five of a SiT on the image's patches (`model.sit`: hidden_size, depth, num_heads, patch_size);
     its adapter speaks the rectified-flow velocity, so the config must too."""
+    from amd_jax.models.sit import denoiser as sit_denoiser
     from amd_jax.models.sit import network as sit
 
     if config.schedule.name != "rectified_flow" or config.model.prediction_type != "velocity":
@@ -116,8 +117,8 @@ def _sit(config, data: ImageData, schedule):
     h, w, ch = data.image_shape
     arch = sit.SiTConfig(input_size=h, in_channels=ch, num_classes=data.num_classes, learn_sigma=False,
                          dtype="float32", **config.model.sit.to_dict())
-    return (sit.denoiser_apply(arch), sit.null_cond(arch), functools.partial(sit.init_params, arch),
-            arch.hidden_size, sit.pool_features)
+    return (sit_denoiser.denoiser_apply(arch), sit_denoiser.null_cond(arch), functools.partial(sit.init_params, arch),
+            arch.hidden_size, sit_denoiser.pool_features)
 
 
 def load_reward(config, data: ImageData, directory: str) -> tuple[dict, dict]:

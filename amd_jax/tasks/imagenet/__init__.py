@@ -30,13 +30,15 @@ from amd_jax import batching
 from amd_jax.data.latents import LatentLabels, read_real
 from amd_jax.errors import ConfigError
 from amd_jax.metrics import grid
+from amd_jax.models.sit import denoiser as sit_denoiser
 from amd_jax.models.sit import network as sit
+from amd_jax.models.sit import weights as sit_weights
 from amd_jax.models.common.bundle import Models
 from amd_jax.models.common.denoiser import Denoiser
 from amd_jax.models.common.dtypes import dtype
 from amd_jax.models.vae import autoencoder as vae_lib
-from amd_jax.models.sdxl import weights as sdxl_weights
-from amd_jax.models.sdxl.unet import cast_params
+from amd_jax.models.vae import weights as vae_weights
+from amd_jax.models.common.params import cast_params
 from amd_jax.tasks.toy2d.models import GANHead
 from amd_jax.method.schedules import make_schedule
 from amd_jax.tasks import Task
@@ -121,7 +123,7 @@ class _Files:
 
     @functools.cache
     def teacher(self):
-        arch, params = sit.load_sit(self.c.model.path)
+        arch, params = sit_weights.load_sit(self.c.model.path)
         want = sit_config(self.c)
         diff = {k: (getattr(arch, k), getattr(want, k)) for k in self.c.model.arch if getattr(arch, k) != getattr(want, k)}
         if diff:
@@ -133,7 +135,7 @@ class _Files:
     def vae(self):
         path = self.c.model.vae_path
         sub = "vae" if (epath.Path(path) / "vae" / "config.json").exists() else ""
-        return sdxl_weights.load_vae(path, param_dtype=np.float32, dtype=jnp.float32, subfolder=sub)
+        return vae_weights.load_vae(path, param_dtype=np.float32, dtype=jnp.float32, subfolder=sub)
 
     @functools.cache
     def vae_module(self):
@@ -162,8 +164,8 @@ class _Files:
 
 def _models(config, arch, files: _Files) -> Models:
     schedule = make_schedule("rectified_flow")
-    apply_fn = sit.denoiser_apply(arch)
-    den = Denoiser(apply_fn, sit.null_cond(arch), schedule, "velocity")
+    apply_fn = sit_denoiser.denoiser_apply(arch)
+    den = Denoiser(apply_fn, sit_denoiser.null_cond(arch), schedule, "velocity")
     head = GANHead(int(config.gan.hidden))
     reward = None
     if config.reward.name:
@@ -172,7 +174,7 @@ def _models(config, arch, files: _Files) -> Models:
             return files.classifier().log_prob(params["classifier"], images, cond["label"])
 
     return Models(student=den, critic=den, teacher=den, init_denoiser=functools.partial(sit.init_params, arch),
-                  gan_head=lambda p, feats: head.apply({"params": p}, sit.pool_features(feats)),
+                  gan_head=lambda p, feats: head.apply({"params": p}, sit_denoiser.pool_features(feats)),
                   init_gan_head=lambda rng: head.init(rng, jnp.zeros((1, arch.hidden_size), jnp.float32))["params"],
                   reward=reward, sample_shape=(arch.input_size, arch.input_size, arch.in_channels))
 

@@ -12,8 +12,9 @@ from etils import epath
 
 from amd_jax.models.rewards import imagenet_classifier as ic
 from amd_jax.models.rewards import weights as rw
-from amd_jax.models.sdxl import weights as sdxl_weights
-from amd_jax.models.sdxl.unet import cast_params
+from amd_jax.models.common import hf_folders
+from amd_jax.models.vae import weights as vae_weights
+from amd_jax.models.common.params import cast_params
 
 # stabilityai/sd-vae-ft-ema vae config.json (diffusers 0.4.2: no scaling_factor key, so the default 0.18215); the
 # same architecture as SDXL's VAE (tasks/sdxl/arch.py), which differs in scaling_factor 0.13025 and sample_size.
@@ -42,9 +43,9 @@ def vae_module(vae_path: str):
     """The FlaxAutoencoderKL (float32) of `vae_path`'s config.json (its vae/ subfolder, or the folder itself), or
     sd-vae-ft-ema's without a path."""
     if not vae_path:
-        return sdxl_weights.vae_from_config(SD_VAE_FT_EMA, jnp.float32)
+        return vae_weights.vae_from_config(SD_VAE_FT_EMA, jnp.float32)
     sub = "vae" if (epath.Path(vae_path) / "vae" / "config.json").exists() else ""
-    return sdxl_weights.vae_from_config(sdxl_weights.read_config(epath.Path(vae_path), sub), jnp.float32)
+    return vae_weights.vae_from_config(hf_folders.read_config(epath.Path(vae_path), sub), jnp.float32)
 
 
 def classifier(name: str, path: str = "") -> ic.ImageClassifier:
@@ -67,7 +68,7 @@ def abstract_frozen(init_denoiser, teacher_dtype, vae=None, scorer: ic.ImageClas
     if scorer is None:
         return {"teacher": teacher, "reward": None}
     f32 = lambda t: jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32), t)
-    return {"teacher": teacher, "reward": {"vae": f32(sdxl_weights.abstract_params(vae)),
+    return {"teacher": teacher, "reward": {"vae": f32(hf_folders.abstract_params(vae)),
                                            "classifier": f32(scorer.params)}}
 
 

@@ -53,6 +53,11 @@ log = logging.getLogger("amd_jax")
 
 GROUPED_DATA = True  # the data put each condition on amd.group_size consecutive rows
 ABSTRACT = True  # build(config, abstract=True) reads no file: the TPU plan (amd_jax/plan)
+# keys a checkpoint may be resumed with other values of (amd_jax.tasks.resume_free_keys; amd_jax/config/resume.py)
+RESUME_FREE = (
+    "model.unet_remat",  # what the backward pass recomputes, not what it computes
+    "model.unet_attention",  # the attention kernel (XLA or Pallas flash): the same function, another program
+)
 
 
 def build(config, mesh=None, abstract: bool = False) -> Task:

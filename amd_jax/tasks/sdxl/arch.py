@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from amd_jax.models.sdxl import unet as sdxl_unet
+from amd_jax.models.common.params import cast_params
 
 SDXL_BASE_UNET = {
     "_class_name": "UNet2DConditionModel", "act_fn": "silu", "addition_embed_type": "text_time",
@@ -46,7 +46,7 @@ def text_dims(unet_config: dict) -> tuple[int, int]:
 def abstract_frozen(init_denoiser, teacher_dtype, vae_module=None, scorer=None) -> dict:
     """{'teacher': the UNet's params in teacher_dtype, 'reward': {'vae', 'scorer'} float32 | None} as
     ShapeDtypeStructs: what the task's teacher() and reward() would load (assets.py), by shape."""
-    teacher = jax.eval_shape(lambda: sdxl_unet.cast_params(init_denoiser(jax.random.PRNGKey(0)), teacher_dtype))
+    teacher = jax.eval_shape(lambda: cast_params(init_denoiser(jax.random.PRNGKey(0)), teacher_dtype))
     if scorer is None:
         return {"teacher": teacher, "reward": None}
     vae = jax.eval_shape(vae_module.init_weights, jax.random.PRNGKey(0))

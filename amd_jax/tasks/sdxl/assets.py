@@ -9,10 +9,11 @@ import numpy as np
 from etils import epath
 
 from amd_jax.models.sdxl import text as sdxl_text
-from amd_jax.models.sdxl import unet as sdxl_unet
+from amd_jax.models.common.params import cast_params
 from amd_jax.models.common.dtypes import dtype
 from amd_jax.models.sdxl import unet_flax
 from amd_jax.models.sdxl import weights as W
+from amd_jax.models.vae import weights as vae_weights
 from amd_jax.tasks.sdxl import arch
 
 TOKEN_KEYS = ("input_ids", "input_ids_2")  # a batch's token ids, replaced by the embeddings
@@ -91,13 +92,13 @@ class Assets:
         return self._once("empty", one)
 
     def vae(self):
-        return self._once("vae", lambda: W.load_vae(self.c.model.path, param_dtype=np.float32,
+        return self._once("vae", lambda: vae_weights.load_vae(self.c.model.path, param_dtype=np.float32,
                                                    dtype=dtype(self.c.reward.vae_dtype),
                                                    variant=self.c.model.variant or None))
 
     def vae_module(self):
         def make():  # the module from vae/config.json alone (no weights), for tracing the reward
-            return W.vae_from_config(self._arch_config("vae"), dtype(self.c.reward.vae_dtype))
+            return vae_weights.vae_from_config(self._arch_config("vae"), dtype(self.c.reward.vae_dtype))
 
         return self._once("vae_module", make)
 
@@ -121,7 +122,7 @@ class Assets:
             _, params = W.load_unet(self.c.model.path, param_dtype=np.float32, variant=self.c.model.variant or None)
             if self.c.model.unet_impl == "owned" and self.c.model.unet_scan:  # the scanned module's layer stacks
                 params = unet_flax.stack_layers(params)
-            return sdxl_unet.cast_params(params, dtype(self.c.model.teacher_dtype))
+            return cast_params(params, dtype(self.c.model.teacher_dtype))
 
         return self._once("teacher", load)
 
