@@ -30,8 +30,9 @@ class MeshCondition:
     """`cond -> cond` on the mesh: `condition.apply` jitted with the batch sharding in and out, its parameters
     placed on the mesh on the first call (thread-safe: the loop's prefetch thread may make that call)."""
 
-    def __init__(self, condition: Condition, mesh, rules=(), min_size: int = 2**14):
+    def __init__(self, condition: Condition, mesh, batch_axes: tuple[str, ...], rules=(), min_size: int = 2**14):
         self.condition, self.mesh, self.rules, self.min_size = condition, mesh, tuple(rules), min_size
+        self.batch_axes = tuple(batch_axes)
         self._lock = threading.Lock()
         self._params = self._fn = None
 
@@ -50,8 +51,8 @@ class MeshCondition:
 
     def _on_batch_axes(self, tree):
         """Every leaf's leading (batch) axis split over the mesh's batch axes, as `session.put_batch` places it."""
-        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, mesh_lib.batch_sharding(self.mesh, a.ndim)),
-                            tree)
+        rows = lambda a: mesh_lib.batch_sharding(self.mesh, self.batch_axes, a.ndim)
+        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, rows(a)), tree)
 
     @property
     def params(self):

@@ -33,15 +33,15 @@ from amd_jax.steps import Steps
 log = logging.getLogger("amd_jax")
 
 
-def put_batch(host: dict, mesh):
-    """Host-global numpy pytree -> global jax arrays sharded over the batch axes.
+def put_batch(host: dict, mesh, axes: tuple[str, ...]):
+    """Host-global numpy pytree -> global jax arrays sharded over the batch `axes`.
 
     Every process computes the whole global batch (a pure function of (seed, step)) and gives each of ITS devices
     exactly the rows the batch sharding assigns to that device, whatever the device order of the mesh."""
 
     def one(a):
         a = np.asarray(a)
-        return jax.make_array_from_callback(a.shape, mesh_lib.batch_sharding(mesh, a.ndim), lambda idx: a[idx])
+        return jax.make_array_from_callback(a.shape, mesh_lib.batch_sharding(mesh, axes, a.ndim), lambda idx: a[idx])
 
     return jax.tree_util.tree_map(one, host)
 
@@ -79,13 +79,14 @@ class Session:
         if "teacher" in config and not config.teacher.dir and workdir is not None:
             config.teacher.dir = str(self.workdir / "teacher")
         self.mesh = mesh_lib.make_mesh(config.mesh.axes, config.mesh.shape, devices)
+        self.batch_axes = mesh_lib.batch_axes(self.mesh, config.mesh.batch_axes)  # the rows are split over these
         self.task = tasks.build(config, self.mesh, abstract=abstract)
         self.models = self.task.models
         self.steps = Steps(config, self.models)
         rules, min_size = tuple(config.sharding.rules), config.sharding.fsdp_min_size
         # the task's conditioning computed on the mesh (its encoders placed on first use); None: in the host batch
         cond = self.task.condition
-        self.condition = None if cond is None else MeshCondition(cond, self.mesh, rules, min_size)
+        self.condition = None if cond is None else MeshCondition(cond, self.mesh, self.batch_axes, rules, min_size)
 
         teacher_abs = jax.eval_shape(self.models.init_denoiser, jax.random.PRNGKey(0))
         self.abstract_state = jax.eval_shape(self.steps.init, teacher_abs, jax.random.PRNGKey(0))
@@ -151,7 +152,7 @@ class Session:
     def batch(self, step: int):
         """The global training batch of `step`, sharded over the mesh's batch axes (its cond computed there when
         the task has a `condition`)."""
-        batch = put_batch(self.task.data.global_batch(step, self.c.global_batch), self.mesh)
+        batch = put_batch(self.task.data.global_batch(step, self.c.global_batch), self.mesh, self.batch_axes)
         return batch if self.condition is None else {**batch, "cond": self.condition(batch["cond"])}
 
     # ------------------------------------------------------------------------------ abstract (no weights, no data)
@@ -176,7 +177,8 @@ class Session:
         if self.task.abstract_batch is None:
             raise ConfigError(f"experiment={self.c.experiment!r}: its task has no abstract_batch.")
         return jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=mesh_lib.batch_sharding(self.mesh, a.ndim)),
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                           sharding=mesh_lib.batch_sharding(self.mesh, self.batch_axes, a.ndim)),
             self.task.abstract_batch(self.c.global_batch))
 
     def compile(self, frozen, state, batch, names=("generator", "sample", "critic"), compiler_options=None):
@@ -200,8 +202,8 @@ class Session:
         frozen_sh = jax.tree_util.tree_map(lambda a: a.sharding, frozen)
         batch_sh = jax.tree_util.tree_map(lambda a: a.sharding, batch)
         bsz = self.c.global_batch
-        x_sh = mesh_lib.batch_sharding(mesh, 1 + len(self.models.sample_shape))
-        r_sh = mesh_lib.batch_sharding(mesh, 1) if self.steps.use_reward else None
+        x_sh = mesh_lib.batch_sharding(mesh, self.batch_axes, 1 + len(self.models.sample_shape))
+        r_sh = mesh_lib.batch_sharding(mesh, self.batch_axes, 1) if self.steps.use_reward else None
         x_abs = jax.ShapeDtypeStruct((bsz,) + tuple(self.models.sample_shape), jnp.float32, sharding=x_sh)
         r_abs = jax.ShapeDtypeStruct((bsz,), jnp.float32, sharding=r_sh) if self.steps.use_reward else None
         jits = {
@@ -255,7 +257,7 @@ class Session:
             host = jax.tree_util.tree_map(lambda a: a[i : i + bsz], conds)
             if jax.tree_util.tree_leaves(host)[0].shape[0] < bsz:
                 break
-            cond = put_batch(host, self.mesh)
+            cond = put_batch(host, self.mesh, self.batch_axes)
             cond = cond if self.condition is None else self.condition(cond)
             x, r, z = gen(params, cond, jax.random.PRNGKey(seed + i))
             outs.append(jax.tree_util.tree_map(lambda v: np.asarray(multihost_utils.process_allgather(v, tiled=True)), (x, r, z)))

@@ -65,7 +65,7 @@ def test_flash_runs_per_device_over_the_batch_axes(monkeypatch):
         return jnp.swapaxes(xla_attention(*(jnp.swapaxes(a, 1, 2) for a in (q, k, v))), 1, 2)
 
     monkeypatch.setattr(attention, "tpu_flash", kernel)
-    core = AttentionCore("flash", mesh, mesh_lib.batch_axes(mesh))
+    core = AttentionCore("flash", mesh, mesh_lib.batch_axes(mesh, ("data", "fsdp")))
     shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
     q, k, v = (jax.device_put(a, shard) for a in (q, k, v))
     out = jax.jit(core)(q, k, v)
@@ -80,7 +80,7 @@ def test_flash_falls_back_to_xla_where_the_kernel_does_not_tile(shape, mesh_shap
     b, s, t = shape
     q, k, v = _qkv(b=b, s=s, t=t)
     mesh = mesh_lib.make_mesh(("data", "fsdp"), mesh_shape) if mesh_shape else None
-    core = AttentionCore("flash", mesh, mesh_lib.batch_axes(mesh) if mesh else ())
+    core = AttentionCore("flash", mesh, mesh_lib.batch_axes(mesh, ("data", "fsdp")) if mesh else ())
     assert _pallas_calls(core, q, k, v) == 0
     np.testing.assert_allclose(core(q, k, v), numpy_attention(q, k, v), atol=TOL)
 

@@ -51,10 +51,10 @@ def test_mesh_condition_computes_on_the_batch_axes_and_places_params_once():
     def apply(p, cond):
         return {"y": cond["x"] @ p["w"], "keep": cond["keep"]}
 
-    cond_fn = MeshCondition(Condition(params=params, apply=apply), mesh, min_size=2**10)
+    cond_fn = MeshCondition(Condition(params=params, apply=apply), mesh, BATCH_AXES, min_size=2**10)
     host = {"x": x, "keep": np.arange(16, dtype=np.int32)}
     outs = [None, None]
-    threads = [threading.Thread(target=lambda i=i: outs.__setitem__(i, cond_fn(put_batch(host, mesh))))
+    threads = [threading.Thread(target=lambda i=i: outs.__setitem__(i, cond_fn(put_batch(host, mesh, BATCH_AXES))))
                for i in range(2)]
     for t in threads:
         t.start()
@@ -122,7 +122,7 @@ def test_sdxl_eval_conditions_are_encoded_on_the_mesh_like_the_host(sdxl_session
     bsz = s.c.global_batch
     host = s.task.eval_conds(bsz)
     prompts, _ = eval_prompts(s.c, s.task.data, bsz)
-    cond = s.condition(put_batch(host, s.mesh))  # what Session.generate hands the sampler
+    cond = s.condition(put_batch(host, s.mesh, s.batch_axes))  # what Session.generate hands the sampler
     _assert_encoded_like_host(cond, prompts, host_encoders)
 
 
@@ -138,7 +138,7 @@ def test_precomputed_embeddings_have_no_condition_and_batches_unchanged(tmp_path
     config.data.embeddings = str(tmp_path / "emb.npz")
     s = Session(config, str(tmp_path / "run"))
     assert s.task.condition is None and s.condition is None
-    want = put_batch(s.task.data.global_batch(2, config.global_batch), s.mesh)
+    want = put_batch(s.task.data.global_batch(2, config.global_batch), s.mesh, s.batch_axes)
     got = s.batch(2)
     assert jax.tree.structure(got) == jax.tree.structure(want)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):

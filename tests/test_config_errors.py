@@ -73,7 +73,9 @@ def test_global_batch_not_divisible_by_the_data_axes(tmp_path):
      ("eval.num_samples", 4, "raise eval.num_samples"), ("log.sample_count", 4, "log.sample_every=0"),
      ("reward.chunks", 3, "reward.chunks=3 does not divide the .* samples per device"),
      ("reward.chunks", 0, r"reward\.chunks=0: .*integer >= 1"),
-     ("train.microbatches", 0, r"train\.microbatches=0: .*integer >= 1")],
+     ("train.microbatches", 0, r"train\.microbatches=0: .*integer >= 1"),
+     ("mesh.batch_axes", ("data", "context"), r"mesh\.batch_axes=.*a non-empty subset of mesh\.axes"),
+     ("mesh.batch_axes", (), r"mesh\.batch_axes=\(\): name the mesh axes")],
 )
 def test_invalid_knobs(key, value, match, tmp_path):
     config = tiny_toy2d_config(**{key: value})
@@ -326,3 +328,21 @@ def test_profile_window_must_be_first_before_last(steps):
 
     with pytest.raises(ConfigError, match=r"train.profile_steps"):
         validate(tiny_toy2d_config(**{"train.profile_steps": steps}), 1)
+
+
+def test_batch_axes_are_a_config_value():
+    """mesh.batch_axes=('data',) on a data=4 x fsdp=2 mesh: the batch is split over 'data' only (fsdp devices
+    hold the same rows), so the global batch needs only divide by 4 and every batch leaf is sharded P('data')."""
+    import jax
+
+    from amd_jax.session import Session, put_batch
+
+    config = tiny_toy2d_config(**{"mesh.shape": (4, 2), "mesh.batch_axes": ("data",), "global_batch": 12,
+                                  "log.sample_count": 12, "eval.num_samples": 12})
+    session = Session(config, None)
+    assert session.batch_axes == ("data",)
+    batch = put_batch(session.task.data.global_batch(0, 12), session.mesh, session.batch_axes)
+    for leaf in jax.tree_util.tree_leaves(batch):
+        assert leaf.sharding.spec[0] in ("data", ("data",)), leaf.sharding  # P(('data',)) prints P('data',)
+    with pytest.raises(ConfigError, match=r"not divisible by the data-parallel size data\*fsdp=8"):
+        Session(tiny_toy2d_config(**{"mesh.shape": (4, 2), "global_batch": 12}), None)

@@ -178,6 +178,22 @@ def test_abstract_sdxl_task_matches_its_loaders_and_data():
     assert abstract.data is None and abstract.teacher is None  # nothing to load from
 
 
+def test_memory_advice_names_the_tasks_own_knobs_only_for_that_task():
+    """figures.knobs (the plan's advice for a step that does not fit) is generic; SDXL adds its activation
+    checkpointing through amd_jax.tasks.memory_knobs, a task without such knobs adds nothing."""
+    from amd_jax import tasks
+    from amd_jax.plan import figures
+
+    sdxl, toy = load(TINY), load(os.path.join(ROOT, "configs", "toy2d_tiny.py"))
+    assert tasks.memory_knobs(toy) == []
+    (sdxl_knob,) = tasks.memory_knobs(sdxl)
+    assert "--config.model.unet_remat=block" in sdxl_knob
+    memory = {"temp": 2, "argument": 1}  # activations dominate: the activation knobs come first
+    acts, state = figures.knobs(sdxl, {"data": 2, "fsdp": 2}, memory, tasks.memory_knobs(sdxl))
+    assert acts.endswith(sdxl_knob) and "fsdp" in state
+    assert "unet" not in figures.knobs(toy, {"data": 2, "fsdp": 2}, memory)[0].lower()
+
+
 def test_planning_a_task_without_abstract_hooks_is_a_clear_error():
     from amd_jax import tasks
     from amd_jax.errors import ConfigError
@@ -233,7 +249,7 @@ def _expected_argument_bytes(config):
     frozen, batch = task.abstract_frozen(), task.abstract_batch(config.global_batch)
     rules, min_size = tuple(config.sharding.rules), config.sharding.fsdp_min_size
     sharded = lambda t: _sharded_bytes(t, tree_shardings(t, mesh, rules, min_size))
-    rows = lambda t: _sharded_bytes(t, jax.tree_util.tree_map(lambda a: batch_sharding(mesh, a.ndim), t))
+    rows = lambda t: _sharded_bytes(t, jax.tree_util.tree_map(lambda a: batch_sharding(mesh, ("data", "fsdp"), a.ndim), t))
     cond = batch["cond"]
     keys = sharded((state.step, state.rng))
     xr = rows((jax.ShapeDtypeStruct((config.global_batch,) + task.models.sample_shape, jnp.float32),

@@ -203,10 +203,15 @@ def _check_batch(c, num_devices: int, num_processes: int) -> None:
 
     shape = dict(zip(c.mesh.axes, resolve_mesh_shape(c.mesh.axes, c.mesh.shape, num_devices)))
     need("data" in shape, f"mesh.axes={tuple(c.mesh.axes)} has no 'data' axis.")
-    dp = shape.get("data", 1) * shape.get("fsdp", 1)
+    axes = c.mesh.batch_axes
+    need(isinstance(axes, (tuple, list)) and len(axes) > 0 and all(a in shape for a in axes),
+         f"mesh.batch_axes={axes!r}: name the mesh axes the batch is split over, a non-empty subset of mesh.axes="
+         f"{tuple(c.mesh.axes)}, e.g. ('data', 'fsdp').")
+    dp = math.prod(shape[a] for a in axes)
+    over = "*".join(axes)
     need(
         c.global_batch % dp == 0,
-        f"global_batch={c.global_batch} is not divisible by the data-parallel size data*fsdp={dp} of mesh {shape}: "
+        f"global_batch={c.global_batch} is not divisible by the data-parallel size {over}={dp} of mesh {shape}: "
         f"set --config.global_batch to a multiple of {dp}.",
     )
     need(
@@ -222,13 +227,13 @@ def _check_batch(c, num_devices: int, num_processes: int) -> None:
     need(
         per_device % chunks == 0,
         f"reward.chunks={chunks} does not divide the {per_device} samples per device (global_batch={c.global_batch} "
-        f"over data*fsdp={dp}): choose a divisor of {per_device}, so that every piece holds rows of every device.",
+        f"over {over}={dp}): choose a divisor of {per_device}, so that every piece holds rows of every device.",
     )
     micro = c.train.microbatches
     need(
         per_device % micro == 0,
         f"train.microbatches={micro} does not divide the {per_device} samples per device (global_batch="
-        f"{c.global_batch} over data*fsdp={dp}): choose a divisor of {per_device}, so that every micro-batch holds "
+        f"{c.global_batch} over {over}={dp}): choose a divisor of {per_device}, so that every micro-batch holds "
         "rows of every device.",
     )
     need(

@@ -59,7 +59,9 @@ def base() -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 500
     c.optim.grad_clip = 10.0
 
-    c.mesh = ml_collections.ConfigDict({"axes": ("data", "fsdp"), "shape": (-1, 1)})
+    # batch_axes: the mesh axes the batch is split over (FSDP splits it too, as in maxdiffusion); an axis not named
+    # here (e.g. a context or tensor axis) holds every row of the batch
+    c.mesh = ml_collections.ConfigDict({"axes": ("data", "fsdp"), "shape": (-1, 1), "batch_axes": ("data", "fsdp")})
     c.sharding = ml_collections.ConfigDict({"rules": (), "fsdp_min_size": 2**14})
 
     # max_nonfinite: stop after this many consecutive iterations whose update was skipped for a NaN/inf loss or

@@ -1,4 +1,4 @@
-"""The device mesh, built from the config, and the batch sharding over its data axes."""
+"""The device mesh, built from the config, and the batch sharding over its batch axes (config mesh.batch_axes)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,6 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from amd_jax.errors import ConfigError
-
-# Axes over which the batch is split (FSDP also splits the batch, as in maxdiffusion).
-BATCH_AXES = ("data", "fsdp")
-
 
 def resolve_mesh_shape(axes, shape, num_devices: int) -> tuple[int, ...]:
     """Fill one -1 entry of `shape` so the product equals `num_devices`; refuse any mismatch with the fix."""
@@ -49,21 +45,23 @@ def make_mesh(axes, shape, devices=None) -> Mesh:
     return Mesh(grid, tuple(axes), axis_types=(AxisType.Auto,) * len(axes))
 
 
-def batch_axes(mesh: Mesh) -> tuple[str, ...]:
-    return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+def batch_axes(mesh: Mesh, names) -> tuple[str, ...]:
+    """The axes of `names` (the config's mesh.batch_axes, e.g. ('data', 'fsdp'): FSDP splits the batch too, as in
+    maxdiffusion; a model-parallel axis such as a context axis is left out) that `mesh` has, in that order."""
+    return tuple(a for a in names if a in mesh.axis_names)
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
-    """Leading (batch) axis split over the data axes, the rest replicated."""
-    return NamedSharding(mesh, P(batch_axes(mesh), *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh, axes: tuple[str, ...], ndim: int = 1) -> NamedSharding:
+    """Leading (batch) axis split over the batch `axes` (batch_axes), the rest replicated."""
+    return NamedSharding(mesh, P(tuple(axes), *([None] * (ndim - 1))))
 
 
-def process_rows(mesh: Mesh | None, batch_size: int) -> np.ndarray:
+def process_rows(mesh: Mesh | None, batch_size: int, axes: tuple[str, ...] = ()) -> np.ndarray:
     """The rows of a global batch that this process's devices hold under `batch_sharding` (all rows with one
     process, or without a mesh): a data pipeline reads and encodes only these."""
     if mesh is None or jax.process_count() == 1:
         return np.arange(batch_size)
-    idx = batch_sharding(mesh, 1).addressable_devices_indices_map((batch_size,))
+    idx = batch_sharding(mesh, axes, 1).addressable_devices_indices_map((batch_size,))
     return np.unique(np.concatenate([np.arange(batch_size)[s] for s in idx.values()]))
 
 

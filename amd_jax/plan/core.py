@@ -11,6 +11,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from amd_jax import tasks
 from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.plan import chips, figures, jaxpr_flops
 from amd_jax.session import Session
@@ -49,7 +50,7 @@ def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None 
         steps[name] = _plan_step(session, name, args, compiler_options or {}, chip, unit, compile)
         if compile:
             steps[name]["knobs"] = [] if steps[name]["fits"] else figures.knobs(
-                session.c, mesh_shape, steps[name].get("memory_bytes"))
+                session.c, mesh_shape, steps[name].get("memory_bytes"), tasks.memory_knobs(session.c))
         if on_step is not None:
             on_step(plan())
     return plan()

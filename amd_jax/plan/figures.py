@@ -51,9 +51,10 @@ def memory_figures(stats) -> dict:
     return memory
 
 
-def knobs(config, mesh_shape: dict, memory: dict | None) -> list[str]:
+def knobs(config, mesh_shape: dict, memory: dict | None, task_knobs=()) -> list[str]:
     """The config knobs that lower a step's per-chip memory, the most useful first for this breakdown (arguments:
-    the sharded state and frozen weights; temp: activations)."""
+    the sharded state and frozen weights; temp: activations). `task_knobs`: the task's own activation knobs
+    (amd_jax.tasks.memory_knobs, e.g. SDXL's activation checkpointing)."""
     fsdp = mesh_shape.get("fsdp", 1)
     chips = math.prod(mesh_shape.values())
     per_chip = config.global_batch / chips
@@ -65,10 +66,7 @@ def knobs(config, mesh_shape: dict, memory: dict | None) -> list[str]:
             f"--config.train.microbatches (now {micro}; it must divide the {per_chip:g} samples per device) and "
             f"--config.reward.chunks (now {config.reward.chunks}) for the reward's pieces; a lower "
             f"--config.global_batch or more chips for the same batch; --config.model.compute_dtype=bfloat16 "
-            f"(now {config.model.compute_dtype}) where the config has it; for SDXL, activation checkpointing: "
-            "--config.model.unet_impl=owned --config.model.unet_scan=True --config.model.unet_remat=block "
-            f"(now {config.model.get('unet_impl', '-')}, scan {config.model.get('unet_scan', '-')}, remat "
-            f"{config.model.get('unet_remat', '-')})")
+            f"(now {config.model.get('compute_dtype', '-')}) where the config has it" + "".join(f"; {k}" for k in task_knobs))
     if memory is None or memory["temp"] >= memory["argument"]:
         return [acts, state]
     return [state, acts]

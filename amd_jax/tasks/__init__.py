@@ -80,6 +80,13 @@ def resume_free_keys(experiment: str) -> tuple[str, ...]:
     return tuple(getattr(importlib.import_module(_TASKS[experiment]), "RESUME_FREE", ()))
 
 
+def memory_knobs(config) -> list[str]:
+    """The task's own knobs that lower activation memory, as advice lines for the TPU plan (its module's
+    `memory_knobs(config)`, e.g. SDXL's activation checkpointing); [] for a task without them."""
+    module = _module(config)
+    return list(module.memory_knobs(config)) if hasattr(module, "memory_knobs") else []
+
+
 def _module(config):
     """The module of `config.experiment` (only that task's folder is imported)."""
     name = config.experiment

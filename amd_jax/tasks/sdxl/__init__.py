@@ -131,7 +131,7 @@ def unet_module(config, ucfg: dict, mesh=None):
     if m.unet_impl == "diffusers":
         return W.unet_from_config(ucfg, dtype(m.compute_dtype))
     W.check_unet_config(ucfg)
-    core = AttentionCore(m.unet_attention, mesh, mesh_lib.batch_axes(mesh) if mesh is not None else ())
+    core = AttentionCore(m.unet_attention, mesh, _batch_axes(config, mesh))
     return unet_flax.from_config(ucfg, dtype(m.compute_dtype), scan_layers=bool(m.unet_scan), remat=m.unet_remat,
                                  exact_gelu=bool(m.exact_gelu), attention_core=core)
 
@@ -217,7 +217,7 @@ def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
                             encode=None if embeddings is not None else assets.tokenize, embeddings=embeddings,
                             tokenize=tokenize, constants={"time_ids": time_ids(config)}, real=real,
                             real_shape=sample_shape if real is None and config.gan.enabled else (1,),
-                            local_rows=functools.partial(mesh_lib.process_rows, mesh),
+                            local_rows=functools.partial(mesh_lib.process_rows, mesh, axes=_batch_axes(config, mesh)),
                             group_size=config.amd.group_size)
     return source
 
@@ -283,3 +283,14 @@ def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", s
     return metrics, {"samples": grid.image_grid(images[:g], int(config.eval.grid_cols), framed=framed)}
 
 
+def _batch_axes(config, mesh) -> tuple[str, ...]:
+    """The axes of the session's mesh the batch is split over (config mesh.batch_axes); () without a mesh."""
+    return mesh_lib.batch_axes(mesh, config.mesh.batch_axes) if mesh is not None else ()
+
+
+def memory_knobs(config) -> list[str]:
+    """The plan's advice when a step does not fit (amd_jax.tasks.memory_knobs): the UNet's activation checkpointing."""
+    m = config.model
+    return ["for SDXL, activation checkpointing: --config.model.unet_impl=owned --config.model.unet_scan=True "
+            f"--config.model.unet_remat=block (now {m.get('unet_impl', '-')}, scan {m.get('unet_scan', '-')}, "
+            f"remat {m.get('unet_remat', '-')})"]
