@@ -136,3 +136,26 @@ def test_fetch_mnist_refuses_the_old_positional_cache_dir(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "give the cache folder as --cache_dir=DIR" in out.stderr, out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing fetched
+
+
+def test_console_scripts_name_existing_entry_points():
+    """Every [project.scripts] entry names a function of amd_jax.tools.scripts that runs an existing module as
+    __main__; one is run for real (amd-compare-runs refuses two empty folders with exit 1 and its message)."""
+    import importlib.util
+    import tomllib
+
+    from amd_jax.tools import scripts
+
+    table = tomllib.load(open(os.path.join(REPO, "pyproject.toml"), "rb"))["project"]["scripts"]
+    assert {"amd-train", "amd-evaluate", "amd-sweep", "amd-plan"} <= set(table)
+    source = open(scripts.__file__).read()
+    for name, target in table.items():
+        module, func = target.split(":")
+        assert module == "amd_jax.tools.scripts" and callable(getattr(scripts, func)), name
+        run = source.split(f"\n{func} = _run(", 1)[1].split(")", 1)[0].strip('"')
+        assert importlib.util.find_spec(run) is not None, (name, run)
+    code = ("import sys; from amd_jax.tools import scripts; sys.argv = ['amd-compare-runs', '--a=A', '--b=B']; "
+            "scripts.compare_runs()")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(1), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and "Nothing to compare" in out.stderr, (out.returncode, out.stderr)
