@@ -10,9 +10,11 @@ here.
 Reading: `load_or_build` treats a cache that exists but cannot be loaded (one of `UNREADABLE`, including the
 `amd_jax.errors.DamagedFileError` of a failed key/shape/checksum check) as damaged: a warning names the file and
 the reason, `move_aside` renames it to NAME.damaged (kept for inspection, never deleted) and the cache is rebuilt
-as on first use. npz caches need no checksum of their own: an npz is a zip whose members carry a CRC-32 that
-`zipfile` checks on every read (a flipped bit raises BadZipFile), and truncation loses the zip's central
-directory; their keys and shapes are checked against what the loader expects.
+as on first use. An npz is a zip whose members carry a CRC-32 that `zipfile` checks on every read (a flipped bit
+raises BadZipFile), and truncation loses the zip's central directory; their keys and shapes are checked against
+what the loader expects. Caches that hold parameters (a reward classifier, the held-out classifier; the teacher in
+amd_jax/tasks/teacher.py) also carry the run checkpoints' per-array checksums (`checksums` when saved, `verify`
+when loaded: a checksum that does not match, or a NaN, is damage) and are never written non-finite.
 """
 
 from __future__ import annotations
@@ -134,3 +136,53 @@ def tree_mismatch(tree, expected) -> str:
         if tuple(g.shape) != tuple(w.shape) or np.dtype(g.dtype) != np.dtype(w.dtype):
             return f"{key} is {np.dtype(g.dtype)}{list(g.shape)}, expected {np.dtype(w.dtype)}{list(w.shape)}"
     return ""
+
+
+# ------------------------------------------------------------------------ checksums of first-use parameters
+# A first-use artefact that holds parameters (the teacher, a reward classifier, the held-out classifier) is stored
+# with the per-array checksums the run's checkpoints carry (amd_jax.checkpoint.digest, one record
+# {"algorithm", "arrays"} as in a checkpoint's meta) and verified when loaded; a non-finite one is never written.
+
+
+def checksums(tree, what: str, folder, fix: str) -> dict:
+    """The checksum record of `tree` (host numpy, this process's copy), to be stored with it.
+
+    NonFiniteError, before anything is written, when it holds a NaN or an infinity: `what` names the artefact,
+    `folder` where it would have gone and `fix` the knob most likely at fault."""
+    from amd_jax import checkpoint
+    from amd_jax.errors import NonFiniteError
+
+    sums, nonfinite = checkpoint.digest(tree, local=True)
+    if nonfinite:
+        raise NonFiniteError(
+            f"{what} ended with non-finite parameters ({len(nonfinite)} of {len(sums)} arrays, first: {nonfinite[0]}): "
+            f"nothing was written in {folder}. {fix}")
+    return {"algorithm": checkpoint.CHECKSUM, "arrays": sums}
+
+
+def verify(tree, record, required: bool = True) -> None:
+    """DamagedFileError unless `tree` (as loaded) matches its stored checksum `record` and is finite.
+
+    `required=False`: a missing record (a file written before amd_jax stored checksums) is accepted, and only the
+    finiteness is checked; else it is damage (a cache rebuilds it)."""
+    from amd_jax import checkpoint
+    from amd_jax.errors import DamagedFileError
+
+    if record is None and required:
+        raise DamagedFileError("it has no checksums (written before amd_jax stored them)")
+    sums, nonfinite = checkpoint.digest(tree, local=True)
+    if record is not None:
+        if not isinstance(record, dict):
+            raise DamagedFileError(f"its checksum record is not a JSON object: {str(record)[:80]!r}")
+        problem = checkpoint.compare(record, sums)
+        if problem:
+            raise DamagedFileError(problem)
+    if nonfinite:
+        raise DamagedFileError(f"it holds non-finite values ({len(nonfinite)} arrays, first: {nonfinite[0]})")
+
+
+def fingerprint(tree) -> str:
+    """The content digest (16 hex digits) of a host tree: amd_jax.checkpoint.fingerprint of its checksums."""
+    from amd_jax import checkpoint
+
+    return checkpoint.fingerprint(checkpoint.digest(tree, local=True)[0])

@@ -19,11 +19,18 @@ What goes wrong, and what happens:
   next `save` or `wait` as CheckpointError naming the folder and the OS cause. Orbax creates the step folders in the
   calling thread: created in its background thread (its default), a failed mkdir left the commit threads waiting
   300 s for a signal that never came, and the process could not exit meanwhile.
+- A step's name in checkpoints/ that is not a folder (a file, a symlink loop, a dangling link): moved to
+  `<step>.damaged` at start-up, with a warning (Orbax does not list it, and would fail to save that step, or replace
+  the file silently). A step that fails to read part-way is reported in one line, without Orbax's echoes of its
+  abandoned reads (amd_jax/outputs.py `quiet_storage_noise`).
+- The offline evaluation opens the folder read-only (`read_only=True`): no probe, nothing created or moved.
 Orbax deletes old steps (max_to_keep) only after a new save has finished writing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -38,7 +45,7 @@ from etils import epath
 from flax import serialization
 from jax.experimental import multihost_utils
 
-from amd_jax import paths
+from amd_jax import outputs, paths
 from amd_jax.errors import CheckpointError, ConfigError
 from amd_jax.parallel.sharding import path_str
 
@@ -48,15 +55,21 @@ CHECKSUM = "u32-odd-weighted-sum+fmix32-sum"  # stored with the sums: names the 
 
 
 class Checkpointer:
-    def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+    def __init__(self, workdir: str, keep: int = 3, async_save: bool = True, read_only: bool = False):
+        """`read_only` (the offline evaluation): nothing is probed, created or moved; only reading works."""
         self.dir = epath.Path(paths.absolute(str(workdir))) / "checkpoints"
-        self.check_writable()
+        self.read_only = read_only
+        if not read_only:
+            self.check_writable()
+            self._set_aside_strays()
         opts = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
             async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
         )
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(self.dir, options=opts, item_handlers=handlers)
+        # the content digests of what the run trains from (amd_jax/inputs.py), stored in every checkpoint's meta
+        self.inputs: dict[str, str] | None = None
 
     def check_writable(self):
         """Write and delete a small file in checkpoints/ (each process its own): a read-only, full or inaccessible
@@ -71,6 +84,26 @@ class Checkpointer:
                 f"Cannot write checkpoints into {self.dir}: {_reason(e)}. Make the folder writable (or free space "
                 f"there), or give another --workdir."
             ) from e
+
+    def _set_aside_strays(self):
+        """A step's name (digits) in checkpoints/ that is not a folder (a file, a symlink loop, a dangling link) is
+        no checkpoint: Orbax does not list it, and its save of that step would fail on it at every run (a link) or
+        replace it silently (a file). Process 0 moves each to `<name>.damaged` (kept) with a warning."""
+        error = None
+        if jax.process_index() == 0:
+            try:
+                for entry in self.dir.iterdir():
+                    if entry.name.isdigit() and not entry.is_dir():
+                        dest, kind = _free_name(self.dir, f"{entry.name}.damaged"), _stray_kind(entry)
+                        entry.rename(dest)  # a link is renamed itself, never followed
+                        log.warning("checkpoints/%s is not a checkpoint folder (%s): moved it aside to %s (kept).",
+                                    entry.name, kind, dest)
+            except OSError as e:
+                error = e
+        if not _on_all_processes(error is None):
+            why = _reason(error) if error is not None else "failed on process 0"
+            raise CheckpointError(f"Could not move a non-folder step entry out of the way in {self.dir}: {why}. Move "
+                                  f"it out of {self.dir} by hand and run again.") from error
 
     def steps(self) -> list[int]:
         """Every step in checkpoints/, re-listed from storage (a training job may have added some)."""
@@ -192,6 +225,7 @@ class Checkpointer:
     def _read(self, step: int, what: str, fn):
         """fn() (a read of step `step`); any failure on any process becomes CheckpointError on every process, so that
         all processes fall back together."""
+        outputs.quiet_storage_noise()  # a step that fails part-way: one CheckpointError, not dozens of echoes
         try:
             out, error = fn(), None
         except Exception as e:  # whatever the storage or the file format raises: the step is unreadable
@@ -207,16 +241,10 @@ class Checkpointer:
             log.warning("Checkpoint %d has no checksums (written before amd_jax stored them): restored unverified.",
                         step)
             return
-        if stored.get("algorithm") != CHECKSUM:
-            raise CheckpointError(f"{self.dir / str(step)}: unknown checksum algorithm {stored.get('algorithm')!r}")
         sums, nonfinite = digest(state_dict)
-        saved = stored.get("arrays", {})
-        bad = sorted(p for p in set(sums) | (set() if partial else set(saved)) if sums.get(p) != saved.get(p))
-        if bad:
-            raise CheckpointError(
-                f"{self.dir / str(step)}: checksum mismatch in {len(bad)} of {len(sums)} arrays (first: "
-                f"{', '.join(bad[:3])}): its data files changed after they were written"
-            )
+        problem = compare(stored, sums, partial)
+        if problem:
+            raise CheckpointError(f"{self.dir / str(step)}: {problem}")
         if nonfinite:
             raise CheckpointError(f"{self.dir / str(step)} holds non-finite values (first: {nonfinite[0]})")
 
@@ -260,6 +288,8 @@ class Checkpointer:
                 f"{self.latest_step()}, is kept in {self.dir}."
             )
         meta = {**meta, "checksum": {"algorithm": CHECKSUM, "arrays": sums}}
+        if self.inputs:
+            meta["inputs"] = self.inputs
         args = ocp.args.Composite(state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(meta))
         try:
             return self.manager.save(step, args=args, force=force)
@@ -286,7 +316,44 @@ class Checkpointer:
         )
 
 
-def digest(tree) -> tuple[dict[str, str], list[str]]:
+def newest_config(workdir: str) -> tuple[int, dict] | None:
+    """(step, saved config) of the newest checkpoint in WORKDIR/checkpoints whose meta JSON reads, or None; reads
+    the meta file alone (no Orbax manager, nothing written): the check of `experiment` before a task is built."""
+    folder = epath.Path(paths.absolute(str(workdir))) / "checkpoints"
+    try:
+        steps = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()), reverse=True)
+    except OSError:  # no checkpoints/ yet (or unreadable: the Checkpointer reports that)
+        return None
+    for step in steps:
+        try:
+            return step, json.loads((folder / str(step) / "meta" / "metadata").read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):  # damaged: restore_latest reports it and falls back
+            continue
+    return None
+
+
+def compare(stored: dict, sums: dict[str, str], partial: bool = False) -> str:
+    """'' when the checksums `sums` (of `digest`) match the record `stored` ({"algorithm", "arrays"}, as `save`
+    writes it into a checkpoint's meta and the first-use caches store it), else the reason in a few words.
+    `partial`: `sums` covers some of the stored arrays (the others are not compared)."""
+    if stored.get("algorithm") != CHECKSUM:
+        return f"unknown checksum algorithm {stored.get('algorithm')!r}"
+    saved = stored.get("arrays", {})
+    bad = sorted(p for p in set(sums) | (set() if partial else set(saved)) if sums.get(p) != saved.get(p))
+    if bad:
+        return (f"checksum mismatch in {len(bad)} of {len(sums)} arrays (first: {', '.join(bad[:3])}): its data "
+                f"files changed after they were written")
+    return ""
+
+
+def fingerprint(sums: dict[str, str]) -> str:
+    """One content digest (16 hex digits) of a whole tree from its per-array checksums (`digest`): the same for the
+    same arrays under the same names, wherever they are stored and however they are sharded."""
+    text = "\n".join(f"{name}={value}" for name, value in sorted(sums.items()))
+    return hashlib.sha256(f"{CHECKSUM}\n{text}".encode()).hexdigest()[:16]
+
+
+def digest(tree, local: bool = False) -> tuple[dict[str, str], list[str]]:
     """Content checksums of the arrays of `tree` ({path: 16 hex digits}) and the paths of its floating arrays that
     hold a NaN or an infinity. Each shard is summed on its own device (nothing is gathered to a host but 3 numbers a
     shard); each block of an array counts once (its replica 0), and the processes add up their partial sums.
@@ -298,12 +365,14 @@ def digest(tree) -> tuple[dict[str, str], list[str]]:
     both sums (an odd factor and fmix32 are bijections modulo 2**32); changes of several elements cancel in both only
     by chance, the second sum being nonlinear.
     Why per shard and not one jitted call over the whole state: on sdxl_tiny (1758 arrays) that one program took 41 s
-    to compile on CPU; per shard, a few dozen small programs (one per local shape and dtype) take about 5 s."""
+    to compile on CPU; per shard, a few dozen small programs (one per local shape and dtype) take about 5 s.
+    `local`: the leaves are this process's own complete copies (host numpy, the same on every process, e.g. a
+    first-use teacher or cache being saved or loaded): the processes' sums are not added up (no collective)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     names = [path_str(p) for p, _ in leaves]
     parts = jax.device_get([_partial_sums(jnp.asarray(v)) for _, v in leaves])  # dispatched first, fetched at once
     sums = np.stack([np.sum(p, axis=0, dtype=np.uint64) % 2**32 if p else np.zeros(3, np.uint64) for p in parts])
-    if jax.process_count() > 1:
+    if jax.process_count() > 1 and not local:
         sums = np.sum(multihost_utils.process_allgather(sums.astype(np.uint32)), axis=0, dtype=np.uint64) % 2**32
     return ({n: f"{int(a):08x}{int(b):08x}" for n, (a, b, _) in zip(names, sums)},
             [n for n, (_, _, bad) in zip(names, sums) if bad])
@@ -354,6 +423,13 @@ def _on_all_processes(ok: bool) -> bool:
     if jax.process_count() == 1:
         return ok
     return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+
+
+def _stray_kind(entry: epath.Path) -> str:
+    path = str(entry)
+    if os.path.islink(path):
+        return f"a symlink to {os.readlink(path)!r} that leads to no folder"
+    return "a file"
 
 
 def _free_name(folder: epath.Path, name: str) -> epath.Path:

@@ -30,12 +30,28 @@ def prepare(config, workdir: str | None, flag: str = "--workdir") -> str:
 
 def _parse_flags(argv):
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
     except Exception as e:  # absl and ml_collections parse errors, at the command line's boundary only
         text = str(e).strip()
-        line = unknown_config_keys(argv) or (text.splitlines()[-1] if text else type(e).__name__)
+        line = unknown_config_keys(argv) or (text.splitlines()[-1].strip() if text else type(e).__name__)
         print(f"Flag error: {line}", file=sys.stderr)
         sys.exit(2)
+    for name in list(flags.FLAGS):  # a config file that failed to load (missing, broken) raises on first use only
+        error = _config_file_error(flags.FLAGS[name].value)
+        if error:
+            print(f"Flag error: --{name}: {error}", file=sys.stderr)
+            sys.exit(2)
+    return rest
+
+
+def _config_file_error(value) -> str:
+    """'' unless `value` (a flag's) is ml_collections' stand-in for a config file that could not be loaded
+    (missing, unreadable), which raises two chained tracebacks at the first use of the config; then the reason
+    in one line."""
+    if type(value).__name__ != "_ErrorConfig":
+        return ""
+    text = str(vars(value).get("_error", "")).strip()
+    return text.splitlines()[-1].strip() if text else "the config file could not be loaded"
 
 
 def unknown_config_keys(argv, flag: str = "config") -> str:

@@ -20,3 +20,14 @@ class DamagedFileError(ValueError):
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written (read-only or full folder, non-finite state) or read back (damaged files,
     checksum mismatch); the message names the step, the folder and what was kept."""
+
+
+class OutputError(RuntimeError):
+    """A file of the run's outputs outside checkpoints/ (samples, metrics.jsonl, TensorBoard, eval.json, the teacher,
+    first-use caches) cannot be written: the message names the folder, the OS cause and what was saved
+    (amd_jax/outputs.py)."""
+
+
+class WorkdirBusyError(RuntimeError):
+    """Another training run holds the workdir's lock (amd_jax/workdir_lock.py): the message names it (host, pid,
+    start time) and nothing in the workdir was touched."""

@@ -1,7 +1,7 @@
 """Offline evaluation of a training run's checkpoints, decoupled from training (DMD2's evaluator style).
 
     python -m amd_jax.evaluate --config=configs/NAME.py --workdir=DIR [--step=N] [--watch] [--num_samples=N] \
-        [--repeats=K]
+        [--repeats=K] [--out=FOLDER]
 
 Restores the student of checkpoint N (default: the newest) from DIR onto this machine's mesh, generates
 `eval.num_samples` samples for the experiment's evaluation conditions, and writes DIR/eval/eval_<step>.json, the
@@ -10,6 +10,9 @@ With student.ema_decay > 0 the student's EMA is evaluated too, on the same seed:
 eval_<step>.json (and table), images DIR/eval/<name>_ema_<step>.png.
 `--watch` keeps polling DIR for new checkpoints and evaluates each once, so training never waits for evaluation;
 it stops after the checkpoint of `total_steps` (or after --watch_timeout seconds without a new one).
+The run is only read: its checkpoints/ may be read-only, and the training run's lock is not needed (--watch
+follows a run that trains). Results go to DIR/eval, or to `--out=FOLDER` (a read-only run); only that folder is
+probed for writing, at start-up.
 `--repeats=K` (K >= 2) also measures the sampling noise of the metrics themselves: the student is evaluated on K
 disjoint sample sets of eval.num_samples each (noise seeds 777, 778, ...; the first is the one eval_<step>.json
 holds) and DIR/eval/noise_<step>.json gets, per metric, the K values, their mean and standard deviation (ddof 1).
@@ -30,7 +33,7 @@ os.environ.setdefault("USE_TF", "0")
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from amd_jax import cli  # noqa: E402
+from amd_jax import cli, paths  # noqa: E402
 from amd_jax.evaluators import FINAL_SEED  # noqa: E402
 from amd_jax.parallel import distributed  # noqa: E402
 
@@ -42,6 +45,8 @@ _POLL = flags.DEFINE_integer("poll_seconds", 60, "Seconds between polls in --wat
 _WATCH_TIMEOUT = flags.DEFINE_integer("watch_timeout", 6 * 3600, "Stop watching after this long without news.")
 _NUM = flags.DEFINE_integer("num_samples", None, "Override eval.num_samples.")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Disjoint sample sets per checkpoint; >= 2 writes noise_<step>.json.")
+_OUT = flags.DEFINE_string("out", None, "Where the results go (default DIR/eval): a read-only run is evaluated "
+                           "into another folder.")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
 
@@ -52,13 +57,21 @@ class Evaluator:
     """The checkpoints of one training run, evaluated on this machine's mesh. Loads the reward model (for the
     reward and zone statistics) and the task's evaluators, never the teacher."""
 
-    def __init__(self, config, workdir: str):
+    def __init__(self, config, workdir: str, out: str | None = None):
+        """`out`: where the results go (default DIR/eval). The run itself is only read (its checkpoints/ may be
+        read-only); `out` is probed at once (OutputError when it cannot be written)."""
+        import jax
         from etils import epath
 
+        from amd_jax import outputs
         from amd_jax.session import Session
 
         self.session = Session(config, workdir, training=False)
-        self.out = epath.Path(workdir) / "eval"
+        self.out = epath.Path(out) if out else epath.Path(workdir) / "eval"
+        with outputs.together():
+            if jax.process_index() == 0:
+                outputs.probe({"the evaluation": self.out},
+                              fix="Make it writable (or free space there), or give --out=FOLDER.")
         self.gen = self.session.sampler(self.session.frozen(teacher=False))
 
     def steps_done(self) -> set[int]:
@@ -82,8 +95,9 @@ class Evaluator:
         if s.ema:
             metrics.update(self._evaluate_params(s.restore_student_ema(step), step, "ema"))
         metrics.update(step=step, method=c.method, seed=c.seed)
-        writers.save_eval_json(self.out / f"eval_{step:07d}.json", metrics)
-        self.write_table()
+        with self._writing():
+            writers.save_eval_json(self.out / f"eval_{step:07d}.json", metrics)
+            self.write_table()
         log.info("evaluated step %d in %.1f s: %s", step, time.time() - t0, json.dumps(metrics, default=str))
         return metrics
 
@@ -103,7 +117,8 @@ class Evaluator:
             per_metric[k] = {"values": v.tolist(), "mean": float(v.mean()), "std": float(v.std(ddof=1))}
         out = {"step": step, "repeats": repeats, "num_samples": self.session.c.eval.num_samples,
                "seeds": [FINAL_SEED + k for k in range(repeats)], "metrics": per_metric}
-        writers.save_eval_json(self.out / f"noise_{step:07d}.json", out)
+        with self._writing():
+            writers.save_eval_json(self.out / f"noise_{step:07d}.json", out)
         log.info("sampling noise at step %d over %d sets: %s", step, repeats,
                  ", ".join(f"{k} {m['mean']:.4g} +- {m['std']:.2g}" for k, m in per_metric.items()))
         return out
@@ -123,8 +138,16 @@ class Evaluator:
                                             save_dir=save_dir if images else None)
         metrics["generate_seconds"] = round(t_gen, 2)
         for name, img in (pictures.items() if images else ()):
-            writers.save_png(self.out / f"{name}{suffix}_{step:07d}.png", img)
+            with self._writing():
+                writers.save_png(self.out / f"{name}{suffix}_{step:07d}.png", img)
         return {f"{tag}_{k}" if tag else k: v for k, v in metrics.items()}
+
+    def _writing(self):
+        """Every write of the evaluation: a refusal is one line (OutputError) naming the folder and the cause, and
+        all processes stop together."""
+        from amd_jax import outputs
+
+        return outputs.guarded(self.out, "the evaluation")
 
     def write_table(self):
         from amd_jax import writers
@@ -143,7 +166,7 @@ def main(argv):
 
     setup_logging()
     distributed.initialize_from_flags(flags.FLAGS)
-    from amd_jax.errors import CheckpointError, ConfigError, NonFiniteError
+    from amd_jax.errors import CheckpointError, ConfigError, NonFiniteError, OutputError
 
     config = _CONFIG.value
     if _REPEATS.value < 1 or (_REPEATS.value > 1 and _WATCH.value):
@@ -154,15 +177,19 @@ def main(argv):
     try:
         workdir = cli.prepare(config, _WORKDIR.value)
         distributed.check_consistent(config.to_json_best_effort())
-        ev = Evaluator(config, workdir)
+        ev = Evaluator(config, workdir, paths.absolute(_OUT.value) if _OUT.value else None)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
     except CheckpointError as e:
         sys.exit(f"Checkpoint error: {e}")
+    except OutputError as e:  # DIR/eval (or --out) cannot be written
+        sys.exit(f"Write error: {e}")
     try:
         _evaluate_steps(ev, config)
     except NonFiniteError as e:
         sys.exit(f"Evaluation failed: {e}")
+    except OutputError as e:
+        sys.exit(f"Write error: {e}")
     except CheckpointError as e:  # the requested step is damaged
         sys.exit(f"Checkpoint error: {e}")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from amd_jax import writers
+from amd_jax import outputs, writers
 from amd_jax.config.checks import EVALUATOR_DEFAULTS as _DEFAULTS
 
 log = logging.getLogger("amd_jax")
@@ -61,20 +61,25 @@ def registry(c) -> dict[str, Evaluator]:
 
 def run(ev: Evaluator, session, gen, state, writer, step: int, final: bool = False) -> dict:
     """One evaluation of `ev` at `step`: the periodic kind, or with `final` the at-end kind (results file too).
-    Returns the results as written: {metric or ema_<metric>: value, step, method, seed}."""
+    Returns the results as written: {metric or ema_<metric>: value, step, method, seed}. Every write is guarded
+    (amd_jax/outputs.py): a folder that refuses one raises OutputError naming it and the cause."""
     results = {}
-    for tag, metrics, images in _evaluate_students(session, gen, state, ev.num_samples, ev.seed, step):
+    with outputs.writing(session.workdir, "a first-use cache of the evaluation", only_write_errors=True):
+        evaluated = _evaluate_students(session, gen, state, ev.num_samples, ev.seed, step)
+    for tag, metrics, images in evaluated:
         pre = f"{tag}/" if tag else ""
         writer.write_scalars(step, {f"{pre}{ev.scalars}/{k}": v for k, v in metrics.items() if writers.is_number(v)})
         img_pre = f"{pre}{ev.scalars}/{ev.images}" if final else f"{pre}{ev.images}"
         writer.write_images(step, {f"{img_pre}{k}": v for k, v in images.items()})
         suffix = "final" if final else f"{step:07d}"
         for name, img in images.items():
-            writers.save_png(session.workdir / "samples" / f"{ev.images}{_tagged(name, tag)}_{suffix}.png", img)
+            with outputs.writing(session.workdir / "samples", "the samples"):
+                writers.save_png(session.workdir / "samples" / f"{ev.images}{_tagged(name, tag)}_{suffix}.png", img)
         results.update({_tagged_key(k, tag): v for k, v in metrics.items()})
     results.update(step=step, method=session.c.method, seed=session.c.seed)
     if final:
-        writers.save_eval_json(session.workdir / ev.json, results)
+        with outputs.writing(session.workdir, ev.json):
+            writers.save_eval_json(session.workdir / ev.json, results)
         log.info("%s: %s", "eval" if ev.name == "final" else f"eval {ev.name}", writers.fmt(results))
     return results
 

@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from amd_jax import evaluators, writers
-from amd_jax.errors import NonFiniteError
+from amd_jax import evaluators, outputs, writers
+from amd_jax.errors import CheckpointError, NonFiniteError, OutputError, WorkdirBusyError
 from amd_jax.session import Session
 
 log = logging.getLogger("amd_jax")
@@ -52,41 +52,86 @@ class Preempted:
 
 
 class NonFiniteGuard:
-    """Stops a run whose updates keep being skipped for a NaN/inf loss or gradient (steps.py skips them).
+    """Stops a run whose updates keep being skipped for a NaN/inf loss or gradient (steps.py skips them), and fails a
+    run that ends with too many of them.
 
     `observe` reads the previous iteration's skip flags while the current one runs on the device (a one-step lag:
     no host synchronisation bubble) and raises NonFiniteError after `limit` consecutive iterations with a skipped
-    update. The state never holds a skipped update, so every checkpoint written stays finite."""
+    update. The state never holds a skipped update, so every checkpoint written stays finite.
+    It also counts, over the whole run (`counts`: those of the checkpoint resumed from, its meta's "updates"), the
+    iterations and those with a skipped update; `final_check` refuses the result of a run where more than
+    train.max_skipped_fraction of them were skipped. The flags are the step's replicated metrics: the counts and
+    the decision are the same on every process."""
 
-    def __init__(self, limit: int, config):
+    def __init__(self, limit: int, config, counts: dict | None = None):
         self.limit, self.c = limit, config
         self.pending, self.consecutive, self.total = None, 0, 0
+        self.iterations = int((counts or {}).get("iterations", 0))
+        self.skipped_iterations = int((counts or {}).get("skipped_iterations", 0))
+        self.last_step = None
 
     def observe(self, step: int, metrics: dict):
         previous, self.pending = self.pending, (step, [metrics[k] for k in ("skipped_generator", "skipped_critic")
                                                        if k in metrics])
         if previous is not None:
             self._count(*previous)
+        self._check()
 
     def flush(self):
+        self.settle()
+        self._check()
+
+    def settle(self):
+        """Count the pending iteration now (it has run: e.g. before a checkpoint records the counts); a stop it
+        makes due is raised at the next `observe` or `flush`, as without it."""
         if self.pending is not None:
             self._count(*self.pending)
             self.pending = None
 
+    def counts(self) -> dict:
+        """What a checkpoint's meta records ("updates"), after `settle`."""
+        return {"iterations": self.iterations, "skipped_iterations": self.skipped_iterations}
+
     def _count(self, step: int, flags):
         skipped = int(sum(float(f) for f in flags))
         self.total += skipped
+        self.iterations += 1
+        self.skipped_iterations += bool(skipped)
         self.consecutive = self.consecutive + 1 if skipped else 0
+        self.last_step = step
+
+    def _check(self):
         if self.consecutive >= self.limit:
-            o = self.c.optim
             raise NonFiniteError(
-                f"{self.consecutive} consecutive iterations (up to step {step}) had a NaN/inf loss or gradient; their "
-                f"updates were skipped and the run stops (train.max_nonfinite={self.limit}). The checkpoints hold "
-                f"the last finite state. Likely knobs: optim.student_lr={o.student_lr}, optim.critic_lr="
-                f"{o.critic_lr}, optim.grad_clip={o.grad_clip}, optim.warmup_steps={o.warmup_steps}, "
-                f"dmd.guidance_scale={self.c.dmd.guidance_scale}; lower the learning rates and resume with "
-                "--config.resume.allow_changes=\"('optim',)\" (a resume refuses changed training knobs without it), "
-                "or start a new --workdir.")
+                f"{self.consecutive} consecutive iterations (up to step {self.last_step}) had a NaN/inf loss or "
+                f"gradient; their updates were skipped and the run stops (train.max_nonfinite={self.limit}). The "
+                f"checkpoints hold the last finite state. {self._knobs()}")
+
+    def _knobs(self) -> str:
+        o = self.c.optim
+        return (f"Likely knobs: optim.student_lr={o.student_lr}, optim.critic_lr={o.critic_lr}, optim.grad_clip="
+                f"{o.grad_clip}, optim.warmup_steps={o.warmup_steps}, dmd.guidance_scale={self.c.dmd.guidance_scale};"
+                " lower the learning rates and resume with --config.resume.allow_changes=\"('optim',)\" (a resume "
+                "refuses changed training knobs without it), or start a new --workdir.")
+
+    def final_check(self):
+        """At the end of the run (before the final evaluation): log the fraction of iterations with a skipped update;
+        NonFiniteError when it is above train.max_skipped_fraction (the run is not a result: no eval.json)."""
+        self.flush()
+        n, k = self.iterations, self.skipped_iterations
+        limit = self.c.train.max_skipped_fraction
+        if not k:
+            return
+        fraction = k / max(n, 1)
+        text = (f"{k} of {n} iterations ({100 * fraction:.1f}%) skipped their update for a NaN/inf loss or "
+                "gradient")
+        if fraction <= limit:
+            log.warning("%s (train.max_skipped_fraction=%s).", text, limit)
+            return
+        raise NonFiniteError(
+            f"{text}, more than train.max_skipped_fraction={limit}: the student did not train as configured, so "
+            f"the run is not a result and no eval.json was written. The checkpoints hold the last finite state. "
+            f"{self._knobs()}")
 
 
 class Prefetcher:
@@ -136,13 +181,27 @@ class ProfilerWindow:
             log.info("profile of steps %s..%s written to %s", self.first, self.last, self.logdir)
 
 
-def train(session: Session, stop_after: int | None = None):
-    """Train from the newest checkpoint (or from scratch) to total_steps, or to `stop_after`; returns the state."""
-    c = session.c
-    writer = writers.SummaryWriter(str(session.workdir / "tensorboard"), jsonl=str(session.workdir / "metrics.jsonl"))
-    if session.resume_step is None:
-        writer.write_hparams(c.to_dict())
-    frozen = session.frozen()
+def train(session: Session, stop_after: int | None = None, lock=None):
+    """Train from the newest checkpoint (or from scratch) to total_steps, or to `stop_after`; returns the state.
+
+    `lock`: the workdir's lock (amd_jax/workdir_lock.py, taken by train.py), checked before every checkpoint.
+    Writes outside checkpoints/ are guarded (amd_jax/outputs.py): the folders are probed first, and a write that
+    fails mid-run ends the run with OutputError after the current state is saved as a checkpoint."""
+    c, workdir = session.c, session.workdir
+    with outputs.together():  # before the teacher is trained or anything compiled
+        if jax.process_index() == 0:
+            outputs.probe(outputs.run_folders(c, workdir), append=(workdir / "metrics.jsonl",))
+        writer = writers.SummaryWriter(str(workdir / "tensorboard"), jsonl=str(workdir / "metrics.jsonl"))
+        if session.resume_step is None:
+            writer.write_hparams(c.to_dict())
+    teacher_dir = c.teacher.dir if "teacher" in c and c.teacher.dir else workdir
+    stage = outputs.writing(teacher_dir, "the teacher or a first-use cache", only_write_errors=True)
+    try:
+        with outputs.together(), stage:  # the teacher (and reward) may be trained and saved here
+            frozen = session.frozen()
+    except OutputError as e:
+        _close_quietly(writer)
+        raise OutputError(f"{e}. Nothing was trained; make it writable (or free space there) and run again.") from e
     state = session.initial_state(frozen)
     start = int(jax.device_get(state.step))
     batch0 = session.batch(start)
@@ -156,12 +215,17 @@ def train(session: Session, stop_after: int | None = None):
 
     preempted = Preempted()
     preempted.install()
-    guard = NonFiniteGuard(c.train.max_nonfinite, c)
+    guard = NonFiniteGuard(c.train.max_nonfinite, c, session.resume_meta.get("updates"))
     batches = Prefetcher(session, start, batch0, c.total_steps)
-    profiler = ProfilerWindow(c.train.get("profile_steps", ()), session.workdir / "profile")
+    profiler = ProfilerWindow(c.train.get("profile_steps", ()), workdir / "profile")
     progress, window, t_window = writers.Progress(start, c.total_steps), [], time.time()
-    meta = lambda s: {"data_position": s, "config": c.to_dict(), "mesh": dict(session.mesh.shape)}
-    step = start
+
+    def meta(s):
+        guard.settle()  # the checkpoint records the skipped updates up to its step
+        return {"data_position": s, "config": c.to_dict(), "mesh": dict(session.mesh.shape),
+                "updates": guard.counts()}
+
+    step, saved = start, start
     try:
         while step < c.total_steps:
             profiler.at(step)
@@ -181,16 +245,23 @@ def train(session: Session, stop_after: int | None = None):
                 dt = (time.time() - t_window) / len(window)
                 scalars.update(step_time_s=dt, tflops_per_device=iter_flops / dt / 1e12,  # cost analysis: per device
                                nonfinite_skipped=guard.total)
-                writer.write_scalars(step, scalars)
+                with outputs.together():
+                    writer.write_scalars(step, scalars)
                 log.info("step %d/%d %s | %s", step, c.total_steps, writers.fmt(scalars), progress.line(step))
                 window, t_window = [], time.time()
-            for ev in registry.values():
-                if ev.due(step):
-                    evaluators.run(ev, session, gen, state, writer, step)
+            due = [ev for ev in registry.values() if ev.due(step)]
+            if due:
+                with outputs.together():
+                    for ev in due:
+                        evaluators.run(ev, session, gen, state, writer, step)
             stop = preempted.reached(step)
             if step % c.checkpoint.every == 0 or step == c.total_steps or stop:
+                with outputs.together(WorkdirBusyError):
+                    if lock is not None:
+                        lock.check()  # another run took the workdir over: it writes, this one stops
                 t0 = time.time()
                 session.ckpt.save(step, state, meta(step), force=True)
+                saved = step
                 log.info("checkpoint %d: save started in %.2f s (async=%s)", step, time.time() - t0,
                          c.checkpoint.async_save)
             if stop:
@@ -199,24 +270,68 @@ def train(session: Session, stop_after: int | None = None):
             if stop_after is not None and step >= stop_after:
                 break
         guard.flush()
-    except NonFiniteError:
+    except (NonFiniteError, WorkdirBusyError):
         session.ckpt.close()  # the saves already started finish writing; no new one is made
-        writer.close()
+        _close_quietly(writer)
         raise
+    except OutputError as e:  # a write outside checkpoints/ failed: keep the trained steps, then stop
+        _close_quietly(writer)
+        raise OutputError(f"{e}. {_save_after_failure(session, state, step, saved, meta)}") from e
     finally:
         profiler.stop()
         batches.close()
     t0 = time.time()
     session.ckpt.wait()
     log.info("checkpoints finished writing (waited %.2f s)", time.time() - t0)
-    if step == c.total_steps:
-        for ev in registry.values():
-            if ev.at_end:
-                evaluators.run(ev, session, gen, state, writer, step, final=True)
-    writer.flush()
-    writer.close()
+    try:
+        if step == c.total_steps:
+            try:
+                guard.final_check()  # a run whose updates were mostly skipped is not a result
+            except NonFiniteError:
+                session.ckpt.close()
+                _close_quietly(writer)
+                raise
+            with outputs.together():
+                for ev in registry.values():
+                    if ev.at_end:
+                        evaluators.run(ev, session, gen, state, writer, step, final=True)
+        with outputs.together():
+            writer.flush()
+            writer.close()
+    except OutputError as e:
+        _close_quietly(writer)
+        session.ckpt.close()
+        raise OutputError(f"{e}. Checkpoint {step} is saved: run the same command again once it is fixed (the "
+                          "evaluation runs again; nothing is retrained).") from e
     session.ckpt.close()
     return state
+
+
+def _save_after_failure(session: Session, state, step: int, saved: int, meta) -> str:
+    """Save `state` at `step` unless that step is saved already; the sentence that says what is on disk."""
+    if step == saved:
+        try:
+            session.ckpt.close()
+        except CheckpointError as e:
+            return f"The checkpoint of step {step} did not finish writing either: {e}"
+        return (f"Checkpoint {step} is saved: fix the folder and run the same command again; training resumes "
+                f"from step {step}.")
+    try:
+        session.ckpt.save(step, state, meta(step), force=True)
+        session.ckpt.close()
+    except CheckpointError as e:
+        return f"Saving checkpoint {step} failed too: {e}"
+    log.warning("Saved checkpoint %d after the failed write.", step)
+    return (f"Saved checkpoint {step} first: fix the folder and run the same command again; training resumes from "
+            f"step {step}.")
+
+
+def _close_quietly(writer):
+    """Close the TensorBoard writer after a failure (its own error, if any, is the one already reported)."""
+    try:
+        writer.close()
+    except (OutputError, OSError):
+        pass
 
 
 def _mean_metrics(window: list[dict]) -> dict[str, float]:

@@ -21,9 +21,9 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from amd_jax import checkpoint as ckpt_lib
-from amd_jax import tasks, writers
+from amd_jax import inputs, tasks, writers
 from amd_jax.conditioning import MeshCondition
-from amd_jax.config import check_resume, validate
+from amd_jax.config import check_experiment, check_resume, validate
 from amd_jax.errors import ConfigError
 from amd_jax.method import sample
 from amd_jax.parallel import mesh as mesh_lib
@@ -70,12 +70,15 @@ class Session:
         keys is not a resume, so check_resume does not apply; shapes must still match.
         `abstract=True` (the TPU plan, amd_jax/plan): the task reads no file (weights, data) and there is no
         checkpointer (`workdir` may be None); only the abstract_* methods, `compile` and `sample_fn` are usable.
-        `devices` may then be devices of another platform (a TPU topology's, compiled for on this host)."""
+        `devices` may then be devices of another platform (a TPU topology's, compiled for on this host), or a device
+        count: an AbstractMesh of that size, which traces but cannot compile (the plan's --nocompile, no libtpu)."""
         config = config.copy_and_resolve_references()  # the caller's config is never changed
         self.c, self.workdir = config, None if workdir is None else epath.Path(workdir)
-        devices = jax.devices() if devices is None else list(devices)
+        devices = jax.devices() if devices is None else devices if isinstance(devices, int) else list(devices)
+        if not abstract and workdir is not None:  # another experiment's checkpoints: refused before any task check
+            check_experiment(ckpt_lib.newest_config(str(self.workdir)), config.to_dict(), self.workdir)
         # every check, the task's own too, once and before anything expensive
-        validate(config, len(devices), jax.process_count(), abstract)
+        validate(config, devices if isinstance(devices, int) else len(devices), jax.process_count(), abstract)
         if "teacher" in config and not config.teacher.dir and workdir is not None:
             config.teacher.dir = str(self.workdir / "teacher")
         self.mesh = mesh_lib.make_mesh(config.mesh.axes, config.mesh.shape, devices)
@@ -96,14 +99,19 @@ class Session:
         self.steps.param_shardings = {"student": self.state_sh.student, "critic": self.state_sh.critic}
         self.teacher_sh = tree_shardings(teacher_abs, self.mesh, rules, min_size)
         self.ckpt, self.resume_step = None, None
+        self.resume_meta = {}  # the meta of the checkpoint initial_state restored (its "updates" counts, ...)
+        self.training, self.resume_inputs = training, None  # the resumed checkpoint's input digests (amd_jax/inputs)
         if abstract:
             return
-        self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save)
+        # the offline evaluation only reads checkpoints/: no write probe, nothing created (a read-only run evaluates)
+        self.ckpt = ckpt_lib.Checkpointer(str(self.workdir), config.checkpoint.keep, config.checkpoint.async_save,
+                                          read_only=not training)
         # checked before compiling; initial_state restores it or, if its data is damaged, an older step (checked too)
         self.resume_step = self.ckpt.latest_compatible(self.abstract_state, config.to_dict())
         if self.resume_step is not None and training:
             meta = self.ckpt.restore_meta(self.resume_step)
             check_resume(meta.get("config", {}), config.to_dict(), self.resume_step)
+            self.resume_inputs = meta.get("inputs")
 
     @property
     def ema(self) -> bool:
@@ -122,6 +130,8 @@ class Session:
             rsh = tree_shardings(frozen["reward"], self.mesh, tuple(self.c.sharding.rules),
                                  self.c.sharding.fsdp_min_size)
             frozen["reward"] = jax.device_put(frozen["reward"], rsh)
+        if teacher and self.training and self.ckpt is not None:  # by content: a resume cannot switch them silently
+            self.ckpt.inputs = inputs.record(self.c, frozen, self.resume_inputs, self.resume_step)
         return frozen
 
     def initial_state(self, frozen):
@@ -130,6 +140,7 @@ class Session:
         found = self.ckpt.restore_latest(self.abstract_state, self.state_sh, self.c.to_dict())
         if found is not None:
             self.resume_step, state, meta = found
+            self.resume_meta = meta
             log.info("Resumed from step %d (data position %s, saved on mesh %s) in %.2f s", self.resume_step,
                      meta.get("data_position"), meta.get("mesh"), time.time() - t0)
             return state

@@ -19,7 +19,6 @@ when the interval excludes 0 (amd_jax/sweep_analysis.py). Runs whose curves hold
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -132,8 +131,12 @@ def main(argv):
         table += f"\namd_s0 (s = 0, lambda = 0) identical to dmd2 (every eval.json value): {same}\n"
     figures = [plot_curves(root, [n for n, _ in variants], F.seeds),
                sample_grids(root, [n for n, _ in variants], F.seeds[0])]
+    from amd_jax.writers import json_text
+
+    # valid JSON: a NaN (e.g. the spread of a single seed) is written as null with a note (writers.json_text)
+    text = json_text({"summary": summary, "baseline": F.baseline, "paired": diffs, "runs": results}, indent=2)
     with open(os.path.join(root, "results.json"), "w") as f:
-        json.dump({"summary": summary, "baseline": F.baseline, "paired": diffs, "runs": results}, f, indent=2)
+        f.write(text)
     with open(os.path.join(root, "results.md"), "w") as f:
         f.write(table)
     print(table)

@@ -15,7 +15,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
-from amd_jax import caches
+from amd_jax import caches, outputs
 
 log = logging.getLogger("amd_jax")
 
@@ -27,6 +27,7 @@ def setup_logging():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     for noisy in ("absl", "jax", "orbax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    outputs.quiet_storage_noise()  # a full or read-only folder: amd_jax's one line, not Orbax's tracebacks
     try:
         from absl import logging as absl_logging
 
@@ -47,31 +48,39 @@ class SummaryWriter:
 
     `jsonl`: also append every write_scalars call as one JSON line {"step": ..., name: value, ...} to that file,
     the plain-text copy that sweep.py reads for its training curves (no TensorBoard reader needed).
+    Every write is guarded (amd_jax/outputs.py): a folder that refuses it raises OutputError naming the folder and
+    the cause (TensorBoard writes in a background thread: its failure surfaces at the next write, flush or close).
     """
 
     def __init__(self, logdir: str, enabled: bool | None = None, jsonl: str | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self._jsonl = epath.Path(jsonl) if jsonl else None
+        self.logdir = str(logdir)
         if not self.enabled:
             return
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
-        epath.Path(logdir).mkdir(parents=True, exist_ok=True)
-        self._writer = EventFileWriter(str(logdir))
+        with self._tensorboard():
+            epath.Path(logdir).mkdir(parents=True, exist_ok=True)
+            self._writer = EventFileWriter(str(logdir))
+
+    def _tensorboard(self):
+        return outputs.writing(self.logdir, "TensorBoard events")
 
     def _add(self, step: int, values):
         summary = self._summary_pb2.Summary(value=values)
-        self._writer.add_event(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+        with self._tensorboard():
+            self._writer.add_event(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
     def write_scalars(self, step: int, scalars: dict[str, float]):
         if self.enabled:
             S = self._summary_pb2.Summary
             self._add(step, [S.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()])
             if self._jsonl is not None:
-                with self._jsonl.open("a") as f:
-                    f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
+                with outputs.writing(self._jsonl.parent, self._jsonl.name), self._jsonl.open("a") as f:
+                    f.write(json_text({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
 
     def write_images(self, step: int, images: dict[str, np.ndarray]):
         if self.enabled:
@@ -97,11 +106,13 @@ class SummaryWriter:
 
     def flush(self):
         if self.enabled:
-            self._writer.flush()
+            with self._tensorboard():
+                self._writer.flush()
 
     def close(self):
         if self.enabled:
-            self._writer.close()
+            with self._tensorboard():
+                self._writer.close()
 
 
 def save_png(path, image: np.ndarray):
@@ -110,10 +121,39 @@ def save_png(path, image: np.ndarray):
         caches.atomic_write_bytes(path, png_bytes(image))
 
 
+NONFINITE = "nonfinite"  # the note `json_text` adds: {key: "nan" | "inf" | "-inf"} for each value written as null
+
+
+def json_text(obj, **kwargs) -> str:
+    """`obj` as valid JSON (json.dumps' `kwargs`): a NaN or an infinity, which json.dumps would write as a bare
+    NaN / Infinity that strict JSON readers refuse, is written as null, and a dict gets the note
+    {"nonfinite": {dotted key: "nan" | "inf" | "-inf"}} naming each (`read_jsonl` turns them back into floats).
+    ValueError for a non-finite value in anything but a dict (there is no room for the note)."""
+    notes = {}
+
+    def encode(x, key):
+        if isinstance(x, dict):
+            return {k: encode(v, f"{key}.{k}" if key else str(k)) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [encode(v, f"{key}[{i}]") for i, v in enumerate(x)]
+        if isinstance(x, (float, np.floating)) and not np.isfinite(x):
+            notes[key] = str(float(x))  # 'nan', 'inf', '-inf'
+            return None
+        return x
+
+    out = encode(obj, "")
+    if notes:
+        if not isinstance(out, dict):
+            raise ValueError(f"non-finite values at {sorted(notes)} cannot be written as JSON")
+        out = {**out, NONFINITE: notes}
+    return json.dumps(out, allow_nan=False, **kwargs)
+
+
 def save_json(path, obj):
-    """Process 0 writes `obj` as indented JSON, atomically (an eval.json is never half-written)."""
+    """Process 0 writes `obj` as indented JSON, atomically (an eval.json is never half-written); a NaN or an
+    infinity is written as null with a note naming it (`json_text`), never as bare NaN."""
     if jax.process_index() == 0:
-        caches.atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+        caches.atomic_write_bytes(path, json_text(obj, indent=2, sort_keys=True).encode())
 
 
 def save_eval_json(path, metrics: dict):
@@ -152,6 +192,8 @@ def read_jsonl(path) -> list[dict]:
     for line in p.read_text().splitlines():
         if line.strip():
             row = json.loads(line)
+            for key, value in row.pop(NONFINITE, {}).items():  # json_text wrote these as null
+                row[key] = float(value)
             by_step.setdefault(row["step"], {}).update(row)
     return [by_step[s] for s in sorted(by_step)]
 

@@ -1,7 +1,9 @@
 """TPU slice types -> (GKE accelerator, hosts, chips per host, topology, TPU VM runtime).
 
 Cloud TPU names: v4-N and v5p-N count TensorCores (2 per chip), v5litepod-N counts chips (v5e-N is an alias).
-Sources: cloud.google.com/tpu/docs/v4, /v5p, /v5e and GKE "Plan TPUs". Usage: python launch/slices.py v5p-64
+Sources: cloud.google.com/tpu/docs/v4, /v5p, /v5e and GKE "Plan TPUs".
+
+Usage: python launch/slices.py SLICE (e.g. v5p-64)
 """
 
 import sys
@@ -36,9 +38,19 @@ def lookup(name: str) -> dict:
                 topology=topology, chips=hosts * chips, runtime=_RUNTIME[family])
 
 
-if __name__ == "__main__":
+def main(argv) -> int:
+    if len(argv) != 2 or argv[1] in ("-h", "--help"):
+        print(__doc__.rstrip() + "\nPrints: slice, GKE accelerator, hosts, chips per host, topology, TPU VM runtime.",
+              file=sys.stdout if len(argv) == 2 else sys.stderr)
+        return 0 if len(argv) == 2 else 2
     try:
-        s = lookup(sys.argv[1])
-    except (UnknownSliceError, IndexError) as e:
-        sys.exit(f"error: {e}")
+        s = lookup(argv[1])
+    except UnknownSliceError as e:
+        print(f"slices.py: error: {e}", file=sys.stderr)
+        return 2
     print(s["slice"], s["gke_accelerator"], s["hosts"], s["chips_per_host"], s["topology"], s["runtime"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,7 +1,11 @@
 """XManager launcher: build the image with XManager, run it on a multi-host TPU slice of a GKE cluster.
 
   python launch/xm_launch.py --slice=v5p-64 --image=REGISTRY/amd-jax:TAG --config=configs/X.py \\
-      --workdir=gs://B/D [--name=amd-jax] [--spot] [--dry_run] -- [--config.key=value ...]
+      --workdir=gs://B/D [--name=amd-jax] [--spot] [--no_check] [--dry_run] -- [--config.key=value ...]
+
+First the config is loaded and validated on this machine with the slice's device and host counts
+(launch/preflight.py: every check that needs no TPU, the task's required inputs included; gs:// paths are not
+checked for existence; --no_check skips it). Errors are one line, exit code 2.
 
 --dry_run prints the job spec (executable, args, TPU type/topology) as JSON without importing xmanager.
 Otherwise (pip install xmanager; docker + kubectl configured): XManager packages launch/Dockerfile and pushes
@@ -16,10 +20,11 @@ import os
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jobset_manifest  # noqa: E402
+import preflight  # noqa: E402
 import slices  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +36,9 @@ _NAME = flags.DEFINE_string("name", "amd-jax", "Experiment and JobSet name.")
 _MODULE = flags.DEFINE_enum("module", "amd_jax.train", ["amd_jax.train", "amd_jax.evaluate"], "Entry point.")
 _SPOT = flags.DEFINE_bool("spot", False, "Schedule on Spot TPU nodes.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the job spec and exit; xmanager is not imported.")
+flags.DEFINE_alias("dry-run", "dry_run")  # the spelling of launch/tpu_vm.sh
+_NO_CHECK = flags.DEFINE_bool("no_check", False, "Skip the local config check (launch/preflight.py).")
+flags.DEFINE_alias("no-check", "no_check")
 for _f in ("slice", "image", "config", "workdir"):
     flags.mark_flag_as_required(_f)
 
@@ -64,7 +72,9 @@ def main(argv):
         spec = job_spec(_SLICE.value, _IMAGE.value, _CONFIG.value, _WORKDIR.value, overrides, _NAME.value,
                         _MODULE.value, _SPOT.value)
     except ValueError as e:
-        raise app.UsageError(str(e))
+        preflight.fail(e)
+    if not _NO_CHECK.value:
+        preflight.check_or_fail(_CONFIG.value, _SLICE.value, overrides)
     if _DRY_RUN.value:
         print(json.dumps(spec, indent=2))
         return
@@ -72,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    preflight.run_absl(main)

@@ -22,10 +22,10 @@ import jax
 import numpy as np
 import pytest
 
-from amd_jax import caches, tasks, writers
+from amd_jax import caches, checkpoint, tasks, writers
 from amd_jax.tasks import teacher
 from amd_jax.data import mnist as data_lib
-from amd_jax.errors import ConfigError, DamagedFileError
+from amd_jax.errors import ConfigError, DamagedFileError, NonFiniteError
 from amd_jax.metrics import fid
 from amd_jax.metrics.mnist import Evaluator
 from amd_jax.tasks.digits import models as mnist_models
@@ -196,6 +196,94 @@ def test_teacher_of_another_model_is_refused_and_kept(toy_teacher, tmp_path):
     assert sorted(os.listdir(tmp_path / "copy")) == ["eval.json", "params"]
 
 
+# ------------------------------------------------------------- the teacher's checksums (issue 25: a verified teacher)
+
+
+def _flip_teacher_byte(params_dir):
+    """One bit flipped in the middle of the teacher's largest data file: same size, still decodes (no CRC catches
+    it), different values."""
+    files = [os.path.join(root, f) for root, _, names in os.walk(params_dir / "ocdbt.process_0" / "d") for f in names]
+    big = max(files, key=os.path.getsize)
+    data = bytearray(open(big, "rb").read())
+    data[len(data) // 2] ^= 0x10
+    open(big, "wb").write(bytes(data))
+
+
+def test_teacher_with_a_flipped_byte_is_set_aside_and_retrained(toy_teacher, tmp_path, caplog):
+    config, task, params, _ = toy_teacher
+    config = config.copy_and_resolve_references()
+    config.teacher.dir = str(copy(config_dir(toy_teacher), tmp_path))
+    _flip_teacher_byte(tmp_path / "copy" / "params")
+    got = teacher.load_or_train(config, task.models, task.data)
+    assert_moved_aside(caplog, tmp_path / "copy" / "params")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "checksum mismatch" in warned[0] and "\n" not in warned[0], warned
+    tree_equal(got, params)
+
+
+def test_user_provided_teacher_with_a_flipped_byte_is_refused_and_kept(toy_teacher, tmp_path):
+    config, task, _, _ = toy_teacher
+    config = config.copy_and_resolve_references()
+    config.teacher.dir = str(copy(config_dir(toy_teacher), tmp_path))
+    config.teacher.train_if_missing = False
+    _flip_teacher_byte(tmp_path / "copy" / "params")
+    with pytest.raises(DamagedFileError, match=f"{tmp_path / 'copy' / 'params'} cannot be restored .*checksum mismatch"):
+        teacher.load_or_train(config, task.models, task.data)
+    assert sorted(os.listdir(tmp_path / "copy")) == ["eval.json", "params"]
+
+
+def test_non_finite_teacher_is_not_saved_and_names_teacher_lr(toy_teacher, tmp_path):
+    config, task, _, _ = toy_teacher
+    config = config.copy_and_resolve_references()
+    config.teacher.dir = str(tmp_path / "teacher")
+    config.teacher.lr = 1e30  # validate refuses it; load_or_train is called directly here
+    with pytest.raises(NonFiniteError, match=r"non-finite parameters .*nothing was written in .*teacher\. .*teacher\.lr"):
+        teacher.load_or_train(config, task.models, task.data)
+    assert not os.path.exists(tmp_path / "teacher" / "params")
+
+
+def test_non_finite_teacher_saved_without_checksums_is_set_aside(toy_teacher, tmp_path, caplog):
+    """A NaN teacher written by the code before checksums (Orbax alone, no custom metadata) is not reloaded."""
+    import orbax.checkpoint as ocp
+
+    config, task, params, _ = toy_teacher
+    config = config.copy_and_resolve_references()
+    config.teacher.dir = str(tmp_path / "teacher")
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(tmp_path / "teacher" / "params", jax.tree_util.tree_map(lambda a: np.full_like(a, np.nan), params))
+    ckpt.wait_until_finished()
+    got = teacher.load_or_train(config, task.models, task.data)
+    assert_moved_aside(caplog, tmp_path / "teacher" / "params")
+    assert any("non-finite" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    tree_equal(got, params)
+
+
+def test_teacher_saved_without_checksums_loads_with_a_warning(toy_teacher, tmp_path, caplog):
+    import orbax.checkpoint as ocp
+
+    config, task, params, _ = toy_teacher
+    config = config.copy_and_resolve_references()
+    config.teacher.dir = str(tmp_path / "teacher")
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(tmp_path / "teacher" / "params", params)
+    ckpt.wait_until_finished()
+    tree_equal(teacher.load_or_train(config, task.models, task.data), params)
+    assert any("no checksums" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert not os.path.exists(tmp_path / "teacher" / "params.damaged")
+
+
+def test_teacher_report_of_another_teacher_is_rebuilt(toy_teacher, tmp_path, caplog):
+    config, _, _, report = toy_teacher
+    config = config.copy_and_resolve_references()
+    config.teacher.dir = str(copy(config_dir(toy_teacher), tmp_path))
+    stale = {**report, "teacher_digest": "0" * 16}
+    (tmp_path / "copy" / "eval.json").write_text(json.dumps(stale))
+    tasks.build(config).teacher()
+    assert_moved_aside(caplog, tmp_path / "copy" / "eval.json")
+    assert json.loads((tmp_path / "copy" / "eval.json").read_text()) == report
+    assert len(report["teacher_digest"]) == 16
+
+
 def _digest(params) -> str:
     return hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(params))).hexdigest()
 
@@ -263,8 +351,9 @@ def digits(tmp_path_factory):
     task = tasks.build(config)
     task.teacher()
     with np.load(root / "reward" / "softmax_regression.npz") as f:
-        reward = {k: f[k] for k in f.files}
-    return {"root": root, "config": config, "task": task, "reward": reward,
+        reward_file = {k: f[k] for k in f.files}  # w, b and their checksum record (__checksum__)
+    reward = {k: v for k, v in reward_file.items() if k != "__checksum__"}
+    return {"root": root, "config": config, "task": task, "reward": reward, "reward_file": reward_file,
             "classifier": (root / "classifier" / "classifier.msgpack").read_bytes(),
             "classifier_report": json.loads((root / "classifier" / "classifier.json").read_text()),
             "report": json.loads((root / "teacher" / "eval.json").read_text()),
@@ -302,7 +391,7 @@ def test_damaged_reward_cache_is_rebuilt(digits, tmp_path, caplog, damage):
     assert_moved_aside(caplog, path)
     tree_equal(params, digits["reward"])
     with np.load(path) as f:
-        tree_equal({k: f[k] for k in f.files}, digits["reward"])
+        tree_equal({k: f[k] for k in f.files}, digits["reward_file"])
     assert report["test_accuracy"] == digits["report"]["reward_model"]["test_accuracy"]
 
 
@@ -350,6 +439,55 @@ def test_damaged_classifier_cache_is_rebuilt(digits, tmp_path, caplog, name, dam
     assert {k: v for k, v in report.items() if k != "train_seconds"} == {
         k: v for k, v in ref.items() if k != "train_seconds"}
     assert ev.report["test_accuracy"] == ref["test_accuracy"]
+
+
+def _nan_w_with_its_checksums(path):  # a valid npz whose checksums match, but w is NaN: never written since
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files if k != "__checksum__"}
+    arrays["w"] = np.full_like(arrays["w"], np.nan)
+    sums, _ = checkpoint.digest(arrays, local=True)
+    np.savez(path, **arrays, __checksum__=np.asarray(json.dumps({"algorithm": checkpoint.CHECKSUM, "arrays": sums})))
+
+
+def _no_checksums(path):  # as the code before checksums wrote it
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files if k != "__checksum__"}
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("damage,why", [(_nan_w_with_its_checksums, "non-finite"), (_no_checksums, "no checksums")],
+                         ids=["nan", "no_checksums"])
+def test_reward_cache_must_be_finite_and_carry_checksums(digits, tmp_path, caplog, damage, why):
+    config, root = _digits_copy(digits, tmp_path)
+    path = root / "reward" / "softmax_regression.npz"
+    damage(path)
+    params, _ = mnist_models.load_reward(config, digits["task"].data, str(root / "reward"))
+    assert_moved_aside(caplog, path)
+    assert any(why in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    tree_equal(params, digits["reward"])
+
+
+def test_classifier_weights_with_a_flipped_byte_are_rebuilt(digits, tmp_path, caplog):
+    """msgpack has no CRC: before checksums a flipped byte in a float loaded silently."""
+    config, root = _digits_copy(digits, tmp_path)
+    path = root / "classifier" / "classifier.msgpack"
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0x10  # inside the last array's float data (the output bias)
+    path.write_bytes(bytes(data))
+    _evaluator(config, root)
+    assert_moved_aside(caplog, path)
+    assert any("checksum mismatch" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert path.read_bytes() == digits["classifier"]
+
+
+def test_non_finite_reward_is_never_written(digits, tmp_path, monkeypatch):
+    config, root = _digits_copy(digits, tmp_path)
+    (root / "reward" / "softmax_regression.npz").unlink()
+    monkeypatch.setattr(mnist_models, "train_softmax_regression",
+                        lambda x, y, k: {"w": np.full((x[0].size, k), np.nan, np.float32), "b": np.zeros(k, np.float32)})
+    with pytest.raises(NonFiniteError, match=r"softmax-regression reward.*non-finite.*nothing was written"):
+        mnist_models.load_reward(config, digits["task"].data, str(root / "reward"))
+    assert os.listdir(root / "reward") == []
 
 
 def test_damaged_digits_teacher_is_retrained_per_step(digits, tmp_path, caplog):

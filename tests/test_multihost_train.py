@@ -43,6 +43,8 @@ def test_two_processes_preempt_resume_match_one_process(tmp_path):
         assert run.wait(timeout=90) == [0, 0], run.out(0)[-3000:] + run.out(1)[-3000:]
     stops = [re.search(r"SIGTERM: saved step (\d+), exiting", run.out(i)) for i in (0, 1)]
     assert all(stops), run.out(0)[-2000:] + run.out(1)[-2000:]
+    assert "workdir lock" in run.out(0) and "workdir lock" not in run.out(1)  # process 0 alone takes the lock
+    assert not (two / ".lock").exists()  # released at the clean (SIGTERM) stop
     n = int(stops[0].group(1))
     assert int(stops[1].group(1)) == n and 4 < n < 400
     assert _steps(two)[-1] == n

@@ -6,9 +6,13 @@
 - NonFiniteGuard stops after `limit` consecutive skipped iterations, not before; a clean iteration resets it.
 - End to end (toy2d_tiny, --config.optim.student_lr=1e6): the run exits non-zero naming the knobs, writes no
   eval.json, and every checkpoint it wrote holds only finite values.
+- Skipped updates are counted over the whole run (checkpoint meta "updates"); a run that ends with more than
+  train.max_skipped_fraction of its iterations skipped (--config.optim.critic_lr=1e5: 10 of 12) exits 1 saying
+  the fraction, with no eval.json; the knob is validated in [0, 1].
 """
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -134,3 +138,47 @@ def test_diverging_run_stops_with_finite_checkpoints(tmp_path):
     for step in steps:
         state, _ = Checkpointer(str(workdir)).restore(step, session.abstract_state, session.state_sh)
         assert all(np.all(np.isfinite(a)) for a in _leaves(state) if np.issubdtype(a.dtype, np.floating))
+
+
+# ------------------------------------------------------------------------------------------- skipped updates
+def test_guard_counts_skipped_iterations_over_the_whole_run():
+    config = tiny_toy2d_config()
+    guard = NonFiniteGuard(20, config, counts={"iterations": 8, "skipped_iterations": 0})  # resumed at step 8
+    for step, (g, c) in enumerate([(0, 1), (1, 1), (0, 0), (0, 1)], 9):
+        guard.observe(step, {"skipped_generator": np.float32(g), "skipped_critic": np.float32(c)})
+    guard.settle()  # what a checkpoint's meta records: every iteration run so far
+    assert guard.counts() == {"iterations": 12, "skipped_iterations": 3} and guard.total == 4
+    with pytest.raises(NonFiniteError, match=r"3 of 12 iterations \(25\.0%\) skipped their update .*more than "
+                                             r"train\.max_skipped_fraction=0\.1: .*no eval\.json was written"):
+        guard.final_check()
+    config.train.max_skipped_fraction = 0.25
+    NonFiniteGuard(20, config, counts=guard.counts()).final_check()  # at the threshold: a warning only
+
+
+def test_max_skipped_fraction_is_validated():
+    from amd_jax.config import validate
+    from amd_jax.errors import ConfigError
+
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match=r"train\.max_skipped_fraction="):
+            validate(tiny_toy2d_config(**{"train.max_skipped_fraction": bad}), 1)
+    validate(tiny_toy2d_config(**{"train.max_skipped_fraction": 1.0}), 1)
+
+
+def test_mostly_skipped_run_fails_without_eval_json(tmp_path):
+    """--config.optim.critic_lr=1e5: the critic's updates overflow at 10 of the 12 iterations, never 20 in a row (the
+    consecutive stop); before, the run exited 0 with a normal eval.json."""
+    workdir = tmp_path / "run"
+    with Train(workdir, ["--config.optim.critic_lr=1e5", "--config.mesh.shape=(1,1)"]) as run:
+        code = run.wait(timeout=300)[0]
+    out = run.out()
+    assert code == 1 and re.search(r"Run stopped: 10 of 12 iterations \(83\.3%\) skipped their update for a NaN/inf "
+                                   r"loss or gradient, more than train\.max_skipped_fraction=0\.1: .*no eval\.json "
+                                   r".*optim\.critic_lr=100000\.0", out), out[-3000:]
+    assert not (workdir / "eval.json").exists() and "Traceback" not in out
+    meta = json.loads((workdir / "checkpoints" / "12" / "meta" / "metadata").read_text())
+    assert meta["updates"] == {"iterations": 12, "skipped_iterations": 10}  # counted across resumes
+    with Train(workdir, ["--config.optim.critic_lr=1e5", "--config.mesh.shape=(1,1)",
+                         "--config.train.max_skipped_fraction=1.0"], tag="accept") as run:  # accepted on purpose
+        assert run.wait(timeout=300) == [0], run.out()[-3000:]
+    assert "10 of 12 iterations (83.3%) skipped their update" in run.out() and (workdir / "eval.json").exists()

@@ -1,6 +1,7 @@
 """The TPU plan (amd_jax/plan): the HLO collective parser on handwritten HLO with known sizes; the sdxl task's
-abstract batch and frozen parameters against what its loaders and data really give (sdxl_tiny, no libtpu); and,
-where libtpu is installed (requirements-tpu.txt), the sdxl_tiny steps compiled for v5p:2x2x1 through the session,
+abstract batch and frozen parameters against what its loaders and data really give (sdxl_tiny, no libtpu); the
+traced-only plan (--nocompile) on an AbstractMesh in a process that cannot import libtpu; and, where libtpu is
+installed (requirements-tpu.txt), the sdxl_tiny steps compiled for v5p:2x2x1 through the session,
 their per-chip argument bytes checked against the sharded abstract state's bytes."""
 
 from __future__ import annotations
@@ -123,6 +124,86 @@ def test_traced_only_plan_reports_the_jaxpr_iteration():
     text = table.text(plan)
     assert "generator      (not compiled) jaxpr 0.000 TFLOP/chip = 10.00 student denoiser forwards" in text
     assert "iteration by the jaxpr:" in text and "needs the compiled" not in text
+
+
+# the traced-only plan in a process where `import libtpu` fails, whether or not it is installed in this venv
+_NO_LIBTPU = """
+import runpy, sys
+sys.modules["libtpu"] = None  # `import libtpu` raises ModuleNotFoundError, importlib.util.find_spec gives None
+try:
+    import libtpu  # noqa: F401
+    raise SystemExit("libtpu imported")
+except ImportError:
+    pass
+sys.argv = ["amd_jax.plan", *sys.argv[1:]]
+runpy.run_module("amd_jax.plan", run_name="__main__", alter_sys=True)
+"""
+
+
+def _plan_without_libtpu(*args, timeout=600):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", _NO_LIBTPU, *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=timeout)
+
+
+def test_traced_only_plan_runs_without_libtpu():
+    """--nocompile for sdxl_tiny on v5p:2x2x1 (4 chips; the config's mesh over 4 devices) in a process that cannot
+    import libtpu: the session is built on an AbstractMesh of the chip table's device count and every step's
+    jaxpr FLOPs are printed; without --nocompile the same process says in one line that compiling needs libtpu."""
+    r = _plan_without_libtpu(f"--config={TINY}", "--topology=v5p:2x2x1", "--nocompile", "--config.mesh.shape=(2,2)")
+    print(r.stdout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "sdxl (amd) on v5p:2x2x1: 4 x TPU v5p" in r.stdout and "mesh {'data': 2, 'fsdp': 2}" in r.stdout
+    for name in ("generator", "sample", "critic", "eval_sampler"):
+        line = next(l for l in r.stdout.splitlines() if l.startswith(name + " "))
+        assert "(not compiled) jaxpr" in line and "student denoiser forwards" in line, line
+        forwards = float(line.split("TFLOP/chip = ")[1].split()[0])
+        assert forwards > 1.0, line  # every step runs the student at least once, the generator several networks
+    assert "iteration by the jaxpr:" in r.stdout
+    assert "Flax classes are deprecated" not in r.stderr  # diffusers' per-instance warning is silenced
+
+    r = _plan_without_libtpu(f"--config={TINY}", "--topology=v5p:2x2x1", "--config.mesh.shape=(2,2)")
+    errors = [l for l in r.stderr.splitlines() if l.startswith("Plan error")]
+    assert r.returncode != 0 and len(errors) == 1 and "needs libtpu" in errors[0] and "--nocompile" in errors[0]
+
+
+def test_topology_device_counts_from_the_chip_table():
+    """The traced plan's device count per topology name: chips from the shape, v4 described per TensorCore (2
+    devices per chip, as libtpu does), v5p per chip (megacore); malformed names are refused with an example."""
+    from amd_jax.errors import ConfigError
+    from amd_jax.plan import chips
+
+    assert chips.topology_chips("v5p:2x4x4") == 32 and chips.topology_device_count("v5p:2x4x4") == 32
+    assert chips.topology_device_count("v5p:2x2x1") == 4
+    assert chips.topology_chips("v4:2x2x4") == 16 and chips.topology_device_count("v4:2x2x4") == 32
+    assert chips.topology_device_count("v5e:4x4") == 16 and chips.topology_device_count("V6E:2x2") == 4
+    share, per_chip = chips.device_share(chips.CHIPS["v4"])  # no libtpu device: the table's devices per chip
+    assert per_chip == 2 and share.hbm_gib == 16
+    assert chips.device_share(chips.CHIPS["v5p"]) == (chips.CHIPS["v5p"], 1)
+    for bad, match in (("v5p:2x2", "3 sizes"), ("v5e:2x2x1", "2 sizes"), ("v5p", "3 sizes"), ("v5p:2x0x1", "3 sizes"),
+                       ("v9:2x2", "unknown TPU generation")):
+        with pytest.raises(ConfigError, match=match):
+            chips.topology_device_count(bad)
+
+
+def test_abstract_mesh_session_has_the_resolved_mesh_shape():
+    """Session(..., devices=N, abstract=True): an AbstractMesh of the config's mesh resolved for N devices (-1 filled
+    in), whose shardings trace; a mesh that cannot fill N devices is the usual ConfigError."""
+    from jax.sharding import AbstractMesh
+
+    from amd_jax.errors import ConfigError
+    from amd_jax.session import Session
+
+    session = Session(load(TINY, {"mesh.shape": (-1, 4)}), None, devices=8, abstract=True)
+    assert isinstance(session.mesh, AbstractMesh) and dict(session.mesh.shape) == {"data": 2, "fsdp": 4}
+    batch = session.abstract_batch()
+    assert all(a.sharding.mesh is session.mesh for a in jax.tree_util.tree_leaves(batch))
+    with pytest.raises(ConfigError, match="needs 8 devices but 4"):
+        Session(load(TINY), None, devices=4, abstract=True)
 
 
 def test_iteration_uses_the_roofline_bound_when_the_compiler_gives_no_estimate():

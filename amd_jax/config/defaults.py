@@ -70,7 +70,10 @@ def base() -> ml_collections.ConfigDict:
     # microbatches: the generator and critic losses and gradients accumulated over that many sequential pieces of
     # the batch (gradient accumulation: the same update, ~1/microbatches of the activation memory; a micro-batched
     # generator step runs the student's last step once more; steps.py)
-    c.train = ml_collections.ConfigDict({"max_nonfinite": 20, "profile_steps": (), "microbatches": 1})
+    # max_skipped_fraction: a run that ends with more than this fraction of its iterations skipped (a NaN/inf
+    # update) fails instead of writing eval.json (amd_jax/loop.py NonFiniteGuard.final_check); 1 = never
+    c.train = ml_collections.ConfigDict({"max_nonfinite": 20, "profile_steps": (), "microbatches": 1,
+                                         "max_skipped_fraction": 0.1})
     c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3, "async_save": True})
     # sample_every: images + the experiment's metrics on `sample_count` fresh samples (the in-training curves)
     c.log = ml_collections.ConfigDict({"every": 50, "sample_every": 500, "sample_count": 1024})

@@ -29,6 +29,7 @@ RESUME_FREE = (
     "reward.chunks",  # how the same rewards are computed (memory), not what they are
     "teacher.train_if_missing",  # what to do without a teacher; a resumed run's teacher exists
     "train.max_nonfinite",  # when to give up on a diverging run, not what an update does
+    "train.max_skipped_fraction",  # when a finished run's result is refused, not what an update does
     "train.profile_steps",  # what is traced, not what is trained
     "train.microbatches",  # the same update computed in pieces (memory), up to float rounding
     "resume",  # this check's own setting
@@ -85,6 +86,22 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
 
 
 _ABSENT = "<absent>"
+
+
+def check_experiment(found: tuple[int, dict] | None, current: dict, workdir) -> None:
+    """Refuse, before the task is built, a config whose `experiment` differs from the newest checkpoint's in
+    `workdir` (`found`: checkpoint.newest_config's (step, saved config), None without checkpoints): another task's
+    config would not build from this one, or would continue a different experiment. resume.allow_changes may list
+    'experiment'."""
+    if found is None:
+        return
+    step, saved = found
+    old, new = saved.get("experiment"), current.get("experiment")
+    allowed = tuple((current.get("resume") or {}).get("allow_changes") or ())
+    need(old == new or "experiment" in allowed,
+         f"The checkpoints in {workdir} were trained with experiment={old!r} (newest: step {step}); this config runs "
+         f"experiment={new!r}. Resuming would continue another experiment: use a new --workdir, or the config the "
+         f"checkpoints were made with (their meta JSON holds it).")
 
 
 def _task_resume_free(saved: dict, current: dict) -> tuple:

@@ -99,7 +99,10 @@ class Evaluator:
         """(params, report) from `path`/classifier.msgpack and classifier.json; trained and saved when missing/damaged.
 
         Process 0 writes (the report first, the weights last: the weights' presence means the cache is complete);
-        other processes load a complete cache or train their own copy (amd_jax.caches.load_or_build).
+        other processes load a complete cache or train their own copy (amd_jax.caches.load_or_build). The report
+        holds the weights' per-array checksums (`checksum`, amd_jax.caches.checksums), verified on load; weights
+        that do not match them or are non-finite are damaged (moved aside, retrained); non-finite ones are never
+        written (NonFiniteError).
         """
         weights, report = path / "classifier.msgpack", path / "classifier.json"
         shape = (1, *self.data.image_shape)
@@ -113,6 +116,7 @@ class Evaluator:
                 mismatch = f"{report.name} holds no test_accuracy"
             if mismatch:
                 raise DamagedFileError(mismatch)
+            caches.verify(params, info.get("checksum"))
             return params, info
 
         def build():
@@ -125,7 +129,9 @@ class Evaluator:
                                  "train_seconds": round(time.time() - t0, 1), "dataset": self.data.name}
 
         def save(value):
-            caches.atomic_write_bytes(report, json.dumps(value[1], indent=1).encode())
+            record = caches.checksums(value[0], f"The held-out classifier's training ({steps} steps)", path,
+                                      "Check the data (data.name and its files) and eval.classifier_steps.")
+            caches.atomic_write_bytes(report, json.dumps({**value[1], "checksum": record}, indent=1).encode())
             caches.atomic_write_bytes(weights, flax.serialization.to_bytes(value[0]))
 
         return caches.load_or_build([weights, report], load, build, save, write=jax.process_index() == 0)

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from amd_jax.errors import ConfigError
 
+
 def resolve_mesh_shape(axes, shape, num_devices: int) -> tuple[int, ...]:
     """Fill one -1 entry of `shape` so the product equals `num_devices`; refuse any mismatch with the fix."""
+    sizes_ok = isinstance(shape, (tuple, list)) and all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and (s == -1 or s >= 1) for s in shape)
+    if not sizes_ok:
+        raise ConfigError(f"mesh.shape={shape!r}: give one size per mesh axis, each an integer >= 1 or -1 (at most one "
+                          "axis, filled with the remaining devices), e.g. --config.mesh.shape='(-1, 1)'.")
     axes, shape = tuple(axes), [int(s) for s in shape]
     if len(axes) != len(shape):
         raise ConfigError(f"mesh.axes {axes} and mesh.shape {tuple(shape)} differ in length.")
@@ -33,7 +40,12 @@ def resolve_mesh_shape(axes, shape, num_devices: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def make_mesh(axes, shape, devices=None) -> Mesh:
+def make_mesh(axes, shape, devices=None) -> Mesh | AbstractMesh:
+    """The config's mesh over `devices` (default: all of this job's); `devices` an int: an AbstractMesh of that many
+    devices, which traces (shardings, jaxprs) but cannot compile or run (the TPU plan's --nocompile)."""
+    if isinstance(devices, int):
+        return AbstractMesh(resolve_mesh_shape(axes, shape, devices), tuple(axes),
+                            axis_types=(AxisType.Auto,) * len(axes))
     devices = jax.devices() if devices is None else devices
     shape = resolve_mesh_shape(axes, shape, len(devices))
     try:

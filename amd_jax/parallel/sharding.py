@@ -46,6 +46,33 @@ def fsdp_spec(shape, mesh: Mesh, axis: str = "fsdp", min_size: int = 2**14) -> P
     return P()
 
 
+def check_rules(rules, axes: tuple[str, ...]) -> None:
+    """Refuse `rules` (config sharding.rules) that are not ((regex, spec), ...) with spec 'fsdp' or a tuple with one
+    entry per leading dimension: None, a mesh axis of `axes`, or a tuple of them. Whether a dimension divides by its
+    axes is known only with the parameters' shapes (`leaf_spec`)."""
+    fix = ("give ((regex, spec), ...) pairs, spec 'fsdp' or one entry per dimension (None, a mesh axis, or a tuple of "
+           "axes), e.g. --config.sharding.rules=\"(('kernel$', (None, 'fsdp')),)\", or () for the fsdp default")
+    if not isinstance(rules, (tuple, list)):
+        raise ConfigError(f"sharding.rules={rules!r}: {fix}.")
+    for rule in rules:
+        if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)):
+            raise ConfigError(f"sharding.rules: the rule {rule!r} is not a (regex, spec) pair: {fix}.")
+        regex, spec = rule
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise ConfigError(f"sharding.rules: the rule's regex {regex!r} does not compile ({e}): {fix}.") from None
+        if spec == "fsdp":
+            continue
+        entries = spec if isinstance(spec, (tuple, list)) else None
+        ok = entries is not None and all(
+            e is None or (isinstance(e, str) and e in axes)
+            or (isinstance(e, (tuple, list)) and all(isinstance(a, str) and a in axes for a in e)) for e in entries)
+        if not ok:
+            raise ConfigError(f"sharding.rules: the rule {regex!r} -> {spec!r} names no valid spec (mesh axes "
+                              f"{axes}): {fix}.")
+
+
 # Scanned layer stacks (models.sdxl.unet_flax with scan_layers=True): dim 0 is the layer axis, which must never
 # be sharded (the scan slices it per iteration); each layer is sharded as the unscanned leaf would be.
 STACKED_LAYERS = r"(^|/)transformer_blocks/"

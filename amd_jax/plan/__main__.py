@@ -4,9 +4,11 @@
         [--config.key=value ...] [--out=plan.json] [--steps=generator,sample,critic,eval_sampler] \
         [--xla_option=xla_tpu_enable_latency_hiding_scheduler=false ...] [--nocompile]
 
-Needs libtpu (requirements-tpu.txt), no TPU: the topology's devices come from libtpu's description and the real
-TPU compiler runs here. No weight or data file is read (configs/sdxl.py with an empty model.path is planned with
-SDXL base's architecture). Per step: compile time, FLOPs and bytes accessed per chip, the compiler's time
+Compiling needs libtpu (requirements-tpu.txt), no TPU: the topology's devices come from libtpu's description and
+the real TPU compiler runs here. --nocompile (tracing only: each step's jaxpr FLOPs) needs no libtpu: the mesh is a
+jax.sharding.AbstractMesh of the topology's device count (plan/chips.py's table; sdxl_tiny takes ~20 s, sdxl on
+v5p:2x4x4 ~2 min on a 2-core host). No weight or data file is read (configs/sdxl.py with an empty model.path is
+planned with SDXL base's architecture). Per step: compile time, FLOPs and bytes accessed per chip, the compiler's time
 estimate (`optimal_seconds`) and the MFU it implies, the roofline bound (FLOPs at peak or bytes at HBM bandwidth),
 per-chip memory against HBM (and the knobs to turn when it does not fit), collective bytes from the optimized HLO;
 then the TTUR-weighted iteration and the full run, timed by the compiler's estimates or, when one of them is not
@@ -16,12 +18,12 @@ The estimates are the compiler's, not measurements: they say which figures used 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # its Flax modules warn "deprecated" once per instance
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -33,8 +35,8 @@ _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology GEN:SHAPE, e.g. 
 _OUT = flags.DEFINE_string("out", None, "Also write the plan as JSON here.")
 _STEPS = flags.DEFINE_list("steps", "generator,sample,critic,eval_sampler", "Steps to compile.")
 _XLA = flags.DEFINE_multi_string("xla_option", [], "KEY=VALUE compiler option for .compile() (repeatable).")
-_COMPILE = flags.DEFINE_bool("compile", True, "False: only trace the steps and count their jaxpr FLOPs (seconds, "
-                             "a few GiB of host memory; no memory or time figures).")
+_COMPILE = flags.DEFINE_bool("compile", True, "False: only trace the steps and count their jaxpr FLOPs (seconds to "
+                             "minutes, a few GiB of host memory, no libtpu; no memory or time figures).")
 flags.mark_flags_as_required(["config", "topology"])
 
 
@@ -67,8 +69,11 @@ def main(argv):
 def _write(plan: dict) -> None:
     """--out after every step: the steps compiled so far (a plan killed later keeps them)."""
     if _OUT.value:
+        from amd_jax.writers import json_text
+
+        text = json_text(plan, indent=1)  # valid JSON: a NaN/inf becomes null with a note
         with open(_OUT.value, "w") as f:
-            json.dump(plan, f, indent=1)
+            f.write(text)
 
 
 def _options(pairs) -> dict:

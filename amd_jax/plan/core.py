@@ -1,5 +1,7 @@
 """The plan itself: the trainer's session over a TPU topology's devices, in abstract mode (no weights, no data),
-compiles each step from ShapeDtypeStructs with their NamedShardings, and keeps only its figures."""
+compiles each step from ShapeDtypeStructs with their NamedShardings, and keeps only its figures. Traced only
+(compile=False), the session's mesh is a jax.sharding.AbstractMesh of the topology's device count (chips.py): no
+device and no libtpu are needed."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from amd_jax import tasks
+from amd_jax.errors import ConfigError
 from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.plan import chips, figures, jaxpr_flops
 from amd_jax.session import Session
@@ -27,11 +30,20 @@ def make_plan(config, topology: str, names=STEPS, compiler_options: dict | None 
     """The plan of `config` on `topology` (e.g. 'v5p:2x4x4'): per step (names from STEPS) its jaxpr FLOPs (also in
     one student denoiser forward's units) and the figures of figures.step_figures, or {'fits': False, 'error': ...}
     when the compiler runs out of the chip's memory; the TTUR-weighted iteration and full run; and what it was
-    planned with (mesh, batch, compiler options). `compile=False` only traces: the jaxpr FLOPs, in seconds.
+    planned with (mesh, batch, compiler options). `compile=False` only traces (the jaxpr FLOPs, in seconds) over an
+    AbstractMesh, without libtpu.
     `on_step(plan)` is called after every step with the plan so far (a long plan's finished steps survive a kill)."""
-    devices = chips.topology_devices(topology)
-    chip, per_chip = chips.device_share(chips.chip(topology), devices[0])  # figures are per device
-    session = Session(config, None, devices=devices, abstract=True)
+    if compile:  # libtpu's devices of the topology: XLA compiles for them on this host
+        devices = chips.topology_devices(topology)
+        chip, per_chip = chips.device_share(chips.chip(topology), devices[0])  # figures are per device
+    else:  # tracing needs no device: an AbstractMesh of the topology's device count (the chip table), no libtpu
+        devices = chips.topology_device_count(topology)
+        chip, per_chip = chips.device_share(chips.chip(topology))
+    try:
+        session = Session(config, None, devices=devices, abstract=True)
+    except ConfigError as e:  # e.g. a mesh.shape for another device count: say which count the topology has
+        count = devices if isinstance(devices, int) else len(devices)
+        raise ConfigError(f"{e} (planning for {topology}: {count} devices)") from e
     args = (session.abstract_state_args(), session.abstract_frozen(), session.abstract_batch())
     mesh_shape, n = dict(session.mesh.shape), session.mesh.size
     n_chips = n // per_chip

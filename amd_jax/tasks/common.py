@@ -22,21 +22,30 @@ def class_labels(n: int, num_classes: int) -> dict:
     return {"label": (np.arange(n) % num_classes).astype(np.int32)}
 
 
-def teacher_report(config, build: Callable[[], tuple[dict, np.ndarray | None]], image: bool = False) -> None:
+def teacher_report(config, build: Callable[[], tuple[dict, np.ndarray | None]], image: bool = False,
+                   teacher=None) -> None:
     """The teacher's own quality in teacher.dir: eval.json, and samples.png when `image`.
 
     `build() -> (metrics, image or None)` runs once, on process 0 only; a report that cannot be read is moved
     aside and built again (amd_jax.caches). The image is written first and eval.json last, so an eval.json
-    means a complete report.
+    means a complete report. With `teacher` (its parameters) eval.json records the teacher's content digest
+    (`teacher_digest`, amd_jax.caches.fingerprint), and a report of another teacher (one retrained after damage,
+    or replaced) is moved aside and built again. A non-finite metric is written as null with a note
+    (writers.save_json), never as bare NaN.
     """
     if jax.process_index() != 0:
         return
     folder = epath.Path(paths.absolute(config.teacher.dir))
     files = [folder / "eval.json"] + ([folder / "samples.png"] if image else [])
+    digest = None if teacher is None else caches.fingerprint(teacher)
 
     def load():
-        if not isinstance(json.loads(files[0].read_text()), dict):
+        report = json.loads(files[0].read_text())
+        if not isinstance(report, dict):
             raise DamagedFileError("not a JSON object")
+        if digest is not None and report.get("teacher_digest") != digest:
+            raise DamagedFileError(f"it reports another teacher (teacher_digest {report.get('teacher_digest')}, "
+                                   f"the teacher in params is {digest})")
         for png in files[1:]:
             with Image.open(png) as im:
                 im.load()  # decodes every row: a truncated PNG raises OSError
@@ -44,7 +53,7 @@ def teacher_report(config, build: Callable[[], tuple[dict, np.ndarray | None]], 
     def save(report):
         if image:
             writers.save_png(files[1], report[1])
-        writers.save_json(files[0], report[0])
+        writers.save_json(files[0], report[0] if digest is None else {**report[0], "teacher_digest": digest})
 
     caches.load_or_build(files, load, build, save)
 
@@ -64,7 +73,7 @@ def trained_teacher(config, models, train_data, eval_conds: Callable, evaluate: 
             metrics, _ = evaluate(x, conds, None, None)
             return {**metrics, "sampler": "ddim50", "guidance_scale": config.dmd.guidance_scale}, None
 
-        teacher_report(config, report)
+        teacher_report(config, report, teacher=params)
         return params
 
     return teacher

@@ -1,13 +1,18 @@
 """Stage 1 for small experiments: train the class-conditional teacher with the same denoising loss the critic uses.
 
 The teacher is trained on real data with label dropout (the null label gives the unconditional branch of CFG)
-and saved with Orbax under `config.teacher.dir`. `load_or_train` is what a task calls: it loads the teacher
-when its checkpoint exists and trains it otherwise (toy2d: ~1 min on a CPU), also when the checkpoint is damaged.
+and saved with Orbax under `config.teacher.dir`/params, with the per-array checksums of the run's checkpoints
+(amd_jax.checkpoint.digest) in the checkpoint's custom metadata. `load_or_train` is what a task calls: it loads the
+teacher when its checkpoint exists and verifies it (checksums, finiteness), and trains it otherwise (toy2d: ~1 min
+on a CPU), also when the checkpoint is damaged. A teacher whose training ends non-finite is never saved, and a
+SIGTERM during its training stops the job with one line, saving nothing (the next run trains it again).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import time
 
 import jax
@@ -39,7 +44,7 @@ def teacher_loss(models: Models, params, batch, rng, label_dropout: float):
     return M.denoising_loss(pred, M.target(d.schedule, d.prediction_type, x0, eps, t))
 
 
-def train_teacher(config, models: Models, data, per_step: bool = False):
+def train_teacher(config, models: Models, data, per_step: bool = False, stop: "_StopOnSigterm | None" = None):
     """Adam on the denoising loss for `config.teacher.steps` steps (cosine decay), in chunks of 100 steps.
 
     Chunk c uses PRNGKey(seed + c + 1), its step i fold_in(., i), and the data's batches 10_000_000 + step.
@@ -69,11 +74,14 @@ def train_teacher(config, models: Models, data, per_step: bool = False):
 
     one_step = jax.jit(step)
     t0 = time.time()
+    stop = stop or _StopOnSigterm(install=False)
     for c in range(tc.steps // chunk):
+        stop.check(c * chunk, tc.steps, config.teacher.dir)
         steps, rng = range(c * chunk, (c + 1) * chunk), jax.random.PRNGKey(tc.seed + c + 1)
         if per_step:
             losses = []
             for i, s in enumerate(steps):
+                stop.check(s, tc.steps, config.teacher.dir)
                 params, opt, loss = one_step(params, opt, data.global_batch(10_000_000 + s, tc.batch_size),
                                              jax.random.fold_in(rng, i))
                 losses.append(loss)
@@ -87,12 +95,51 @@ def train_teacher(config, models: Models, data, per_step: bool = False):
     return params
 
 
+class _StopOnSigterm:
+    """SIGTERM while the teacher trains and is saved (a context manager): `check`, called between steps or chunks,
+    ends the job with one line and nothing saved, instead of the signal's default death without a word; a SIGTERM
+    during the save lets the save finish, then ends the job (`after_save`). Not installed in multi-process jobs
+    (JAX's preemption sync manager owns SIGTERM there; the loop stops at its first step) nor off the main thread."""
+
+    def __init__(self, install: bool = True):
+        self.flag, self.previous, self.install = False, None, install and jax.process_count() == 1
+
+    def __enter__(self):
+        if self.install:
+            try:
+                self.previous = signal.signal(signal.SIGTERM, self._set)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
+
+    def _set(self, *_):
+        self.flag = True
+
+    def check(self, step: int, total: int, folder: str):
+        if self.flag:
+            raise SystemExit(f"SIGTERM during the teacher's training (step {step}/{total}): stopped; no teacher was "
+                             f"saved in {folder}. Run the same command again to train it from the start.")
+
+    def after_save(self, path):
+        if self.flag:
+            raise SystemExit(f"SIGTERM during the teacher's training: the teacher was finished and saved in {path}; "
+                             f"stopped before the distillation. Run the same command again to continue.")
+
+
 def load_or_train(config, models: Models, data, per_step: bool = False):
     """The frozen teacher's parameters: restored from `config.teacher.dir`/params, or trained and saved there.
 
     `train_teacher(config, models, data, per_step)` runs when the checkpoint is missing, or when it is damaged
-    (cannot be restored): the damaged folder is then moved aside to params.damaged with a warning. A readable checkpoint of another model is refused with a ConfigError, and with teacher.train_if_missing=False
-    a damaged one with a DamagedFileError; both stay where they are.
+    (cannot be restored, does not match its checksums, holds a NaN): the damaged folder is then moved aside to
+    params.damaged with a one-line warning naming it and the reason. A readable checkpoint of another model is
+    refused with a ConfigError, and with teacher.train_if_missing=False (a teacher the user provides) a damaged one
+    with a DamagedFileError naming it; both stay where they are. A teacher whose training ends non-finite is not
+    saved: NonFiniteError naming teacher.lr and the folder.
     Every process restores, trains and saves (Orbax writes once and synchronises the processes); only process 0
     moves a damaged folder aside, before Orbax's save-start barrier, so no process sees it afterwards.
     """
@@ -117,23 +164,35 @@ def load_or_train(config, models: Models, data, per_step: bool = False):
         )
     log.info("No usable teacher at %s: training it (%d steps)", path, config.teacher.steps)
     # each process trains the same teacher on its own device; host numpy is written once by the primary process
-    params = jax.device_get(train_teacher(config, models, data, per_step))
-    if jax.process_index() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt.save(path, params)
-    ckpt.wait_until_finished()
+    with _StopOnSigterm() as stop:
+        params = jax.device_get(train_teacher(config, models, data, per_step, stop))
+        record = caches.checksums(
+            params, f"The teacher's training ({config.teacher.steps} steps, teacher.lr={config.teacher.lr})",
+            path.parent, "Most likely teacher.lr is too high: lower --config.teacher.lr (or check "
+            "teacher.batch_size and the data knobs) and run again.")
+        if jax.process_index() == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.save(path, params, custom_metadata={"checksum": record})
+        ckpt.wait_until_finished()
+    stop.after_save(path)
     return params
 
 
 def _restore(ckpt, path, abstract):
-    """The teacher at `path` as host numpy (usable by every process of a multi-host job).
+    """The teacher at `path` as host numpy (usable by every process of a multi-host job), verified.
 
     Raises ConfigError when the checkpoint holds another model's parameters (its metadata says so; Orbax would
-    restore the stored shapes without complaint) and DamagedFileError when it cannot be read.
+    restore the stored shapes without complaint) and DamagedFileError when it cannot be read, its arrays do not
+    match the checksums stored with them, or it holds a NaN or an infinity. A teacher saved before amd_jax stored
+    checksums loads with a warning (checked for finiteness only).
     """
     try:
         meta = ckpt.metadata(path).item_metadata
-    except caches.UNREADABLE as e:
+        # read here, not through Orbax: Orbax logs and swallows a damaged file, which would read as "no checksums"
+        step_meta = path / "_CHECKPOINT_METADATA"  # absent: written by an Orbax that had none (no checksums)
+        record = (json.loads(step_meta.read_text()).get("custom_metadata") or {}).get("checksum") \
+            if step_meta.exists() else None
+    except (*caches.UNREADABLE, AttributeError) as e:  # AttributeError: valid JSON that is not an object
         raise DamagedFileError(caches.describe(e)) from e
     if meta is None:  # Orbax logs and swallows the error of an unreadable _METADATA
         raise DamagedFileError("its _METADATA file cannot be read")
@@ -145,9 +204,13 @@ def _restore(ckpt, path, abstract):
         )
     log.info("Loading the teacher from %s", path)
     try:
-        return ckpt.restore(path, jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract))
+        params = ckpt.restore(path, jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract))
     except caches.UNREADABLE as e:
         raise DamagedFileError(caches.describe(e)) from e
+    if record is None:
+        log.warning("The teacher at %s has no checksums (saved before amd_jax stored them): loaded unverified.", path)
+    caches.verify(params, record, required=False)
+    return params
 
 
 def sample_teacher(models: Models, params, cond, omega: float, steps: int = 50, seed: int = 0):

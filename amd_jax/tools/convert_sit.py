@@ -3,8 +3,9 @@
     python -m amd_jax.tools.convert_sit --src=SiT-XL-2-256x256.pt --out=DIR [--size=XL/2 | --num_heads=16]
 
 --src: SiT's released checkpoint or a SiT/DiT train.py checkpoint (torch pickle, loaded with weights_only=True; a
-bare state dict or {'ema', 'model', ...}, EMA preferred), diffusers' DiTTransformer2DModel weights, or a
-.safetensors file of either naming. --size names the preset (S/p, B/p, L/p, XL/p); the number of heads is the one
+bare state dict or train.py's {'model', 'ema', 'opt', 'args'}, EMA preferred; its `args`, an argparse.Namespace,
+is the one class allowed beyond tensors and containers, a pickle with any other is refused), diffusers'
+DiTTransformer2DModel weights, or a .safetensors file of either naming. --size names the preset (S/p, B/p, L/p, XL/p); the number of heads is the one
 thing a checkpoint's shapes do not show, so a custom model gives --num_heads instead. Everything else (input
 size, channels, classes, learn_sigma, depth, width) is read from the tensor shapes; diffusers weights lack the
 position table, so they also need --input_size (their config's sample_size).

@@ -33,6 +33,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from amd_jax import tensor_files
+from amd_jax.errors import DamagedFileError
 from amd_jax.models.common import state_dict
 
 FlatKey = tuple[str, ...]
@@ -42,8 +43,9 @@ ALL_SUBFOLDERS = (*WEIGHT_STEMS, "tokenizer", "tokenizer_2")
 _IGNORED_SUFFIXES = ("position_ids",)  # non-persistent buffers some older CLIP checkpoints still contain
 
 
-class WeightError(ValueError):
-    """A checkpoint does not match the model: lists every missing, unexpected or mis-shaped tensor by name."""
+class WeightError(DamagedFileError):
+    """A checkpoint does not match the model: lists every missing, unexpected or mis-shaped tensor by name (a
+    ValueError, and a DamagedFileError: the entry points print it in one line)."""
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -97,6 +99,11 @@ def weight_files(folder: pathlib.Path, stem: str, variant: str | None = None) ->
         index = folder / f"{name}.index.json"
         if index.is_file():
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            # by name, not by resolving links: the Hugging Face cache's files are links into its blobs/ folder
+            outside = [s for s in shards if os.path.isabs(s) or os.path.normpath(s).split(os.sep)[0] == ".."]
+            if outside:  # '../x' or '/x': the index may only name files of its own folder
+                raise WeightError(f"{index} lists shard(s) outside its folder {folder}: {outside[:3]}. A sharded "
+                                  f"index names files of its own folder; fix the index or the folder.")
             missing = [s for s in shards if not (folder / s).is_file()]
             if missing:
                 raise FileNotFoundError(f"{index} lists shard(s) that do not exist: {missing}.")

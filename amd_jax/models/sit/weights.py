@@ -2,7 +2,7 @@
 
 - `expected_shapes`: every tensor of a SiT checkpoint under SiT's original names (models.py, timm's Attention/Mlp).
 - `checkpoint_state`, `from_diffusers`, `infer_arch`, `check_state`, `convert`: read a PyTorch checkpoint (bare
-  state dict, or SiT train.py's {'ema', 'model', ...}), accept diffusers' `DiTTransformer2DModel` naming, infer the
+  state dict, or SiT train.py's {'model', 'ema', 'opt', 'args'}), accept diffusers' `DiTTransformer2DModel` naming, infer the
   config from tensor shapes and check every key, shape and the pos_embed (models/common/state_dict.py); a wrong
   checkpoint raises `DamagedFileError` naming the missing / unexpected / mis-shaped tensors.
 - `params_from_state` / `state_from_params`: SiT's PyTorch names and layouts <-> the Flax tree of
@@ -94,8 +94,10 @@ def check_state(state: Mapping[str, np.ndarray], cfg: SiTConfig, what: str) -> N
 # --------------------------------------------------------------------------------------- reading checkpoints
 def checkpoint_state(path: str) -> dict[str, np.ndarray]:
     """The float32 state dict of a SiT checkpoint: .safetensors, or a torch pickle (.pt/.pth, torch needed, loaded
-    with weights_only=True) holding a bare state dict or SiT train.py's {'ema', 'model', ...} (EMA preferred, as
-    SiT's download.find_model)."""
+    with weights_only=True) holding a bare state dict or SiT train.py's {'model', 'ema', 'opt', 'args'} (EMA
+    preferred, as SiT's download.find_model). Its 'args' is the argparse.Namespace of train.py's command line: the
+    one class beyond weights_only's tensors and containers that the load allows (torch.serialization.safe_globals);
+    a pickle with any other class is refused."""
     if path.lower().endswith(".safetensors"):
         import safetensors.numpy
 
@@ -105,13 +107,37 @@ def checkpoint_state(path: str) -> dict[str, np.ndarray]:
     from amd_jax.models.common.torch_weights import torch_to_numpy
 
     try:
-        return torch_to_numpy(path, containers=("ema", "model", "state_dict"))
+        with _train_py_args_allowed():
+            return torch_to_numpy(path, containers=("ema", "model", "state_dict"))
     except pickle.UnpicklingError as e:  # torch's weights_only=True refuses non-tensor objects
         raise DamagedFileError(
-            f"{path} holds objects other than tensors, which torch.load(weights_only=True) refuses "
-            f"({str(e).splitlines()[0]}). Fix: save "
-            "only its state dict, e.g. torch.save(torch.load(SRC, weights_only=False)['ema'], 'ema.pt') for a "
-            "checkpoint you trust, and convert that.") from e
+            f"{path} holds objects other than tensors (and SiT train.py's argparse.Namespace), which "
+            f"torch.load(weights_only=True) refuses ({_unpickler_reason(e)}). Fix: save only its state dict, e.g. "
+            "torch.save(torch.load(SRC, weights_only=False)['ema'], 'ema.pt') for a checkpoint you trust, and "
+            "convert that.") from e
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """The line of torch's weights_only refusal that names the refused class, e.g. 'Unsupported global: GLOBAL
+    types.SimpleNamespace was not an allowed global by default.'; else its first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].split(" Please use", 1)[0].strip()
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def _train_py_args_allowed():
+    """A context in which torch.load(weights_only=True) also accepts argparse.Namespace, the `args` SiT's (and
+    DiT's) train.py saves beside the tensors, and nothing else; a no-op without torch (torch_to_numpy says so)."""
+    import argparse
+    import contextlib
+
+    try:
+        from torch.serialization import safe_globals
+    except ImportError:
+        return contextlib.nullcontext()
+    return safe_globals([argparse.Namespace])
 
 
 # diffusers' DiTTransformer2DModel -> SiT names (its blocks each carry a copy of the t / label embedders).

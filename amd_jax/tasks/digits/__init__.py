@@ -17,6 +17,7 @@ from amd_jax.metrics import mnist as metrics_lib
 from amd_jax.tasks.digits import models as nets
 from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels, teacher_report
+from amd_jax.tasks.digits.checks import check  # the task's config checks (validate runs them)
 
 GROUPED_DATA = True  # the data put each condition on amd.group_size consecutive rows
 
@@ -63,7 +64,7 @@ def build(config, mesh=None) -> Task:
             return {**metrics, "sampler": f"ddim{config.eval.teacher_steps}",
                     "guidance_scale": config.dmd.guidance_scale, "reward_model": reward_report}, images["samples"]
 
-        teacher_report(config, report, image=True)
+        teacher_report(config, report, image=True, teacher=params)
         return params
 
     # the teacher (above) trains on ungrouped batches; the distillation's put each label on amd.group_size rows

@@ -11,6 +11,7 @@ amd_jax/models/rewards/classifiers.py); ``load_reward`` fetches or trains their 
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -147,21 +148,32 @@ def load_reward(config, data: ImageData, directory: str) -> tuple[dict, dict]:
     return {k: jnp.asarray(v) for k, v in params.items()}, report
 
 
+_CHECKSUM_KEY = "__checksum__"  # the npz member holding the arrays' checksum record (JSON text, a 0-d unicode array)
+
+
 def _cached_softmax_regression(data: ImageData, path: epath.Path) -> dict:
-    """{'w' [D, K], 'b' [K]} float32 from the npz at `path`, trained and saved there when missing or damaged."""
+    """{'w' [D, K], 'b' [K]} float32 from the npz at `path`, trained and saved there when missing or damaged.
+
+    The npz carries the run checkpoints' per-array checksums (member `__checksum__`, amd_jax.caches.checksums),
+    verified on load; one without them, or not matching them, or non-finite, is damaged (moved aside, retrained).
+    A classifier whose training ends non-finite is not saved (NonFiniteError)."""
     dim = int(np.prod(data.image_shape))
     expected = {"w": jax.ShapeDtypeStruct((dim, data.num_classes), np.float32),
                 "b": jax.ShapeDtypeStruct((data.num_classes,), np.float32)}
 
     def load():
         params = tensor_files.read(path)
+        record = params.pop(_CHECKSUM_KEY, None)
         mismatch = caches.tree_mismatch(params, expected)
         if mismatch:
             raise DamagedFileError(mismatch)
+        caches.verify(params, None if record is None else json.loads(str(record)))
         return params
 
     def save(params):
-        tensor_files.write(path, params)
+        record = caches.checksums(params, "The softmax-regression reward's training", path.parent,
+                                  "Check the data (data.name and its files): the reward's own settings are fixed.")
+        tensor_files.write(path, {**params, _CHECKSUM_KEY: np.asarray(json.dumps(record))})
 
     def build():
         return train_softmax_regression(data.train_x, data.train_y, data.num_classes)

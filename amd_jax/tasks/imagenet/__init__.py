@@ -44,6 +44,7 @@ from amd_jax.method.schedules import make_schedule
 from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels
 from amd_jax.tasks.imagenet import arch as imagenet_arch
+from amd_jax.tasks.imagenet.checks import check_knobs
 
 GROUPED_DATA = True  # the labels are drawn per group of amd.group_size rows
 ABSTRACT = True  # build(config, abstract=True) reads no weight or data file: the TPU plan (amd_jax/plan)
@@ -90,6 +91,7 @@ def check(config, abstract: bool = False) -> None:
     """SiT/ImageNet's config checks (amd_jax.tasks.check runs them before anything is built); `abstract` (the
     plan): only those that need no file."""
     m = config.model
+    check_knobs(config, abstract)  # every knob by type and range, and the input paths (tasks/imagenet/checks.py)
     if m.compute_dtype not in _DTYPES or m.teacher_dtype not in _DTYPES:
         raise ConfigError(f"model.compute_dtype={m.compute_dtype!r}, model.teacher_dtype={m.teacher_dtype!r}: use "
                           f"one of {sorted(_DTYPES)}.")

@@ -48,6 +48,7 @@ from amd_jax.parallel import mesh as mesh_lib
 from amd_jax.tasks import Task
 from amd_jax.tasks.sdxl import arch
 from amd_jax.tasks.sdxl.assets import Assets, dtype, time_ids
+from amd_jax.tasks.sdxl.checks import check_knobs
 
 log = logging.getLogger("amd_jax")
 
@@ -102,11 +103,8 @@ def check(config, abstract: bool = False) -> None:
     """SDXL's config checks (amd_jax.tasks.check runs them before anything is built); `abstract` (the plan): only
     those that need no file."""
     m = config.model
+    check_knobs(config, abstract)  # every knob by type and range, and the input paths (amd_jax/tasks/sdxl/checks.py)
     _check_unet_impl(m)
-    if not m.path and not abstract:
-        raise ConfigError("model.path is empty: set --config.model.path to a diffusers SDXL folder (local or gs://).")
-    if m.resolution % 8:
-        raise ConfigError(f"model.resolution={m.resolution} must be a multiple of 8.")
     if m.uncond not in ("zeros", "empty_prompt"):
         raise ConfigError(f"model.uncond={m.uncond!r}: use 'zeros' (DMD2) or 'empty_prompt'.")
     if (config.method == "amd" or config.reward.monitor) and not config.reward.name:
@@ -119,8 +117,6 @@ def check(config, abstract: bool = False) -> None:
     if config.gan.enabled and not config.data.real:
         raise ConfigError("gan.enabled needs data.real: per-caption real latents [N, 4, H/8, W/8] (.npy/.npz/"
                           ".safetensors); or set --config.gan.enabled=False.")
-    if not config.data.path:
-        raise ConfigError("data.path is empty: a caption file (.txt/.jsonl/.parquet, local or gs://) or tfds:NAME.")
 
 
 def unet_module(config, ucfg: dict, mesh=None):

@@ -11,6 +11,7 @@ from amd_jax.metrics import toy2d as metrics_lib
 from amd_jax.tasks.toy2d import models as nets
 from amd_jax.tasks import Task
 from amd_jax.tasks.common import class_labels, trained_teacher
+from amd_jax.tasks.toy2d.checks import check  # the task's config checks (validate runs them)
 
 GROUPED_DATA = True  # the data put each condition on amd.group_size consecutive rows
 
