@@ -175,13 +175,18 @@ def test_damaged_teacher_is_moved_aside_and_retrained(toy_teacher, tmp_path, cap
     assert not os.path.exists(tmp_path / "copy" / "params.damaged.1")
 
 
-def test_damaged_teacher_without_train_if_missing_is_an_error_and_kept(toy_teacher, tmp_path):
+@pytest.mark.parametrize("damage,match", [
+    ("data", r"cannot be restored .*train_if_missing=True"),
+    ("flipped_byte", r"cannot be restored .*checksum mismatch"),  # same size, decodes: only the checksums see it
+])
+def test_damaged_user_provided_teacher_is_an_error_and_kept(toy_teacher, tmp_path, damage, match):
+    """With teacher.train_if_missing=False the teacher is the user's: a damaged one is refused, never moved."""
     config, task, _, _ = toy_teacher
     config = config.copy_and_resolve_references()
     config.teacher.dir = str(copy(config_dir(toy_teacher), tmp_path))
     config.teacher.train_if_missing = False
-    _damage_data(tmp_path / "copy" / "params")
-    with pytest.raises(DamagedFileError, match=r"cannot be restored .*train_if_missing=True"):
+    (_damage_data if damage == "data" else _flip_teacher_byte)(tmp_path / "copy" / "params")
+    with pytest.raises(DamagedFileError, match=match):
         teacher.load_or_train(config, task.models, task.data)
     assert sorted(os.listdir(tmp_path / "copy")) == ["eval.json", "params"]
 
@@ -219,17 +224,6 @@ def test_teacher_with_a_flipped_byte_is_set_aside_and_retrained(toy_teacher, tmp
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "checksum mismatch" in warned[0] and "\n" not in warned[0], warned
     tree_equal(got, params)
-
-
-def test_user_provided_teacher_with_a_flipped_byte_is_refused_and_kept(toy_teacher, tmp_path):
-    config, task, _, _ = toy_teacher
-    config = config.copy_and_resolve_references()
-    config.teacher.dir = str(copy(config_dir(toy_teacher), tmp_path))
-    config.teacher.train_if_missing = False
-    _flip_teacher_byte(tmp_path / "copy" / "params")
-    with pytest.raises(DamagedFileError, match=f"{tmp_path / 'copy' / 'params'} cannot be restored .*checksum mismatch"):
-        teacher.load_or_train(config, task.models, task.data)
-    assert sorted(os.listdir(tmp_path / "copy")) == ["eval.json", "params"]
 
 
 def test_non_finite_teacher_is_not_saved_and_names_teacher_lr(toy_teacher, tmp_path):
