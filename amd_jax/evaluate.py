@@ -1,7 +1,7 @@
 """Offline evaluation of a training run's checkpoints, decoupled from training (DMD2's evaluator style).
 
     python -m amd_jax.evaluate --config=configs/NAME.py --workdir=DIR [--step=N] [--watch] [--num_samples=N] \
-        [--repeats=K] [--out=FOLDER]
+        [--repeats=K] [--results_dir=FOLDER]
 
 Restores the student of checkpoint N (default: the newest) from DIR onto this machine's mesh, generates
 `eval.num_samples` samples for the experiment's evaluation conditions, and writes DIR/eval/eval_<step>.json, the
@@ -11,7 +11,7 @@ eval_<step>.json (and table), images DIR/eval/<name>_ema_<step>.png.
 `--watch` keeps polling DIR for new checkpoints and evaluates each once, so training never waits for evaluation;
 it stops after the checkpoint of `total_steps` (or after --watch_timeout seconds without a new one).
 The run is only read: its checkpoints/ may be read-only, and the training run's lock is not needed (--watch
-follows a run that trains). Results go to DIR/eval, or to `--out=FOLDER` (a read-only run); only that folder is
+follows a run that trains). Results go to DIR/eval, or to `--results_dir=FOLDER` (a read-only run); only that folder is
 probed for writing, at start-up.
 `--repeats=K` (K >= 2) also measures the sampling noise of the metrics themselves: the student is evaluated on K
 disjoint sample sets of eval.num_samples each (noise seeds 777, 778, ...; the first is the one eval_<step>.json
@@ -45,7 +45,7 @@ _POLL = flags.DEFINE_integer("poll_seconds", 60, "Seconds between polls in --wat
 _WATCH_TIMEOUT = flags.DEFINE_integer("watch_timeout", 6 * 3600, "Stop watching after this long without news.")
 _NUM = flags.DEFINE_integer("num_samples", None, "Override eval.num_samples.")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Disjoint sample sets per checkpoint; >= 2 writes noise_<step>.json.")
-_OUT = flags.DEFINE_string("out", None, "Where the results go (default DIR/eval): a read-only run is evaluated "
+_RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the results go (default DIR/eval): a read-only run is evaluated "
                            "into another folder.")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
@@ -71,7 +71,7 @@ class Evaluator:
         with outputs.together():
             if jax.process_index() == 0:
                 outputs.probe({"the evaluation": self.out},
-                              fix="Make it writable (or free space there), or give --out=FOLDER.")
+                              fix="Make it writable (or free space there), or give --results_dir=FOLDER.")
         self.gen = self.session.sampler(self.session.frozen(teacher=False))
 
     def steps_done(self) -> set[int]:
@@ -177,12 +177,12 @@ def main(argv):
     try:
         workdir = cli.prepare(config, _WORKDIR.value)
         distributed.check_consistent(config.to_json_best_effort())
-        ev = Evaluator(config, workdir, paths.absolute(_OUT.value) if _OUT.value else None)
+        ev = Evaluator(config, workdir, paths.absolute(_RESULTS_DIR.value) if _RESULTS_DIR.value else None)
     except (ConfigError, distributed.ConsistencyError) as e:
         sys.exit(f"Config error: {e}")
     except CheckpointError as e:
         sys.exit(f"Checkpoint error: {e}")
-    except OutputError as e:  # DIR/eval (or --out) cannot be written
+    except OutputError as e:  # DIR/eval (or --results_dir) cannot be written
         sys.exit(f"Write error: {e}")
     try:
         _evaluate_steps(ev, config)

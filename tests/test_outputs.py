@@ -6,7 +6,7 @@
   saved first, exit 1; the rerun resumes from 8 and ends bit-identical to an uninterrupted run. metrics.jsonl on a
   full device -> one line, checkpoint 4 saved. A read-only workdir -> one line at start-up, nothing compiled. A
   full teacher/ and a full workdir (tiny tmpfs) -> one line, no traceback.
-- `evaluate` on a finished run that is read-only: refused in one line into DIR/eval, evaluated with --out; with only
+- `evaluate` on a finished run that is read-only: refused in one line into DIR/eval, evaluated with --results_dir; with only
   checkpoints/ read-only it writes DIR/eval as usual (it probes no write access it does not need).
 """
 
@@ -200,8 +200,8 @@ def test_evaluate_a_read_only_finished_run(finished, tmp_path):
         assert done.returncode == 1, done.stderr[-3000:]
         line = _one_line_error(done.stderr, "Write error:")
         assert line.startswith(f"Write error: Cannot write the evaluation into {wd}: Operation not permitted "
-                               "(eval). Make it writable (or free space there), or give --out=FOLDER."), line
-        done = _evaluate(wd, f"--out={tmp_path / 'elsewhere'}")
+                               "(eval). Make it writable (or free space there), or give --results_dir=FOLDER."), line
+        done = _evaluate(wd, f"--results_dir={tmp_path / 'elsewhere'}")
         assert done.returncode == 0, done.stderr[-3000:]
         got = json.loads((tmp_path / "elsewhere" / "eval_0000012.json").read_text())
         assert got["swd"] == json.loads((finished / "eval.json").read_text())["swd"]
