@@ -38,13 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from amd_jax.errors import ConfigError
+from amd_jax.models.common.dtypes import DTYPES as COMMON_DTYPES
 from amd_jax.models.common.embeddings import timestep_embedding
 
 # (depth, hidden_size, num_heads) of SiT's presets; the patch size follows the '/' (SiT-XL/2 = 'XL/2').
 _WIDTHS = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 ARCH_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_ratio",
                "num_classes", "class_dropout_prob", "learn_sigma")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = tuple(COMMON_DTYPES)  # the names amd_jax/models/common/dtypes.py knows
 ATTENTION_IMPLS = (None, "xla", "cudnn")
 
 

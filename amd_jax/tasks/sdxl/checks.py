@@ -5,11 +5,12 @@ evaluation's `eval.*`. `abstract` (the TPU plan) reads no file, so the input pat
 from __future__ import annotations
 
 from amd_jax.config.checks import SEED_MAX, check_table, knob, need, need_input_path
+from amd_jax.models.common.dtypes import DTYPES
 
 # reward.name / eval.scorers: the text-to-image scorers of amd_jax/models/rewards/registry.py (the ImageNet
 # classifiers there score class labels, not captions)
 T2I_SCORERS = ("hpsv2", "pickscore", "clip_l14", "clip_g14")
-_DTYPES = ("float32", "bfloat16", "float16")  # amd_jax/models/common/dtypes.py
+_DTYPES = tuple(DTYPES)  # the names amd_jax/models/common/dtypes.py knows
 
 _INTS = {
     "model.resolution": (32, "the image side in pixels (latents resolution / 8)"),
