@@ -74,11 +74,8 @@ class Checkpointer:
     def check_writable(self):
         """Write and delete a small file in checkpoints/ (each process its own): a read-only, full or inaccessible
         folder fails here, at start-up, rather than at the first save after compiling and training."""
-        probe = self.dir / f".write_probe.process_{jax.process_index()}"
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            probe.write_text("amd_jax checks that checkpoints can be written here; safe to delete.\n")
-            probe.unlink()
+            outputs.try_write(self.dir, f".write_probe.process_{jax.process_index()}")
         except OSError as e:
             raise CheckpointError(
                 f"Cannot write checkpoints into {self.dir}: {_reason(e)}. Make the folder writable (or free space "

@@ -132,16 +132,21 @@ def run_folders(c, workdir) -> dict[str, epath.Path]:
 _TRAIN_FIX = "Nothing was trained: make it writable (or free space there), or give another --workdir."
 
 
+def try_write(folder, name: str) -> None:
+    """Create `folder`, write a small file `name` in it and remove it: the OSError of a read-only, full or
+    inaccessible folder, raised here (the start-up probes of this module and of amd_jax/checkpoint.py)."""
+    folder = epath.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("amd_jax checks that it can write here; safe to delete.\n")
+    (folder / name).unlink()
+
+
 def probe(folders: dict, append: tuple = (), fix: str = _TRAIN_FIX) -> None:
     """Create each folder, write and remove a small file in it, and open each existing file of `append` for
     appending; OutputError naming the first that refuses and the cause, then `fix`."""
     for what, folder in folders.items():
-        folder = epath.Path(folder)
-        test = folder / f".write_probe.{os.getpid()}"
         with _probing(folder, what, fix):
-            folder.mkdir(parents=True, exist_ok=True)
-            test.write_text("amd_jax checks that it can write here; safe to delete.\n")
-            test.unlink()
+            try_write(folder, f".write_probe.{os.getpid()}")
     for path in append:
         path = epath.Path(path)
         with _probing(path.parent, path.name, fix):
