@@ -71,6 +71,9 @@ def test_fixture_is_the_converters_output():
     report = json.loads((FIX / "reference.json").read_text())
     assert hashlib.sha256((FIX / sit_weights.WEIGHTS_FILE).read_bytes()).hexdigest() == report["model_sha256"]
     assert {"bare", "diffusers", "model_only", "train_py"} <= set(report["identical_outputs"])
+    # what the fixture script found with torch: SiT train.py's pickle (argparse.Namespace as 'args') converted to
+    # the same bytes, and a pickle with any other class was refused
+    assert report["train_py_args_namespace_converts"] is True and report["refused_other_class_pickle"] is True
     # the pickles with classes (SiT train.py's argparse.Namespace allowed, any other refused) are checked with
     # torch by test_convert_reads_sit_train_py_checkpoint_* / test_convert_refuses_a_train_py_checkpoint_* below
 
