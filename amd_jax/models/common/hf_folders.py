@@ -58,7 +58,7 @@ def local_folder(path: str | os.PathLike, subfolders: tuple[str, ...] = ALL_SUBF
     if "://" not in s or s.startswith("file://"):
         p = pathlib.Path(s.removeprefix("file://"))
         if not p.is_dir():
-            raise FileNotFoundError(f"SDXL model folder {s!r} does not exist or is not a directory.")
+            raise FileNotFoundError(f"Model folder {s!r} does not exist or is not a directory.")
         return p
     from etils import epath
 
@@ -68,8 +68,8 @@ def local_folder(path: str | os.PathLike, subfolders: tuple[str, ...] = ALL_SUBF
 def stage(src, subfolders: tuple[str, ...]) -> pathlib.Path:
     """Copy the files (not sub-directories) of `src/<sub>` for each existing subfolder to a local temp dir."""
     if not src.exists():
-        raise FileNotFoundError(f"SDXL model folder {os.fspath(src)!r} does not exist.")
-    dst = pathlib.Path(tempfile.mkdtemp(prefix="sdxl_stage_"))
+        raise FileNotFoundError(f"Model folder {os.fspath(src)!r} does not exist.")
+    dst = pathlib.Path(tempfile.mkdtemp(prefix="model_stage_"))
     for sub in subfolders:
         if not (src / sub).exists():
             continue
