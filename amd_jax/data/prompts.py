@@ -6,7 +6,12 @@ Sources (`read_captions` / `tfds_captions`):
     *.parquet             column `field` (needs pyarrow, which is optional and not in requirements.txt)
     tfds:NAME[:SPLIT]     an ALREADY PREPARED TFDS dataset read as a random-access array_record source (no
                           TensorFlow needed to read; tensorflow_datasets must be installed), e.g. tfds:coco_captions
+    *.array_record / a folder of them
+                          caption records (amd_jax/data/records.py, written by `python -m
+                          amd_jax.tools.convert_inputs`): each caption with its precomputed embeddings and real
+                          latent, read by index, so a process reads only its own rows and nothing is loaded up front
 Local paths or gs:// (etils.epath); several files may be given comma-separated. Each line / record is one caption.
+The text formats and the `embeddings` / `real` arrays are read whole into memory on every host; records are not.
 
 Order and resumption: the captions are a `grain.MapDataset`, `shuffle(seed).repeat()` (a new permutation per
 epoch). Global row g of the run is `ds[g]`, and global batch `step` holds rows step*B .. step*B + B - 1, so the data
@@ -27,7 +32,12 @@ then runs the text encoders on the device mesh, amd_jax/conditioning.py) or prec
 (`embeddings`: arrays [N, ...] indexed by the caption's index in the file, from an .npz / .safetensors written by
 `amd_jax.tensor_files.write`).
 `real`: optional per-caption real samples [N, ...] (e.g. VAE latents for the GAN); without it 'real' is zeros of
-`real_shape` (the GAN must then be off).
+`real_shape` (the GAN must then be off). A `records.Records` source carries both in its records: its arrays named
+REAL ('real') are the real samples, the others the precomputed conditioning.
+
+Prefetch (`prefetch=(threads, depth)`): the reads of the next `depth` steps run ahead in grain threads
+(amd_jax/data/prefetch.py); a step's batch is the same with or without it, and after any jump (a resume).
+Tokenizing and encoding stay in the caller's thread.
 """
 
 from __future__ import annotations
@@ -38,7 +48,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from etils import epath
 
-from amd_jax.data import groups
+from amd_jax.data import groups, records
+from amd_jax.data import prefetch as prefetch_lib
+
+REAL = "real"  # the name of the real samples among a record's arrays
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -89,7 +102,10 @@ def _read_one(path: str, field: str) -> list[str]:
 
 
 def read_captions(paths: str | Sequence[str], field: str = "caption") -> list[str]:
-    """All captions of one or several (comma-separated) local or gs:// files, in file order."""
+    """All captions of one or several (comma-separated) local or gs:// files, in file order (of caption records:
+    every record is read, for offline tools)."""
+    if isinstance(paths, str) and records.is_records(paths):
+        return records.Records(paths).captions()
     paths = [s.strip() for s in paths.split(",")] if isinstance(paths, str) else list(paths)
     captions = [c for p in paths if p for c in _read_one(p, field)]
     if not captions:
@@ -133,25 +149,40 @@ class PromptSource:
                  embeddings: dict[str, np.ndarray] | None = None, tokenize: dict[str, Callable] | None = None,
                  constants: dict[str, np.ndarray] | None = None, real: np.ndarray | None = None,
                  real_shape: tuple[int, ...] = (1,), local_rows: Callable[[int], np.ndarray] | None = None,
-                 group_size: int = 1):
+                 group_size: int = 1, prefetch: tuple[int, int] | None = None, records_real: bool = True):
         import grain
 
         self.captions = captions
         self.num_captions = len(captions)
+        self.records = captions if isinstance(captions, records.Records) else None
+        if self.records is not None and (embeddings is not None or real is not None):
+            raise ValueError("caption records carry their own arrays: give no separate embeddings or real")
         if embeddings is not None:
             for k, v in embeddings.items():
                 if len(v) != self.num_captions:
                     raise ValueError(f"precomputed {k} has {len(v)} rows for {self.num_captions} captions")
         if real is not None and len(real) != self.num_captions:
             raise ValueError(f"real samples have {len(real)} rows for {self.num_captions} captions")
-        if encode is None and embeddings is None:
+        if encode is None and not self._precomputed(embeddings):
             raise ValueError("PromptSource needs `encode` or precomputed `embeddings`")
         self.encode, self.embeddings, self.tokenize = encode, embeddings, dict(tokenize or {})
         self.constants, self.real, self.real_shape = dict(constants or {}), real, tuple(real_shape)
         self._local_rows, self.group_size = local_rows, group_size
-        # (caption index, caption) per global row: shuffled per epoch from the seed, random access.
-        self.ds = (grain.MapDataset.range(self.num_captions).shuffle(seed=int(seed)).repeat(None)
-                   .map(lambda i: (int(i), captions[int(i)])))
+        self.records_real = records_real  # False: the records' real samples are not put in the batches (GAN off)
+        # the caption index of each global row: shuffled per epoch from the seed, random access.
+        self.ds = grain.MapDataset.range(self.num_captions).shuffle(seed=int(seed)).repeat(None)
+        # (threads, depth): read the next `depth` steps' rows ahead in grain threads (amd_jax/data/prefetch.py)
+        self._prefetch = prefetch_lib.StepPrefetch(self.fetch, *prefetch) if prefetch else None
+
+    def _precomputed(self, embeddings) -> bool:
+        if self.records is not None:
+            return any(k != REAL for k in self.records.schema)
+        return embeddings is not None
+
+    @property
+    def precomputed(self) -> bool:
+        """Whether the batches hold precomputed embeddings (no `encode`)."""
+        return self._precomputed(self.embeddings)
 
     def local_rows(self, batch_size: int) -> np.ndarray:
         if self._local_rows is None:
@@ -163,16 +194,32 @@ class PromptSource:
         k = groups.size(self.group_size, batch_size)
         return int(step) * (batch_size // k) + np.asarray(rows) // k
 
-    def read(self, positions: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """(caption index, caption) at each dataset position."""
-        items = [self.ds[int(p)] for p in positions]
-        return np.asarray([i for i, _ in items], np.int64), [c for _, c in items]
+    def read(self, positions: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
+        """(caption index, caption, {name: rows}) at each dataset position; the arrays are the precomputed
+        embeddings and REAL (the real samples), where the source has them."""
+        index = np.asarray([int(self.ds[int(p)]) for p in positions], np.int64)
+        if self.records is not None:
+            prompts, arrays = self.records.read(index)
+            if not self.records_real:
+                arrays.pop(REAL, None)
+            return index, prompts, arrays
+        arrays = {k: np.asarray(v[index]) for k, v in (self.embeddings or {}).items()}
+        if self.real is not None:
+            arrays[REAL] = np.asarray(self.real[index])
+        return index, [self.captions[int(i)] for i in index], arrays
 
-    def cond_for(self, index: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
+    def fetch(self, step: int, batch_size: int) -> tuple:
+        """What this process reads for global batch `step`: (rows, to_rows, index, prompts, arrays); each distinct
+        caption of its rows is read once (`to_rows` copies it to its rows). The part that `prefetch` runs ahead."""
+        rows = self.local_rows(batch_size)
+        positions, to_rows = np.unique(self.positions(step, batch_size, rows), return_inverse=True)
+        return (rows, to_rows) + self.read(positions)
+
+    def cond_for(self, prompts: list[str], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Conditioning rows for these captions (precomputed rows or `encode`d now) + tokens + constants."""
         n = len(prompts)
-        if self.embeddings is not None:
-            cond = {k: np.asarray(v[index]) for k, v in self.embeddings.items()}
+        if self.precomputed:
+            cond = {k: np.asarray(v) for k, v in arrays.items() if k != REAL}
         else:
             cond = {k: np.asarray(v) for k, v in self.encode(prompts).items()}
         for k, tok in self.tokenize.items():
@@ -182,13 +229,13 @@ class PromptSource:
         return cond
 
     def global_batch(self, step: int, batch_size: int) -> dict:
-        rows = self.local_rows(batch_size)
-        # each distinct caption of this process's rows is read and encoded once, then copied to its rows
-        positions, to_rows = np.unique(self.positions(step, batch_size, rows), return_inverse=True)
-        index, prompts = self.read(positions)
-        local = {k: v[to_rows] for k, v in self.cond_for(index, prompts).items()}
-        if self.real is not None:
-            local_real = np.asarray(self.real[index[to_rows]], np.float32)
+        if self._prefetch is not None:
+            rows, to_rows, _, prompts, arrays = self._prefetch.get(step, batch_size)
+        else:
+            rows, to_rows, _, prompts, arrays = self.fetch(step, batch_size)
+        local = {k: v[to_rows] for k, v in self.cond_for(prompts, arrays).items()}
+        if REAL in arrays:
+            local_real = np.asarray(arrays[REAL][to_rows], np.float32)
         else:
             local_real = np.zeros((len(rows),) + self.real_shape, np.float32)
         if len(rows) == batch_size and np.array_equal(rows, np.arange(batch_size)):

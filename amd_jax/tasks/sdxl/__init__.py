@@ -35,6 +35,7 @@ import numpy as np
 from amd_jax import batching, tensor_files
 from amd_jax.conditioning import Condition
 from amd_jax.data import prompts as P
+from amd_jax.data import records
 from amd_jax.errors import ConfigError
 from amd_jax.metrics import grid
 from amd_jax.models.common.attention import KERNELS, AttentionCore
@@ -77,7 +78,7 @@ def build(config, mesh=None, abstract: bool = False) -> Task:
             return None
         return {"vae": assets.vae()[1], "scorer": assets.scorer().params}
 
-    on_mesh = source.embeddings is None  # else the batches hold precomputed embeddings
+    on_mesh = not source.precomputed  # else the batches hold precomputed embeddings
     condition = Condition(params=assets.text_params, apply=assets.condition) if on_mesh else None
     return Task(
         models=models, data=source, teacher=assets.teacher, reward=reward,
@@ -114,7 +115,7 @@ def check(config, abstract: bool = False) -> None:
     if m.unet_attention == "flash" and jax.default_backend() != "tpu":
         raise ConfigError(f"model.unet_attention='flash' is a Pallas TPU kernel; this host's backend is "
                           f"{jax.default_backend()!r}: use --config.model.unet_attention=xla here.")
-    if config.gan.enabled and not config.data.real:
+    if config.gan.enabled and not config.data.real and not records.is_records(config.data.path):
         raise ConfigError("gan.enabled needs data.real: per-caption real latents [N, 4, H/8, W/8] (.npy/.npz/"
                           ".safetensors); or set --config.gan.enabled=False.")
 
@@ -190,32 +191,62 @@ def _models(config, assets: Assets, mesh=None) -> Models:
 
 
 def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
-    """The prompt source of the training batches (captions, optional precomputed embeddings and real latents)."""
+    """The prompt source of the training batches (captions, optional precomputed embeddings and real latents;
+    or caption records holding all three, read per process by index with the next steps prefetched)."""
     use_reward = bool(config.reward.name)
     d = config.data
+    embeddings = real = prefetch = None
     if d.path.startswith("tfds:"):
         captions = P.tfds_captions(d.path, d.tfds_dir or None, d.field or "captions.text")
+    elif records.is_records(d.path):
+        captions, prefetch = _records(config, sample_shape), RECORDS_PREFETCH
     else:
         captions = P.read_captions(d.path, d.field)
-    embeddings = None
     if d.embeddings:
         raw = tensor_files.read(d.embeddings)
         embeddings = {"prompt_embeds": raw["prompt_embeds"],
                       "text_embeds": raw["text_embeds"] if "text_embeds" in raw else raw["pooled"]}
-    real = None
     if d.real:
         raw = tensor_files.read(d.real)
         real = raw.get("latents", raw.get(tensor_files.NPY_KEY, next(iter(raw.values()))))
         if tuple(real.shape[1:]) != sample_shape:
             raise ConfigError(f"data.real latents have shape {real.shape[1:]}, expected {sample_shape}.")
     tokenize = {"reward_tokens": lambda p: assets.scorer().tokenize(p)} if use_reward else {}
+    precomputed = embeddings is not None or (isinstance(captions, records.Records)
+                                             and bool(set(captions.schema) - {P.REAL}))
     source = P.PromptSource(captions, seed=config.seed if d.seed < 0 else d.seed,
-                            encode=None if embeddings is not None else assets.tokenize, embeddings=embeddings,
+                            encode=None if precomputed else assets.tokenize, embeddings=embeddings,
                             tokenize=tokenize, constants={"time_ids": time_ids(config)}, real=real,
                             real_shape=sample_shape if real is None and config.gan.enabled else (1,),
                             local_rows=functools.partial(mesh_lib.process_rows, mesh, axes=_batch_axes(config, mesh)),
-                            group_size=config.amd.group_size)
+                            group_size=config.amd.group_size, prefetch=prefetch,
+                            records_real=bool(config.gan.enabled))
     return source
+
+
+RECORDS_PREFETCH = (2, 4)  # caption records: 2 grain threads read up to 4 steps ahead
+
+
+def _records(config, sample_shape) -> records.Records:
+    """data.path's caption records, checked: embeddings prompt_embeds + text_embeds or none, 'real' of the
+    model's latent shape, and no separate data.embeddings / data.real."""
+    d = config.data
+    if d.embeddings or d.real:
+        raise ConfigError(f"data.path={d.path!r} is caption records, which carry their own embeddings and real "
+                          "latents: leave data.embeddings and data.real empty (convert them into the records with "
+                          "python -m amd_jax.tools.convert_inputs --embeddings=... --real=...).")
+    recs = records.Records(d.path)
+    names = set(recs.schema) - {P.REAL}
+    if names and names != {"prompt_embeds", "text_embeds"}:
+        raise ConfigError(f"data.path={d.path!r}: records hold embeddings {sorted(names)}; SDXL needs "
+                          "prompt_embeds and text_embeds (or no embeddings: the captions are encoded on the mesh).")
+    if P.REAL in recs.schema and recs.schema[P.REAL][1] != tuple(sample_shape):
+        raise ConfigError(f"data.path={d.path!r}: records hold real latents of shape {recs.schema[P.REAL][1]}, the "
+                          f"model needs {tuple(sample_shape)}.")
+    if config.gan.enabled and P.REAL not in recs.schema:
+        raise ConfigError(f"gan.enabled needs real latents, and the records of data.path={d.path!r} hold none: "
+                          "convert them with --real=LATENTS, or set --config.gan.enabled=False.")
+    return recs
 
 
 def eval_prompts(config, source, n: int) -> tuple[list[str], np.ndarray]:
