@@ -27,6 +27,7 @@ import safetensors.numpy
 from amd_jax.errors import ConfigError, DamagedFileError
 from amd_jax.models.sit import denoiser as sit_denoiser, network as sit, weights as sit_weights
 from amd_jax.tools import convert_sit as sit_convert
+from tiny import close_to_reference as _close
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "sit_tiny"
 TOL = 1e-4  # float32 CPU vs float32 PyTorch on O(1)-O(10) activations (measured ~2e-6)
@@ -44,12 +45,6 @@ def tiny():
     return sit_weights.load_sit(FIX, dtype="float32")
 
 
-def _close(name, got, want, tol):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, (name, got.shape, want.shape)
-    diff = float(np.max(np.abs(got - want)))
-    print(f"{name}: max abs diff {diff:.2e} (max |ref| {np.max(np.abs(want)):.2f}, tol {tol})")
-    assert diff < tol, f"{name}: max abs diff {diff} >= {tol}"
 
 
 # ------------------------------------------------------------------------------------------------- parity

@@ -23,6 +23,7 @@ from amd_jax import tensor_files
 from amd_jax.errors import ConfigError
 from amd_jax.models.common.hf_folders import WeightError
 from amd_jax.models.umt5 import encoder as umt5, weights as umt5_weights
+from tiny import close_to_reference as _close
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "umt5_tiny"
 TOL = 1e-4  # float32 CPU vs float32 PyTorch on outputs up to |4.8| (measured 1.5e-6)
@@ -34,12 +35,6 @@ def ref():
     return dict(np.load(FIX / "reference.npz"))
 
 
-def _close(name, got, want, tol):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, (name, got.shape, want.shape)
-    diff = float(np.max(np.abs(got - want)))
-    print(f"{name}: max abs diff {diff:.2e} (max |ref| {np.max(np.abs(want)):.2f}, tol {tol})")
-    assert diff < tol, f"{name}: max abs diff {diff} >= {tol}"
 
 
 def _hidden(cfg, params, ref):

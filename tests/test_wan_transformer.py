@@ -21,6 +21,7 @@ import safetensors.numpy
 from amd_jax.errors import ConfigError
 from amd_jax.models.common.hf_folders import WeightError
 from amd_jax.models.wan import transformer as wan, weights
+from tiny import close_to_reference as _close
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "wan_tiny"
 MODELS = {"": "transformer", "p222_": "transformer_p222"}  # reference.npz prefix -> folder
@@ -50,13 +51,6 @@ def _forward(cfg, params, ref, prefix, features=True):
     return fn(params, *_inputs(ref, prefix))
 
 
-def _close(name, got, want, tol):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, (name, got.shape, want.shape)
-    diff = float(np.max(np.abs(got - want)))
-    print(f"{name}: max abs diff {diff:.2e} (max |ref| {np.max(np.abs(want)):.2f}, tol {tol})")
-    assert diff < tol, f"{name}: max abs diff {diff} >= {tol}"
-    return diff
 
 
 # ------------------------------------------------------------------------------------------------- parity

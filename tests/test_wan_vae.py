@@ -21,6 +21,7 @@ import safetensors.numpy
 from amd_jax.errors import ConfigError
 from amd_jax.models.common.hf_folders import WeightError
 from amd_jax.models.wan import vae as wan_vae, vae_weights
+from tiny import close_to_reference as _close
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "wan_vae_tiny"
 TOL = 1e-4  # float32 CPU vs float32 PyTorch, as SDXL's VAE test (tests/test_sdxl_models.py); measured 2e-6
@@ -45,13 +46,6 @@ def loaded():
     return vae_weights.load_vae(FIX, dtype="float32")
 
 
-def _close(name, got, want, tol):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, (name, got.shape, want.shape)
-    diff = float(np.max(np.abs(got - want)))
-    print(f"{name}: max abs diff {diff:.2e} (max |ref| {np.max(np.abs(want)):.2f}, tol {tol})")
-    assert diff < tol, f"{name}: max abs diff {diff} >= {tol}"
-    return diff
 
 
 def _encode_decode(cfg, params, ref):

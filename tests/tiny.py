@@ -46,12 +46,24 @@ def run_toy_steps(config, n_iters, after_generator=None):
     return state
 
 
-def step_metrics(records, step):
-    """The metrics of the loop's log line 'step N/M k=v ... |' for step N, from caplog records."""
-    import re
+def step_metrics(workdir, step):
+    """The metrics the loop logged for step N (its metrics.jsonl row), without their train/ and perf/ prefixes."""
+    from amd_jax.writers import read_jsonl
 
-    for r in records:
-        m = re.match(rf"step {step}/\d+ (.*) \|", r.getMessage())
-        if m:
-            return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
-    raise AssertionError(f"no log line for step {step}")
+    for row in read_jsonl(os.path.join(workdir, "metrics.jsonl")):
+        if row["step"] == step:
+            return {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith(("train/", "perf/"))}
+    raise AssertionError(f"no metrics.jsonl row for step {step}")
+
+
+def close_to_reference(name, got, want, tol) -> float:
+    """Assert max |got - want| < tol (same shapes) for a parity test against a committed reference output; print the
+    figure (pytest -s shows it) and return it."""
+    import numpy as np
+
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (name, got.shape, want.shape)
+    diff = float(np.max(np.abs(got - want)))
+    print(f"{name}: max abs diff {diff:.2e} (max |ref| {np.max(np.abs(want)):.2f}, tol {tol})")
+    assert diff < tol, f"{name}: max abs diff {diff} >= {tol}"
+    return diff

@@ -127,12 +127,40 @@ class RectifiedFlow:
         return jnp.asarray(fraction, jnp.float32)
 
 
+def shift_sigma(s, shift: float):
+    """The flow-matching timestep shift (SD3 / Wan; diffusers' FlowMatchEulerDiscreteScheduler with
+    use_dynamic_shifting=False, UniPCMultistepScheduler's flow_shift): sigma = shift s / (1 + (shift - 1) s),
+    a monotone map of [0, 1] onto itself (shift > 1 spends more of the axis at high noise)."""
+    s = jnp.asarray(s, jnp.float32)
+    return shift * s / (1.0 + (shift - 1.0) * s)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShiftedRectifiedFlow(RectifiedFlow):
+    """RectifiedFlow (t = sigma: x_t = (1 - t) x0 + t eps, u = eps - x0) whose time axis is walked through the
+    timestep shift: `sample_t` draws s ~ U[lo, hi] and returns t = shift_sigma(s), `timestep(fraction)` is
+    shift_sigma(fraction). So DMD2's step-percent ranges and a student's fixed timesteps are fractions of the
+    shifted axis, as diffusers' scheduler spaces its sigmas, while the x0 / target algebra is RectifiedFlow's.
+
+    shift: diffusers' Wan pipeline documents 3.0 for 480P and 5.0 for 720P (pipelines/wan/pipeline_wan.py).
+    """
+
+    shift: float = 3.0
+
+    def sample_t(self, rng, shape, lo, hi):
+        return shift_sigma(jax.random.uniform(rng, shape, jnp.float32, lo, hi), self.shift)
+
+    def timestep(self, fraction):
+        return shift_sigma(fraction, self.shift)
+
+
 Schedule = DiscreteDDPM | VPContinuous | RectifiedFlow
 
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "ddpm": DiscreteDDPM,
     "vp": VPContinuous,
     "rectified_flow": RectifiedFlow,
+    "shifted_rectified_flow": ShiftedRectifiedFlow,
 }
 
 

@@ -113,3 +113,27 @@ def tree_shardings(abstract_tree, mesh: Mesh, rules=(), min_size: int = 2**14):
         return NamedSharding(mesh, leaf_spec(path_str(path), getattr(leaf, "shape", ()), mesh, rules, min_size))
 
     return jax.tree_util.tree_map_with_path(one, abstract_tree)
+
+
+# Activation sharding as rules (maxdiffusion's logical_axis_rules): a logical activation dimension -> the mesh axes
+# that split it. Axes the mesh lacks (or has with size 1) are dropped, so one rule set serves every mesh: a
+# data x fsdp mesh splits the batch only, a data x fsdp x context mesh the tokens too (parallel/context.py).
+ACTIVATION_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("tokens", ("context",)),
+)
+
+
+def activation_rules(batch_axes=("data", "fsdp"), tokens_axes=("context",)) -> tuple:
+    """ACTIVATION_RULES for the config's mesh.batch_axes (and the axes that split the tokens)."""
+    return (("batch", tuple(batch_axes)), ("tokens", tuple(tokens_axes)))
+
+
+def activation_spec(logical, mesh, rules=ACTIVATION_RULES) -> P:
+    """The PartitionSpec of an activation whose dimensions are named `logical` (rule names, or None: replicated)."""
+    table = dict(rules)
+    entries = []
+    for name in logical:
+        axes = tuple(a for a in table.get(name, ()) if mesh.shape.get(a, 1) > 1) if name is not None else ()
+        entries.append(axes if len(axes) > 1 else axes[0] if axes else None)
+    return P(*entries)

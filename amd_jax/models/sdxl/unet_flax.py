@@ -28,8 +28,9 @@ import numpy as np
 
 from amd_jax.models.common.attention import AttentionCore
 from amd_jax.models.common.embeddings import timestep_embedding
+from amd_jax.models.common.remat import POLICIES, remat
 
-REMAT_POLICIES = ("none", "block", "dots")
+REMAT_POLICIES = POLICIES  # the remat knob's values (models/common/remat.py)
 _LAYERS = "transformer_blocks"
 
 
@@ -45,15 +46,6 @@ def _conv(features: int, dtype, name: str, kernel: int = 3, stride: int = 1) -> 
     pad = kernel // 2
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                    dtype=dtype, name=name)
-
-
-def _remat(cls, policy: str, in_scan: bool = False):
-    """`cls` rematerialised per `policy` ('none' returns it unchanged). Inside a scan the loop already keeps
-    XLA from CSE-ing the recomputation away, so prevent_cse is off there (flax's advice)."""
-    if policy == "none":
-        return cls
-    saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "dots" else None
-    return nn.remat(cls, policy=saveable, prevent_cse=not in_scan)
 
 
 class TimestepMLP(nn.Module):
@@ -197,7 +189,7 @@ class Transformer2D(nn.Module):
         kw = dict(heads=self.heads, only_cross_attention=self.only_cross_attention, exact_gelu=self.exact_gelu,
                   dtype=self.dtype, attention_core=self.attention_core)
         scanned = self.scan_layers and self.depth > 1
-        layer = _remat(TransformerLayer, self.remat, in_scan=scanned)
+        layer = remat(TransformerLayer, self.remat, in_scan=scanned)
         if scanned:
             stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
                             in_axes=nn.broadcast, length=self.depth)
@@ -222,7 +214,7 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, h, temb, context, skips=()):
-        resnet = _remat(ResnetBlock, self.remat)
+        resnet = remat(ResnetBlock, self.remat)
         outputs = ()
         for i in range(self.num_layers):
             if self.up:
@@ -245,7 +237,7 @@ class MidBlock(nn.Module):
 
     @nn.compact
     def __call__(self, h, temb, context):
-        resnet = _remat(ResnetBlock, self.remat)
+        resnet = remat(ResnetBlock, self.remat)
         c = h.shape[-1]
         h = resnet(c, self.dtype, name="resnets_0")(h, temb)
         h = Transformer2D(**self.transformer, name="attentions_0")(h, context)

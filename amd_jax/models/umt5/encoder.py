@@ -40,10 +40,11 @@ import numpy as np
 
 from amd_jax.errors import ConfigError
 from amd_jax.models.common.dtypes import DTYPES
+from amd_jax.models.common.remat import POLICIES, remat
 
 ARCH_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
                "relative_attention_num_buckets", "relative_attention_max_distance", "layer_norm_epsilon")
-REMAT_POLICIES = ("none", "block", "dots")
+REMAT_POLICIES = POLICIES  # the remat knob's values (models/common/remat.py)
 BLOCKS = "block"  # the PyTorch ModuleList's name: block_<i> per layer, or one scanned `block`
 
 # Wan2.1's text_encoder/config.json (google/umt5-xxl's encoder).
@@ -225,14 +226,6 @@ class Block(nn.Module):
         return FeedForwardLayer(self.cfg, name="layer_1")(h), None
 
 
-def _remat(cls, policy: str, in_scan: bool):
-    """`cls` rematerialised per `policy` ('none': unchanged), as the owned SDXL UNet does it."""
-    if policy == "none":
-        return cls
-    saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "dots" else None
-    return nn.remat(cls, policy=saveable, prevent_cse=not in_scan)
-
-
 class Stack(nn.Module):
     """UMT5Stack (encoder): the blocks, looped or scanned, then the final RMS norm."""
 
@@ -242,7 +235,7 @@ class Stack(nn.Module):
     def __call__(self, h, buckets, mask_bias):
         cfg = self.cfg
         scanned = cfg.scan_layers and cfg.num_layers > 1
-        block = _remat(Block, cfg.remat, in_scan=scanned)
+        block = remat(Block, cfg.remat, in_scan=scanned)
         if scanned:
             stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                             in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers)

@@ -25,6 +25,11 @@ modulations stay in float32 (diffusers keeps time_embedder, the scale_shift_tabl
 Outputs are float32.
 
 `features=True` also returns the last block's output tokens [B, N, D] float32, for DMD2's GAN head.
+
+Sequence parallelism (`sequence`, a parallel/context.py SequenceParallel; None: off): the tokens [B, N, D] are
+constrained to the activation rules' (batch, tokens) split at the patch embedding and at every block, self-attention
+runs over the split sequence by all-to-all ('ulysses') or ring attention, cross-attention on the local queries; the
+sizes are checked (one ConfigError line) when the call is traced, before anything compiles.
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ from amd_jax.errors import ConfigError
 from amd_jax.models.common.attention import AttentionCore
 from amd_jax.models.common.dtypes import DTYPES, dtype as dtype_of
 from amd_jax.models.common.embeddings import timestep_embedding
+from amd_jax.models.common.remat import POLICIES, remat
 
 CLASS_NAME = "WanTransformer3DModel"  # diffusers' class; config.json's _class_name
-REMAT_POLICIES = ("none", "block", "dots")
+REMAT_POLICIES = POLICIES  # the remat knob's values (models/common/remat.py)
 QK_NORMS = ("rms_norm_across_heads",)
 ROPE_THETA = 10000.0
 # config.json fields of the architecture, with diffusers' defaults (WanTransformer3DModel.__init__).
@@ -174,15 +180,6 @@ def _layer_norm(cfg: WanConfig, name: str, affine: bool = False) -> nn.LayerNorm
                         dtype=jnp.float32, param_dtype=dtype_of(cfg.param_dtype), name=name)
 
 
-def _remat(cls, policy: str):
-    """`cls` rematerialised per `policy` ('none': unchanged); inside nn.scan, so prevent_cse is off (flax's
-    advice, as models/sdxl/unet_flax.py)."""
-    if policy == "none":
-        return cls
-    saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "dots" else None
-    return nn.remat(cls, policy=saveable, prevent_cse=False)
-
-
 class Attention(nn.Module):
     """WanAttention: to_q/k/v (bias), RMSNorm over all heads on q and k, optional rotary, core, to_out.0."""
 
@@ -235,22 +232,32 @@ def _modulate(norm: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
 
 
 class Block(nn.Module):
-    """WanTransformerBlock. Returns (x, None), the carry signature of nn.scan; x stays float32."""
+    """WanTransformerBlock. Returns (x, None), the carry signature of nn.scan; x stays float32. With `sequence`
+    (parallel/context.py) its tokens stay split over the context axis and its attentions run across it."""
 
     cfg: WanConfig
     core: AttentionCore
+    sequence: Any = None
 
     @nn.compact
     def __call__(self, x, context, modulation, rope):
         cfg, compute = self.cfg, dtype_of(self.cfg.dtype)
         table = self.param("scale_shift_table", _table_init, (1, 6, cfg.inner_dim), dtype_of(cfg.param_dtype))
         shift, scale, gate, c_shift, c_scale, c_gate = jnp.split(table.astype(jnp.float32) + modulation, 6, axis=1)
+        self_core, cross_core, x = self.core, self.core, _split_tokens(self.sequence, x)
+        if self.sequence is not None:
+            self_core, cross_core = self.sequence.self_attention(self.core), self.sequence.cross_attention(self.core)
         h = _modulate(_layer_norm(cfg, "norm1")(x), shift, scale).astype(compute)
-        x = x + Attention(cfg, self.core, name="attn1")(h, rope=rope).astype(jnp.float32) * gate
+        x = x + Attention(cfg, self_core, name="attn1")(h, rope=rope).astype(jnp.float32) * gate
         h = _layer_norm(cfg, "norm2", affine=True)(x) if cfg.cross_attn_norm else x
-        x = x + Attention(cfg, self.core, name="attn2")(h.astype(compute), context).astype(jnp.float32)
+        x = x + Attention(cfg, cross_core, name="attn2")(h.astype(compute), context).astype(jnp.float32)
         h = _modulate(_layer_norm(cfg, "norm3")(x), c_shift, c_scale).astype(compute)
         return x + FeedForward(cfg, name="ffn")(h).astype(jnp.float32) * c_gate, None
+
+
+def _split_tokens(sequence, x: jax.Array) -> jax.Array:
+    """Tokens [B, N, D] constrained to (batch, tokens) of the activation rules; unchanged without `sequence`."""
+    return x if sequence is None else sequence.constrain(x, "batch", "tokens", None)
 
 
 class ConditionEmbedder(nn.Module):
@@ -272,25 +279,29 @@ class ConditionEmbedder(nn.Module):
 class WanTransformer(nn.Module):
     """(latents [B, F, H, W, C], timestep [B] or scalar in diffusers' 0..1000, text [B, L, text_dim]) -> the
     prediction [B, F, H, W, out_channels] float32 (Wan2.1's flow velocity), and with features=True also the last
-    block's tokens [B, N, D] float32. `core` picks the attention kernel (models/common/attention.py)."""
+    block's tokens [B, N, D] float32. `core` picks the attention kernel (models/common/attention.py); `sequence`
+    (parallel/context.py's SequenceParallel) splits the tokens over the mesh's context axis."""
 
     cfg: WanConfig
     core: AttentionCore = AttentionCore()
+    sequence: Any = None
 
     @nn.compact
     def __call__(self, latents, timestep, text, features: bool = False):
         cfg, compute = self.cfg, dtype_of(self.cfg.dtype)
         b = latents.shape[0]
         grid = check_latents(cfg, latents.shape)
+        if self.sequence is not None:
+            self.sequence.check(b, math.prod(grid), cfg.num_attention_heads)
         x = nn.Conv(cfg.inner_dim, cfg.patch_size, strides=cfg.patch_size, padding="VALID", dtype=compute,
                     param_dtype=dtype_of(cfg.param_dtype), name="patch_embedding")(latents.astype(compute))
-        x = x.reshape(b, -1, cfg.inner_dim).astype(jnp.float32)
+        x = _split_tokens(self.sequence, x.reshape(b, -1, cfg.inner_dim).astype(jnp.float32))
         timestep = jnp.broadcast_to(jnp.asarray(timestep, jnp.float32), (b,))
         temb, modulations, context = ConditionEmbedder(cfg, name="condition_embedder")(timestep, text)
         rope = tuple(jnp.asarray(a) for a in rope_3d(cfg, grid))
-        stack = nn.scan(_remat(Block, cfg.remat), variable_axes={"params": 0}, split_rngs={"params": True},
+        stack = nn.scan(remat(Block, cfg.remat, in_scan=True), variable_axes={"params": 0}, split_rngs={"params": True},
                         in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers)
-        x, _ = stack(cfg, self.core, name="blocks")(x, context, modulations, rope)
+        x, _ = stack(cfg, self.core, self.sequence, name="blocks")(x, context, modulations, rope)
         table = self.param("scale_shift_table", _table_init, (1, 2, cfg.inner_dim), dtype_of(cfg.param_dtype))
         shift, scale = jnp.split(table.astype(jnp.float32) + temb[:, None], 2, axis=1)
         h = _modulate(_layer_norm(cfg, "norm_out")(x), shift, scale).astype(compute)
