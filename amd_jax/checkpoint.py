@@ -23,12 +23,14 @@ What goes wrong, and what happens:
   `<step>.damaged` at start-up, with a warning (Orbax does not list it, and would fail to save that step, or replace
   the file silently). A step that fails to read part-way is reported in one line, without Orbax's echoes of its
   abandoned reads (amd_jax/outputs.py `quiet_storage_noise`).
-- The offline evaluation opens the folder read-only (`read_only=True`): no probe, nothing created or moved.
+- The offline evaluation opens the folder read-only (`read_only=True`): no probe, nothing created or moved (and
+  without Orbax's "Given directory is read only" warning, which it logs for any folder opened so).
 Orbax deletes old steps (max_to_keep) only after a new save has finished writing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -67,7 +69,8 @@ class Checkpointer:
             async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
         )
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-        self.manager = ocp.CheckpointManager(self.dir, options=opts, item_handlers=handlers)
+        with _quiet_read_only():
+            self.manager = ocp.CheckpointManager(self.dir, options=opts, item_handlers=handlers)
         # the content digests of what the run trains from (amd_jax/inputs.py), stored in every checkpoint's meta
         self.inputs: dict[str, str] | None = None
 
@@ -181,9 +184,10 @@ class Checkpointer:
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_part, shardings))}
         restore_args = jax.tree_util.tree_map(
             lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype), target)
-        reader = ocp.CheckpointManager(self.dir, options=ocp.CheckpointManagerOptions(read_only=True),
-                                       item_handlers={"state": ocp.PyTreeCheckpointHandler(),
-                                                      "meta": ocp.JsonCheckpointHandler()})
+        with _quiet_read_only():
+            reader = ocp.CheckpointManager(self.dir, options=ocp.CheckpointManagerOptions(read_only=True),
+                                           item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                                                          "meta": ocp.JsonCheckpointHandler()})
         args = ocp.args.Composite(state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
                                                                partial_restore=True),
                                   meta=ocp.args.JsonRestore())
@@ -311,6 +315,25 @@ class Checkpointer:
             f"{sorted(self.manager.all_steps()) or 'none'}. Free space in (or make writable) {self.dir} and run again: "
             f"training resumes from the newest complete step."
         )
+
+
+class _ReadOnlyNotice(logging.Filter):
+    """Drops Orbax's 'Given directory is read only=DIR' warning: a reader opened read-only on purpose (so that it
+    creates, cleans up and deletes nothing) says so at WARNING on every open, whether DIR is writable or not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _quiet_read_only():
+    """Around the construction of a read-only Orbax CheckpointManager: its read-only notice is not logged."""
+    notice, absl_logger = _ReadOnlyNotice(), logging.getLogger("absl")
+    absl_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(notice)
 
 
 def newest_config(workdir: str) -> tuple[int, dict] | None:

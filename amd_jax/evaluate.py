@@ -1,4 +1,4 @@
-"""Offline evaluation of a training run's checkpoints, decoupled from training (DMD2's evaluator style).
+r"""Offline evaluation of a training run's checkpoints, decoupled from training (DMD2's evaluator style).
 
     python -m amd_jax.evaluate --config=configs/NAME.py --workdir=DIR [--step=N] [--watch] [--num_samples=N] \
         [--repeats=K] [--results_dir=FOLDER]
@@ -16,6 +16,8 @@ probed for writing, at start-up.
 `--repeats=K` (K >= 2) also measures the sampling noise of the metrics themselves: the student is evaluated on K
 disjoint sample sets of eval.num_samples each (noise seeds 777, 778, ...; the first is the one eval_<step>.json
 holds) and DIR/eval/noise_<step>.json gets, per metric, the K values, their mean and standard deviation (ddof 1).
+Compiled executables are kept in the persistent compilation cache, as for train (amd_jax/cli.py
+`use_compilation_cache`: ~/.cache/amd_jax/jax, or JAX_COMPILATION_CACHE_DIR; an empty value turns it off).
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ def main(argv):
     from amd_jax.writers import setup_logging
 
     setup_logging()
+    cli.use_compilation_cache()
     distributed.initialize_from_flags(flags.FLAGS)
     from amd_jax.errors import CheckpointError, ConfigError, NonFiniteError, OutputError
 

@@ -1,6 +1,11 @@
 """The training loop, alone: DMD2's iteration order with TTUR, logs, samples, checkpoints, the final evaluation, the
 non-finite guard, preemption, the next batch prefetched on a background thread, and an optional profiler window
-(train.profile_steps).
+(train.profile_steps, clu's Profile).
+
+Metric names (TensorBoard and metrics.jsonl): train/<metric> for the step's metrics (steps.py), the skipped updates
+and the learning rates (train/lr_student, train/lr_critic); perf/ for step_time_s, tflops_per_device and clu's
+ReportProgress figures (steps_per_sec, uptime, eta_s); eval/<evaluator>/<metric> for evaluations
+(amd_jax/evaluators.py).
 
     if step % ttur == 0:  state, x, r = generator_step(state, frozen, batch)   # student update
     else:                 x, r = sample_step(state, frozen, batch)             # samples only
@@ -16,11 +21,14 @@ import time
 
 import jax
 import numpy as np
+import optax
 from jax.experimental import multihost_utils
 
 from amd_jax import evaluators, outputs, writers
+from amd_jax.clu_lib import periodic_actions
 from amd_jax.errors import CheckpointError, NonFiniteError, OutputError, WorkdirBusyError
 from amd_jax.session import Session
+from amd_jax.steps import lr_schedule
 
 log = logging.getLogger("amd_jax")
 
@@ -159,26 +167,39 @@ def _done(value) -> concurrent.futures.Future:
     return future
 
 
-class ProfilerWindow:
-    """A jax.profiler trace of the iterations [first, last) into WORKDIR/profile (TensorBoard's profile plugin);
-    `train.profile_steps=(first, last)`, () = off."""
+class ProfileSteps(periodic_actions.Profile):
+    """clu's Profile over the iterations [first, last) of `train.profile_steps=(first, last)` (() = off): a
+    jax.profiler trace into WORKDIR/profile (TensorBoard's profile plugin). Called with the step about to run;
+    `close` ends a trace the run stopped inside."""
 
     def __init__(self, steps, logdir):
-        self.first, self.last = (tuple(steps) + (None, None))[:2] if steps else (None, None)
-        self.logdir, self.active = str(logdir), False
+        self.first, self.last = tuple(steps)
+        super().__init__(logdir=logdir, num_profile_steps=self.last - self.first, profile_duration_ms=0,
+                         first_profile=self.first, every_steps=None, every_secs=None)
 
-    def at(self, step: int):
-        if self.first is not None and step == self.first and not self.active:
-            jax.profiler.start_trace(self.logdir)
-            self.active = True
-        elif self.active and step == self.last:
-            self.stop()
+    def _end_session(self, url):
+        super()._end_session(url)
+        log.info("profile of steps %s..%s written to %s", self.first, self.last, self._logdir)
 
-    def stop(self):
-        if self.active:
+    def close(self):
+        if self._session_running:
             jax.profiler.stop_trace()
-            self.active = False
-            log.info("profile of steps %s..%s written to %s", self.first, self.last, self.logdir)
+            self._end_session(None)
+
+
+def learning_rates(c, state) -> dict[str, float]:
+    """{'lr_student', 'lr_critic'}: the rate each optimizer applied at its latest update (optim.warmup_steps'
+    schedule of steps.py at the optimizer's own update count, which a skipped update does not advance)."""
+    out = {}
+    for name, opt_state, peak in (("student", state.student_opt, c.optim.student_lr),
+                                  ("critic", state.critic_opt, c.optim.critic_lr)):
+        count = int(optax.tree_utils.tree_get(opt_state, "count", filtering=_schedule_count))
+        out[f"lr_{name}"] = float(lr_schedule(c.optim, peak)(max(count - 1, 0)))
+    return out
+
+
+def _schedule_count(path, value) -> bool:
+    return bool(path) and getattr(path[-1], "tuple_name", "") == "ScaleByScheduleState"
 
 
 def train(session: Session, stop_after: int | None = None, lock=None):
@@ -191,7 +212,7 @@ def train(session: Session, stop_after: int | None = None, lock=None):
     with outputs.together():  # before the teacher is trained or anything compiled
         if jax.process_index() == 0:
             outputs.probe(outputs.run_folders(c, workdir), append=(workdir / "metrics.jsonl",))
-        writer = writers.SummaryWriter(str(workdir / "tensorboard"), jsonl=str(workdir / "metrics.jsonl"))
+        writer = writers.create_writer(workdir)
         if session.resume_step is None:
             writer.write_hparams(c.to_dict())
     teacher_dir = c.teacher.dir if "teacher" in c and c.teacher.dir else workdir
@@ -205,7 +226,7 @@ def train(session: Session, stop_after: int | None = None, lock=None):
     state = session.initial_state(frozen)
     start = int(jax.device_get(state.step))
     batch0 = session.batch(start)
-    compiled, comp_s, flops = session.compile(frozen, state, batch0)
+    compiled, comp_s, flops = session.compile(frozen, state, batch0)  # announces each compilation
     log.info("Compiled in %s s; GFLOP per call %s", {k: round(v, 2) for k, v in comp_s.items()},
              {k: round(v / 1e9, 4) for k, v in flops.items()})
     gen = session.sampler(frozen)
@@ -217,8 +238,12 @@ def train(session: Session, stop_after: int | None = None, lock=None):
     preempted.install()
     guard = NonFiniteGuard(c.train.max_nonfinite, c, session.resume_meta.get("updates"))
     batches = Prefetcher(session, start, batch0, c.total_steps)
-    profiler = ProfilerWindow(c.train.get("profile_steps", ()), workdir / "profile")
-    progress, window, t_window = writers.Progress(start, c.total_steps), [], time.time()
+    prof_steps = tuple(c.train.get("profile_steps", ()))
+    profiler = ProfileSteps(prof_steps, workdir / "profile") if prof_steps else None
+    progress = writers.TrainProgress(c.total_steps, c.log.every)
+    progress(start)  # the reference point of the first report's steps/s
+    window, t_window = [], time.time()
+    log.info("Training from step %d to %d (%s)", start, c.total_steps, _iteration(c))
 
     def meta(s):
         guard.settle()  # the checkpoint records the skipped updates up to its step
@@ -228,7 +253,8 @@ def train(session: Session, stop_after: int | None = None, lock=None):
     step, saved = start, start
     try:
         while step < c.total_steps:
-            profiler.at(step)
+            if profiler is not None:
+                profiler(step)
             batch = batches.get(step)
             if step % ttur == 0:
                 state, x, r, gm = compiled["generator"](state, frozen, batch)
@@ -240,15 +266,19 @@ def train(session: Session, stop_after: int | None = None, lock=None):
             guard.observe(step, window[-1])
 
             if step % c.log.every == 0 or step == c.total_steps:
-                scalars = _mean_metrics(window)  # waits for this step anyway: count its skips now too
+                metrics = _mean_metrics(window)  # waits for this step anyway: count its skips now too
                 guard.flush()
                 dt = (time.time() - t_window) / len(window)
-                scalars.update(step_time_s=dt, tflops_per_device=iter_flops / dt / 1e12,  # cost analysis: per device
-                               nonfinite_skipped=guard.total)
+                metrics.update(nonfinite_skipped=guard.total, **learning_rates(c, state))
+                perf = {"step_time_s": dt, "tflops_per_device": iter_flops / dt / 1e12}  # cost analysis: per device
+                progress(step)  # clu's ReportProgress: perf/steps_per_sec, perf/uptime, perf/eta_s
                 with outputs.together():
-                    writer.write_scalars(step, scalars)
-                log.info("step %d/%d %s | %s", step, c.total_steps, writers.fmt(scalars), progress.line(step))
+                    writer.write_scalars(step, {**{f"train/{k}": v for k, v in metrics.items()},
+                                                **{f"perf/{k}": v for k, v in perf.items()}, **progress.pop_scalars()})
+                log.info("%s", writers.step_line(step, c.total_steps, progress.line(), metrics, guard.total))
                 window, t_window = [], time.time()
+            else:
+                progress(step)
             due = [ev for ev in registry.values() if ev.due(step)]
             if due:
                 with outputs.together():
@@ -278,7 +308,8 @@ def train(session: Session, stop_after: int | None = None, lock=None):
         _close_quietly(writer)
         raise OutputError(f"{e}. {_save_after_failure(session, state, step, saved, meta)}") from e
     finally:
-        profiler.stop()
+        if profiler is not None:
+            profiler.close()
         batches.close()
     t0 = time.time()
     session.ckpt.wait()
@@ -332,6 +363,13 @@ def _close_quietly(writer):
         writer.close()
     except (OutputError, OSError):
         pass
+
+
+def _iteration(c) -> str:
+    """What one iteration runs, for the start line."""
+    ttur = c.dmd.ttur
+    student = "a student update" if ttur == 1 else f"a student update every {ttur} iterations"
+    return f"{c.method}: {student} and a fake-teacher update per iteration, logged every {c.log.every}"
 
 
 def _mean_metrics(window: list[dict]) -> dict[str, float]:

@@ -21,7 +21,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from amd_jax import checkpoint as ckpt_lib
-from amd_jax import inputs, tasks, writers
+from amd_jax import inputs, phases, tasks, writers
 from amd_jax.conditioning import MeshCondition
 from amd_jax.config import check_experiment, check_resume, validate
 from amd_jax.errors import ConfigError
@@ -202,7 +202,11 @@ class Session:
         for name in names:
             jitted, args = programs[name]
             t0 = time.time()
-            compiled[name] = jitted.lower(*args).compile(compiler_options)
+            with phases.announced(f"Compiling the {name} step") as note:
+                lowered = jitted.lower(*args)
+                cache = phases.CompileCacheHits()  # this compilation's events only
+                compiled[name] = lowered.compile(compiler_options)
+                note["result"] = cache.source()
             seconds[name], flops[name] = time.time() - t0, _cost_flops(compiled[name])
         return compiled, seconds, flops
 
@@ -272,8 +276,8 @@ class Session:
             cond = cond if self.condition is None else self.condition(cond)
             x, r, z = gen(params, cond, jax.random.PRNGKey(seed + i))
             outs.append(jax.tree_util.tree_map(lambda v: np.asarray(multihost_utils.process_allgather(v, tiled=True)), (x, r, z)))
-            if batches >= 50 and len(outs) * 10 // batches > (len(outs) - 1) * 10 // batches:  # long runs: every 10%
-                log.info("generated %d/%d samples, %s", len(outs) * bsz, batches * bsz, progress.line(len(outs)))
+            if batches >= 20 and len(outs) * 4 // batches > (len(outs) - 1) * 4 // batches and len(outs) < batches:
+                log.info("  generated %d/%d samples, %s", len(outs) * bsz, batches * bsz, progress.line(len(outs)))
         x, r, z = (None if outs[0][j] is None else np.concatenate([o[j] for o in outs]) for j in range(3))
         used = jax.tree_util.tree_map(lambda a: a[: len(x)], conds)
         return x, used, r, z

@@ -54,13 +54,18 @@ class EmaTrainState(TrainState):
     student_ema: Any
 
 
+def lr_schedule(opt_cfg, lr: float) -> optax.Schedule:
+    """The learning rate after n applied updates: linear warm-up from 0 over optim.warmup_steps, then `lr`."""
+    warmup = int(opt_cfg.warmup_steps)
+    return optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else optax.constant_schedule(lr)
+
+
 def make_optimizer(opt_cfg, lr: float) -> optax.GradientTransformation:
     """AdamW with linear warm-up and global-norm clipping (DMD2's SDXL recipe)."""
-    warmup = int(opt_cfg.warmup_steps)
-    sched = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else optax.constant_schedule(lr)
     return optax.chain(
         optax.clip_by_global_norm(opt_cfg.grad_clip),
-        optax.adamw(sched, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay),
+        optax.adamw(lr_schedule(opt_cfg, lr), b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
+                    weight_decay=opt_cfg.weight_decay),
     )
 
 

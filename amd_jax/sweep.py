@@ -1,4 +1,4 @@
-"""Seeds x variants of one config, run one after another, and a results table with 95% intervals.
+r"""Seeds x variants of one config, run one after another, and a results table with 95% intervals.
 
     python -m amd_jax.sweep --config=configs/toy2d.py --workdir=workdirs/toy2d_sweep --seeds=0,1,2 \
         --variant=dmd2:method=dmd2 --variant=amd:method=amd [--set=total_steps=3000 ...]
@@ -9,7 +9,7 @@ a sweep of s, and 4-step students); `--variant` adds variants of your own.
 
 Every run is `python -m amd_jax.train` in its own process with `--config.seed=SEED` (the student's noise, the
 re-noising and the GAN head's init; the data and the teacher stay fixed), in WORKDIR/VARIANT/seed_SEED; all runs share one teacher (WORKDIR/teacher, trained by
-the first run when missing) and one compilation cache. Finished runs (eval.json present) are not run again, so
+the first run when missing) and one compilation cache (amd_jax/cli.py `use_compilation_cache`). Finished runs (eval.json present) are not run again, so
 an interrupted sweep resumes. Writes WORKDIR/results.json and WORKDIR/results.md: per variant and metric the mean
 and the half-width of the 95% Student-t interval over seeds, and the paired comparison against `--baseline` (default
 dmd2): per metric the mean and 95% Student-t interval of (variant - baseline) over the seeds both ran, "resolved"
@@ -92,7 +92,7 @@ def main(argv):
     F = flags.FLAGS
     root, config = paths.workdir(F.workdir), paths.absolute(F.config)
     os.makedirs(root, exist_ok=True)
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(root, ".jax_cache")}
+    env = {**os.environ, cli.CACHE_ENV: cli.use_compilation_cache()}  # every run: this one (off when '')
     common = [f"--config.{kv}" for kv in F.set] + [f"--config.teacher.dir={os.path.join(root, 'teacher')}"]
     given = F.variant if not F.variant_set or flags.FLAGS["variant"].present else []
     if F.variant_set and F.variant_set not in VARIANT_SETS:

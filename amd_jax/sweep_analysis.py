@@ -12,9 +12,11 @@ from scipy import stats
 
 # curve key -> threshold: a run has escaped from the step on which the curve stays below the threshold to its end
 # (zones2d's ground-truth zone fraction; the clean data's is 0)
-ESCAPE = {"sample_eval/gt_zone_fraction": 0.01}
-CURVES = ("zone_fraction", "sample_eval/gt_zone_fraction", "gt_zone/xf_minus_x", "gt_zone/cfg_minus_xf", "reward_mean",
-          "sample_eval/fid", "sample_eval/class_accuracy", "loss_fake")
+# (names as amd_jax/loop.py and amd_jax/evaluators.py write them: train/<step metric>, eval/samples/<metric>)
+ESCAPE = {"eval/samples/gt_zone_fraction": 0.01}
+CURVES = ("train/zone_fraction", "eval/samples/gt_zone_fraction", "train/gt_zone/xf_minus_x",
+          "train/gt_zone/cfg_minus_xf", "train/reward_mean", "eval/samples/fid", "eval/samples/class_accuracy",
+          "train/loss_fake")
 
 
 def interval(values) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Test-wide settings: 8 simulated CPU devices and the persistent compilation cache.
+"""Test-wide settings: 8 simulated CPU devices and the persistent compilation cache (this process's and, through
+JAX_COMPILATION_CACHE_DIR, every subprocess's).
 
 XLA_FLAGS must be set before jax is imported anywhere, which is why it lives here.
 """
@@ -12,8 +13,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-_CACHE = os.environ.get("AMD_JAX_TEST_CACHE", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
-jax.config.update("jax_compilation_cache_dir", os.path.abspath(_CACHE))
+_CACHE = os.path.abspath(os.environ.get("AMD_JAX_TEST_CACHE",
+                                        os.path.join(os.path.dirname(__file__), "..", ".jax_cache")))
+# exported too: the train / evaluate / sweep processes the tests start (amd_jax.cli.use_compilation_cache) use this
+# cache, not the user's ~/.cache/amd_jax/jax
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

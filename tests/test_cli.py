@@ -159,3 +159,62 @@ def test_console_scripts_name_existing_entry_points():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(1), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 1 and "Nothing to compare" in out.stderr, (out.returncode, out.stderr)
+
+
+def test_print_config_lists_every_key_and_touches_nothing(tmp_path):
+    """--print_config: every key of the resolved config (overrides applied, local paths absolute), as
+    --config.KEY=VALUE takes it, rc 0, no --workdir needed and nothing written."""
+    from amd_jax.config import load
+
+    out = subprocess.run([sys.executable, "-m", "amd_jax.train", f"--config={os.path.join(REPO, 'configs', 'toy2d_tiny.py')}",
+                          "--print_config", "--config.amd.s=0.3", "--config.teacher.dir=rel/teacher"],
+                         cwd=tmp_path, env=_env(1), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    header, *lines = out.stdout.splitlines()
+    printed = dict(line.split("=", 1) for line in lines)
+    expected = load(os.path.join(REPO, "configs", "toy2d_tiny.py"))
+
+    def flat(d, prefix=""):  # the dotted leaves of the plain dict; an empty block (evals = {}) is a leaf too
+        for k, v in d.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+
+    leaves = set(flat(expected.to_dict()))
+    assert set(printed) == leaves and header == f"# {len(leaves)} config keys; override any with --config.KEY=VALUE"
+    assert printed["amd.s"] == "0.3" and printed["total_steps"] == "12" and printed["experiment"] == "toy2d"
+    assert printed["teacher.dir"] == str(tmp_path / "rel" / "teacher") and printed["evals"] == "{}"
+    assert printed["student.timesteps"] == "(1.0,)"  # what --config.student.timesteps=(1.0,) takes back
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["amd_jax.evaluate", "amd_jax.sweep"])
+def test_help_keeps_the_usage_line_continuation(module):
+    """The usage in the module docstring (what --help prints) keeps its backslash and line break (a non-raw
+    docstring joined the two lines)."""
+    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, env=_env(1), capture_output=True,
+                         text=True, timeout=120)  # absl's --help exits with 1
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    usage = [line for line in out.stdout.splitlines() if line.strip().startswith(f"python -m {module}")][0]
+    assert usage.endswith(" \\") and usage.count("--") <= 7, usage
+
+
+def test_pyproject_dependencies_admit_the_pins_of_requirements():
+    """pyproject's ranges and requirements.txt's exact pins name the same packages, each pin inside its range; the
+    extras pin what requirements-test.txt / requirements-tpu.txt pin."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    def pins(name):
+        lines = [line.split("#")[0].strip() for line in open(os.path.join(REPO, name))]
+        return {r.name: r for r in map(Requirement, (x for x in lines if x and not x.startswith("-r")))}
+
+    project = tomllib.load(open(os.path.join(REPO, "pyproject.toml"), "rb"))["project"]
+    ranges = {r.name: r for r in map(Requirement, project["dependencies"])}
+    exact = pins("requirements.txt")
+    assert set(ranges) == set(exact)
+    for name, pin in exact.items():
+        version = str(pin.specifier).removeprefix("==")
+        assert ranges[name].specifier.contains(version), (name, version, str(ranges[name].specifier))
+    extras = project["optional-dependencies"]
+    assert {str(r) for r in pins("requirements-test.txt").values()} == set(extras["test"])
+    assert {str(r) for r in pins("requirements-tpu.txt").values()} == set(extras["tpu"])

@@ -216,14 +216,14 @@ def test_toy2d_tiny_with_decoupled_knobs_finishes_finite(tmp_path):
     config.log.every, config.log.sample_every, config.eval.at_end = 2, 0, False
     train(Session(config, str(tmp_path / "run")))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    gen = [r for r in rows if "dm_norm" in r]
+    gen = [r for r in rows if "train/dm_norm" in r]
     assert gen, rows[:2]
     for r in gen:
         for k in ("dm_norm", "ca_norm", "dm_normalizer", "ca_normalizer", "loss_dm", "loss_generator"):
-            assert np.isfinite(r[k]), (k, r)
-        assert r["ca_norm"] > 0 and r["skipped_generator"] == 0
+            assert np.isfinite(r[f"train/{k}"]), (k, r)
+        assert r["train/ca_norm"] > 0 and r["train/skipped_generator"] == 0
     # the critic starts as a copy of the teacher (xf = xr_c, DM = 0); once it has trained, the DM term acts
-    assert gen[-1]["dm_norm"] > 0
+    assert gen[-1]["train/dm_norm"] > 0
 
 
 def test_checkpoint_written_without_the_keys_resumes(tmp_path):

@@ -139,7 +139,8 @@ def test_run_writes_raw_and_ema_metrics(ema_run):
         assert np.isfinite(result[f"ema_{key}"]), key
     assert result["ema_num_samples"] == result["num_samples"] == config.eval.num_samples
     logged = {k for row in writers.read_jsonl(workdir / "metrics.jsonl") for k in row}
-    for key in ("sample_eval/precision", "ema/sample_eval/precision", "eval/precision", "ema/eval/precision"):
+    for key in ("eval/samples/precision", "eval/samples/ema/precision", "eval/final/precision",
+                "eval/final/ema/precision"):
         assert key in logged, key
     for name in ("samples_final.png", "samples_ema_final.png", "samples_0000008.png", "samples_ema_0000008.png"):
         assert (workdir / "samples" / name).stat().st_size > 1000, name

@@ -1,6 +1,7 @@
 """The evaluator registry (amd_jax/evaluators.py) and the task's config check that the session runs before building."""
 
 import json
+import logging
 import os
 import sys
 import types
@@ -18,19 +19,24 @@ from amd_jax.writers import read_jsonl
 from tiny import ROOT, tiny_toy2d_config
 
 
-def test_an_added_evaluator_runs_at_its_cadence_on_its_own_samples(tmp_path):
-    """evals.mid (every 4 steps and at the end, 64 samples, seed 5) writes mid/<metric> at steps 4 and 8,
+def test_an_added_evaluator_runs_at_its_cadence_on_its_own_samples(tmp_path, caplog):
+    """evals.mid (every 4 steps and at the end, 64 samples, seed 5) writes eval/mid/<metric> at steps 4 and 8,
     mid_samples PNGs and eval_mid.json, whose metrics are those of 64 samples of seed 5 computed here directly;
-    the 'samples' and 'final' evaluators of log.sample_every / eval.at_end keep their outputs and sample counts."""
+    the 'samples' and 'final' evaluators of log.sample_every / eval.at_end keep their outputs and sample counts
+    (announced; the count is in the results files, not a curve)."""
+    caplog.set_level(logging.INFO, logger="amd_jax")
     config = tiny_toy2d_config(**{"total_steps": 8, "checkpoint.every": 8})
     config.evals.mid = ml_collections.ConfigDict({"every": 4, "at_end": True, "num_samples": 64, "seed": 5})
     session = Session(config, str(tmp_path))
     state = train(session)
 
     rows = {r["step"]: r for r in read_jsonl(tmp_path / "metrics.jsonl")}
-    assert [s for s in sorted(rows) if "mid/num_samples" in rows[s]] == [4, 8]
-    assert rows[4]["mid/num_samples"] == 64 and "sample_eval/num_samples" not in rows[4]
-    assert rows[8]["sample_eval/num_samples"] == 256 and rows[8]["eval/num_samples"] == 256  # min(256, 1024)
+    assert [s for s in sorted(rows) if "eval/mid/precision" in rows[s]] == [4, 8]
+    assert "eval/samples/precision" not in rows[4] and not any("num_samples" in k for r in rows.values() for k in r)
+    assert "eval/samples/precision" in rows[8] and "eval/final/precision" in rows[8]
+    said = [r.getMessage() for r in caplog.records]
+    for name, step, n in (("mid", 4, 64), ("mid", 8, 64), ("samples", 8, 256), ("final", 8, 256)):  # min(256, 1024)
+        assert f"Evaluation '{name}' at step {step}: {n} samples of the student ..." in said, (name, step)
     names = sorted(os.listdir(tmp_path / "samples"))
     assert names == ["mid_samples_0000004.png", "mid_samples_0000008.png", "mid_samples_final.png",
                      "samples_0000008.png", "samples_final.png"]

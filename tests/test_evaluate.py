@@ -55,3 +55,23 @@ def test_offline_evaluation_reads_only_the_student_and_never_the_teacher(tmp_pat
     offline.total_steps = 2  # an evaluation is no resume: a checkpoint past total_steps is fine
     metrics = Evaluator(offline, str(tmp_path)).evaluate(4)
     assert metrics["step"] == 4 and np.isfinite(metrics["precision"])
+
+
+def test_read_only_open_does_not_warn_that_the_folder_is_read_only(tmp_path, caplog):
+    """Orbax warns 'Given directory is read only' whenever a manager is opened read-only (a writable folder too);
+    the offline evaluation opens checkpoints/ so on purpose, and that warning is dropped."""
+    import logging
+
+    import orbax.checkpoint as ocp
+
+    from amd_jax.checkpoint import Checkpointer
+
+    (tmp_path / "checkpoints").mkdir()
+    with caplog.at_level(logging.WARNING):
+        ocp.CheckpointManager(tmp_path / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
+    assert "Given directory is read only" in caplog.text  # Orbax's own behaviour, which the test relies on
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        reader = Checkpointer(str(tmp_path), read_only=True)
+        assert reader.steps() == []
+    assert "read only" not in caplog.text

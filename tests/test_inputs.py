@@ -160,7 +160,7 @@ def test_save_json_writes_non_finite_values_as_null_with_a_note(tmp_path):
 
 
 def test_metrics_jsonl_holds_no_bare_nan_and_reads_back(tmp_path):
-    w = writers.SummaryWriter(str(tmp_path / "tb"), enabled=True, jsonl=str(tmp_path / "metrics.jsonl"))
+    w = writers.JsonlWriter(tmp_path / "metrics.jsonl")
     w.write_scalars(4, {"loss": float("nan"), "reward_mean": 1.0})
     w.close()
     line = (tmp_path / "metrics.jsonl").read_text().splitlines()[0]

@@ -147,7 +147,7 @@ def test_sdxl_tiny_trains_with_fsdp_via_the_session(tmp_path, caplog):
     for r in caplog.records:
         if r.getMessage().startswith("Compiled in"):
             print(r.getMessage())
-    m1, m2, m3 = (step_metrics(caplog.records, s) for s in (1, 2, 3))
+    m1, m2, m3 = (step_metrics(tmp_path / "run", s) for s in (1, 2, 3))
     print("step 1:", {k: m1[k] for k in ("loss_dm", "loss_critic", "reward_mean", "zone_fraction", "step_time_s")})
     print("step 2:", {k: m2[k] for k in ("loss_critic", "step_time_s")})
     # TTUR 2: steps 0 and 2 ran the generator (AMD: reward, DSA) and the critic; step 1 the critic only.

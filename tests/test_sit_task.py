@@ -97,7 +97,7 @@ def test_sit_tiny_trains_with_fsdp_and_its_checkpoint_evaluates(tmp_path, caplog
     session = Session(config, str(tmp_path / "run"))
     assert session.models.sample_shape == (8, 8, 4)
     state = train(session)
-    m1, m2 = step_metrics(caplog.records, 1), step_metrics(caplog.records, 2)
+    m1, m2 = step_metrics(tmp_path / "run", 1), step_metrics(tmp_path / "run", 2)
     for k in ("loss_dm", "loss_critic", "reward_mean", "grad_norm_student", "loss_gan_generator"):
         assert np.isfinite(m1[k]), (k, m1[k])
     assert m1["grad_norm_student"] > 0 and m1["reward_std"] > 0 and 0 <= m1["zone_fraction"] <= 1

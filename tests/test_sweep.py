@@ -37,10 +37,10 @@ def _fake_run(root, name, seed, fid, zone):
     wd = root / name / f"seed_{seed}"
     (wd / "samples").mkdir(parents=True)
     (wd / "eval.json").write_text(json.dumps({"fid": fid, "zone_fraction": zone, "method": name, "seed": seed}))
-    w = writers.SummaryWriter(str(wd / "tensorboard"), jsonl=str(wd / "metrics.jsonl"))
+    w = writers.create_writer(wd, enabled=True)
     for step in (10, 20):
-        w.write_scalars(step, {"zone_fraction": zone * step / 20, "sample_eval/fid": fid + 20 - step})
-    w.write_scalars(20, {"zone_fraction": zone})  # a resumed run rewrites step 20: the last value wins
+        w.write_scalars(step, {"train/zone_fraction": zone * step / 20, "eval/samples/fid": fid + 20 - step})
+    w.write_scalars(20, {"train/zone_fraction": zone})  # a resumed run rewrites step 20: the last value wins
     w.close()
     Image.fromarray(np.full((12, 10, 3), 40 * seed, np.uint8)).save(wd / "samples" / "samples_final.png")
 
@@ -65,7 +65,7 @@ def test_results_table_curves_and_grids(tmp_path):
 
     rows = writers.read_jsonl(tmp_path / "dmd2" / "seed_1" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [10, 20]
-    assert rows[1]["zone_fraction"] == pytest.approx(0.2) and rows[1]["sample_eval/fid"] == 12.0
+    assert rows[1]["train/zone_fraction"] == pytest.approx(0.2) and rows[1]["eval/samples/fid"] == 12.0
 
     curves = sweep_analysis.plot_curves(str(tmp_path), ["dmd2", "amd"], ["0", "1", "2"])
     assert curves and Image.open(curves).size[0] > 400
@@ -84,9 +84,9 @@ def _eval_run(root, name, seed, metrics, curve=None):
     wd.mkdir(parents=True)
     (wd / "eval.json").write_text(json.dumps({**metrics, "method": name, "seed": seed, "step": 30}))
     if curve is not None:
-        w = writers.SummaryWriter(str(wd / "tensorboard"), jsonl=str(wd / "metrics.jsonl"))
+        w = writers.create_writer(wd, enabled=True)
         for step, v in curve:
-            w.write_scalars(step, {"sample_eval/gt_zone_fraction": v})
+            w.write_scalars(step, {"eval/samples/gt_zone_fraction": v})
         w.close()
 
 
@@ -133,7 +133,7 @@ def test_paired_single_seed_is_never_resolved():
 
 
 def test_escape_step_is_where_the_zone_fraction_stays_below_the_threshold(tmp_path):
-    threshold = sweep_analysis.ESCAPE["sample_eval/gt_zone_fraction"]
+    threshold = sweep_analysis.ESCAPE["eval/samples/gt_zone_fraction"]
     lo, hi = threshold / 2, threshold * 3
     cases = {
         "late": ([(10, hi), (20, lo), (30, hi), (40, lo), (50, lo)], {"escaped": 1.0, "escape_step": 40}),

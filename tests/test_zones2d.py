@@ -111,7 +111,7 @@ def test_tiny_run_on_eight_devices(tmp_path):
     for key in ("gt_zone_fraction", "flag_recall", "flag_precision", "zone_fraction", "precision", "recall", "swd"):
         assert np.isfinite(metrics[key]) and (key == "swd" or 0.0 <= metrics[key] <= 1.0), key
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert any("sample_eval/gt_zone_fraction" in r for r in rows)
-    assert any("gt_zone/xf_minus_x" in r and "gt_out/cfg_minus_xf" in r for r in rows)
+    assert any("eval/samples/gt_zone_fraction" in r for r in rows)
+    assert any("train/gt_zone/xf_minus_x" in r and "train/gt_out/cfg_minus_xf" in r for r in rows)
     teacher = json.loads((tmp_path / "teacher" / "eval.json").read_text())
     assert 0.0 <= teacher["gt_zone_fraction"] <= 1.0 and teacher["sampler"] == "ddim50"

@@ -82,7 +82,7 @@ def check_resume(saved: dict, current: dict, step: int) -> None:
                         f"--config.total_steps above {step} to continue this run, or use a new --workdir.")
     if step == total:
         log.info("The checkpoint is at step %d = total_steps: training is already finished, no step will run "
-                 "(with eval.at_end the final evaluation runs again).", step)
+                 "(the at-end evaluation runs when its results are missing or invalid, or eval / evals changed).", step)
 
 
 _ABSENT = "<absent>"

@@ -1,4 +1,4 @@
-"""Compile a config's steps for a TPU topology on this host and print (and write as JSON) their cost per chip.
+r"""Compile a config's steps for a TPU topology on this host and print (and write as JSON) their cost per chip.
 
     TPU_SKIP_MDS_QUERY=1 python -m amd_jax.plan --config=configs/sdxl.py --topology=v5p:2x4x4 \
         [--config.key=value ...] [--out=plan.json] [--steps=generator,sample,critic,eval_sampler] \

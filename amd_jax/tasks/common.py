@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from typing import Callable
 
 import jax
@@ -12,9 +13,11 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
-from amd_jax import caches, paths, writers
+from amd_jax import caches, paths, phases, writers
 from amd_jax.errors import DamagedFileError
 from amd_jax.tasks import teacher as teacher_lib
+
+log = logging.getLogger("amd_jax")
 
 
 def class_labels(n: int, num_classes: int) -> dict:
@@ -49,13 +52,25 @@ def teacher_report(config, build: Callable[[], tuple[dict, np.ndarray | None]], 
         for png in files[1:]:
             with Image.open(png) as im:
                 im.load()  # decodes every row: a truncated PNG raises OSError
+        log.info("The teacher's quality report (%s): %s", files[0], report_figures(report))
+
+    def announced_build():
+        with phases.announced(f"The teacher's quality report (into {files[0]})") as note:
+            report = build()
+            note["result"] = report_figures(report[0])
+        return report
 
     def save(report):
         if image:
             writers.save_png(files[1], report[1])
         writers.save_json(files[0], report[0] if digest is None else {**report[0], "teacher_digest": digest})
 
-    caches.load_or_build(files, load, build, save)
+    caches.load_or_build(files, load, announced_build, save)
+
+
+def report_figures(report: dict) -> str:
+    """The numbers of a teacher's report as 'fid=8.36 precision=0.89 ...' (its digest and texts left out)."""
+    return writers.fmt({k: float(v) for k, v in report.items() if writers.is_number(v)})
 
 
 def trained_teacher(config, models, train_data, eval_conds: Callable, evaluate: Callable) -> Callable[[], dict]:

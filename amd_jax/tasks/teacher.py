@@ -22,7 +22,7 @@ import optax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from amd_jax import caches, paths
+from amd_jax import caches, paths, writers
 from amd_jax import method as M
 from amd_jax.errors import ConfigError, DamagedFileError
 from amd_jax.models.common.bundle import Models
@@ -73,9 +73,12 @@ def train_teacher(config, models: Models, data, per_step: bool = False, stop: "_
         return params, opt, losses.mean()
 
     one_step = jax.jit(step)
-    t0 = time.time()
+    t0 = t_logged = time.time()
+    progress, chunks = None, tc.steps // chunk
     stop = stop or _StopOnSigterm(install=False)
-    for c in range(tc.steps // chunk):
+    if chunks:
+        log.info("Compiling the teacher's training step and running its first %d steps ...", chunk)
+    for c in range(chunks):
         stop.check(c * chunk, tc.steps, config.teacher.dir)
         steps, rng = range(c * chunk, (c + 1) * chunk), jax.random.PRNGKey(tc.seed + c + 1)
         if per_step:
@@ -90,8 +93,16 @@ def train_teacher(config, models: Models, data, per_step: bool = False, stop: "_
             bs = [data.global_batch(10_000_000 + s, tc.batch_size) for s in steps]
             batches = jax.tree_util.tree_map(lambda *a: np.stack(a), *bs)
             params, opt, loss = run_chunk(params, opt, batches, rng)
-        if c % 5 == 0 or c == tc.steps // chunk - 1:
-            log.info("teacher step %d/%d loss %.4f (%.0fs)", (c + 1) * chunk, tc.steps, float(loss), time.time() - t0)
+        done = (c + 1) * chunk
+        if c == 0 or c == chunks - 1 or time.time() - t_logged >= 10:  # the first chunk, then every >= 10 s
+            loss = float(loss)  # waits for the chunk
+            # steps/s after the first chunk, which includes the compilation
+            rate = f" (compiled and ran in {time.time() - t0:.0f} s)" if progress is None else f", {progress.line(done)}"
+            log.info("teacher step %d/%d loss %.4f%s", done, tc.steps, loss, rate)
+            t_logged = time.time()
+        if progress is None:
+            progress = writers.Progress(done, tc.steps)
+    log.info("The teacher trained in %.0f s", time.time() - t0)
     return params
 
 
@@ -172,8 +183,10 @@ def load_or_train(config, models: Models, data, per_step: bool = False):
             "teacher.batch_size and the data knobs) and run again.")
         if jax.process_index() == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
         ckpt.save(path, params, custom_metadata={"checksum": record})
         ckpt.wait_until_finished()
+        log.info("The teacher is saved in %s (%.1f s)", path, time.time() - t0)
     stop.after_save(path)
     return params
 
