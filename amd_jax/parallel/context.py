@@ -9,7 +9,7 @@ needs the other devices' tokens. Two ways, the knob `SequenceParallel.method`:
 - 'ulysses' (DeepSpeed-Ulysses; the default): one all_to_all turns [b, N/cp, h, d] into [b, N, h/cp, d] (all tokens
   of h/cp heads), attention runs per device on whole sequences, and one all_to_all turns it back. Per layer each
   device sends ~4 x its q/k/v/out shard (volume O(N d / cp), falling as cp grows), the per-device kernel sees a
-  whole sequence (the Pallas flash kernel where it tiles, AttentionCore's choice), and nothing else changes.
+  whole sequence (the Pallas flash kernel at 128 tokens or more, padded to its block and masked; AttentionCore's choice), and nothing else changes.
   It needs cp | heads: Wan2.1-1.3B has 12 heads, so context 2, 3, 4, 6 or 12 (14B: 40 heads).
 - 'ring' (ring attention): q stays put, the k/v shards travel round the ring (cp - 1 ppermutes) and an online
   softmax (float32 running max / sum) folds in one [N/cp, N/cp] block per step. No limit from the heads (context 8
@@ -111,7 +111,7 @@ class ContextAttention:
     """An attention core (q [b, s, h, d], k and v [b, t, h, d] -> [b, s, h, d]) over token-split queries: self-
     attention by `seq.method`, or cross-attention (`cross`: k/v split over the batch only) by local queries. The
     per-device attention is models/common/attention.py's AttentionCore(`kernel`) without a mesh: the Pallas flash
-    kernel where the per-device lengths tile, XLA otherwise."""
+    kernel where the per-device lengths are 128 tokens or more (padded and masked), XLA otherwise."""
 
     seq: SequenceParallel
     kernel: str = "xla"
