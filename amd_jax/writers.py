@@ -268,6 +268,27 @@ def save_png(path, image: np.ndarray):
         caches.atomic_write_bytes(path, png_bytes(image))
 
 
+def animation_bytes(frames: np.ndarray, fps: float = 8.0) -> bytes:
+    """`frames` [T, H, W] or [T, H, W, 1 | 3] uint8 as an animated GIF that loops (Pillow's own encoder: no ffmpeg
+    or imageio needed; GIF's palette is exact for grey and close for colour). Each frame shows 1/fps seconds; Pillow
+    stores a run of identical frames (a frozen stretch) as one frame shown that much longer, so playback is exact."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] not in (1, 3)):
+        raise ValueError(f"animation frames must be uint8 [T, H, W] or [T, H, W, 1|3]; got {frames.dtype} "
+                         f"{frames.shape}")
+    images = [Image.fromarray(f[..., 0] if f.ndim == 3 and f.shape[-1] == 1 else f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+def save_animation(path, frames: np.ndarray, fps: float = 8.0):
+    """Process 0 writes `frames` as an animated GIF (`animation_bytes`), atomically: a video sample next to its
+    frame-strip PNG (TensorBoard shows the strip)."""
+    if jax.process_index() == 0:
+        caches.atomic_write_bytes(path, animation_bytes(frames, fps))
+
+
 NONFINITE = "nonfinite"  # the note `json_text` adds: {key: "nan" | "inf" | "-inf"} for each value written as null
 
 

@@ -4,6 +4,7 @@ rates and profile window (amd_jax/loop.py), and the phase announcements (amd_jax
 What is read back is read with independent readers: TensorBoard's own EventAccumulator, json, closed forms."""
 
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -209,3 +210,27 @@ def test_announced_phase_says_start_and_result(caplog):
         note["result"] = "fid=1.5"
     start, end = [r.getMessage() for r in caplog.records]
     assert start == "Doing a thing ..." and end.startswith("Doing a thing: done in ") and end.endswith(" s; fid=1.5")
+
+
+def test_animation_holds_every_frame_exactly_and_loops(tmp_path):
+    """A grey video written as an animated GIF reads back (Pillow) frame for frame, pixel for pixel, at the
+    requested frame duration, looping; a colour video keeps its size and frame count; bad frames are refused."""
+    from PIL import Image, ImageSequence
+
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, size=(5, 12, 16), dtype=np.uint8)
+    video[1] = video[0]  # a frozen stretch: Pillow merges it into one frame shown twice as long
+    path = tmp_path / "v.gif"
+    writers.save_animation(path, video[..., None], fps=4)
+    with Image.open(path) as im:
+        assert im.info["loop"] == 0
+        shown = []  # what a viewer shows in each 250 ms slot
+        for f in ImageSequence.Iterator(im):
+            assert f.info["duration"] % 250 == 0
+            shown += [np.asarray(f.convert("L"))] * (f.info["duration"] // 250)
+    assert len(shown) == 5 and all(np.array_equal(a, b) for a, b in zip(shown, video))
+    colour = rng.integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
+    with Image.open(io.BytesIO(writers.animation_bytes(colour))) as im:
+        assert im.n_frames == 3 and im.size == (8, 8)
+    with pytest.raises(ValueError, match="uint8"):
+        writers.animation_bytes(video.astype(np.float32))
