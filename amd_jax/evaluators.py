@@ -75,11 +75,14 @@ def run(ev: Evaluator, session, gen, state, writer, step: int, final: bool = Fal
     for tag, metrics, images in evaluated:
         pre = f"{ev.scalars}/{tag}/" if tag else f"{ev.scalars}/"
         writer.write_scalars(step, {f"{pre}{k}": v for k, v in curve_values(metrics).items()})
-        writer.write_images(step, {f"{pre}{k}": v for k, v in images.items()})
+        writer.write_images(step, {f"{pre}{k}": writers.frame_strip(v) for k, v in images.items()})
         suffix = "final" if final else f"{step:07d}"
         for name, img in images.items():
+            stem = session.workdir / "samples" / f"{ev.images}{_tagged(name, tag)}_{suffix}"
             with outputs.writing(session.workdir / "samples", "the samples"):
-                writers.save_png(session.workdir / "samples" / f"{ev.images}{_tagged(name, tag)}_{suffix}.png", img)
+                writers.save_png(f"{stem}.png", writers.frame_strip(img))
+                if img.ndim == 4:  # a video (grid) [T, H, W, C]: also the animation
+                    writers.save_animation(f"{stem}.gif", img)
         results.update({_tagged_key(k, tag): v for k, v in metrics.items()})
     results.update(step=step, method=session.c.method, seed=session.c.seed)
     if final:

@@ -282,6 +282,13 @@ def animation_bytes(frames: np.ndarray, fps: float = 8.0) -> bytes:
     return buf.getvalue()
 
 
+def frame_strip(image: np.ndarray) -> np.ndarray:
+    """An image [H, W(, C)] unchanged; a video [T, H, W, C] as its frames side by side [H, T * W, C] (what
+    TensorBoard and the PNG show of a video sample; the GIF beside it plays it)."""
+    image = np.asarray(image)
+    return np.concatenate(list(image), axis=1) if image.ndim == 4 else image
+
+
 def save_animation(path, frames: np.ndarray, fps: float = 8.0):
     """Process 0 writes `frames` as an animated GIF (`animation_bytes`), atomically: a video sample next to its
     frame-strip PNG (TensorBoard shows the strip)."""

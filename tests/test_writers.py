@@ -234,3 +234,13 @@ def test_animation_holds_every_frame_exactly_and_loops(tmp_path):
         assert im.n_frames == 3 and im.size == (8, 8)
     with pytest.raises(ValueError, match="uint8"):
         writers.animation_bytes(video.astype(np.float32))
+
+
+def test_frame_strip_puts_a_videos_frames_side_by_side_and_keeps_images():
+    video = np.arange(3 * 2 * 4 * 1, dtype=np.uint8).reshape(3, 2, 4, 1)
+    strip = writers.frame_strip(video)
+    assert strip.shape == (2, 12, 1)
+    for t in range(3):
+        np.testing.assert_array_equal(strip[:, 4 * t:4 * (t + 1)], video[t])
+    image = np.zeros((5, 6, 3), np.uint8)
+    assert writers.frame_strip(image) is not None and writers.frame_strip(image).shape == (5, 6, 3)
