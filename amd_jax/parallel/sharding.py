@@ -73,9 +73,11 @@ def check_rules(rules, axes: tuple[str, ...]) -> None:
                               f"{axes}): {fix}.")
 
 
-# Scanned layer stacks (models.sdxl.unet_flax with scan_layers=True): dim 0 is the layer axis, which must never
-# be sharded (the scan slices it per iteration); each layer is sharded as the unscanned leaf would be.
-STACKED_LAYERS = r"(^|/)transformer_blocks/"
+# Scanned layer stacks (models.sdxl.unet_flax with scan_layers=True: `transformer_blocks/`; the Wan transformer:
+# `blocks/`; umT5 with scan_layers: `block/`): dim 0 is the layer axis, which must never be sharded (the scan
+# slices it per iteration); each layer is sharded as the unscanned leaf would be. SiT's unscanned `blocks_<i>/` and
+# the UNets' looped `..._<i>` names do not match.
+STACKED_LAYERS = r"(^|/)(transformer_blocks|blocks|block)/"
 
 
 def leaf_spec(path: str, shape, mesh: Mesh, rules=(), min_size: int = 2**14) -> P:

@@ -24,6 +24,7 @@ _TASKS = {
     "sdxl": "amd_jax.tasks.sdxl",
     "imagenet": "amd_jax.tasks.imagenet",  # SiT on ImageNet 256 latents
     "zones2d": "amd_jax.tasks.zones2d",  # toy2d with a Forbidden Zone by construction
+    "wan": "amd_jax.tasks.wan",  # Wan2.1 text-to-video, sequence-parallel over a context axis
 }
 
 
@@ -63,7 +64,7 @@ def check(config, abstract: bool = False) -> None:
     module = _module(config)
     if abstract and not getattr(module, "ABSTRACT", False):
         raise ConfigError(f"experiment={config.experiment!r} cannot be planned without its files (its task does "
-                          "not declare ABSTRACT); the TPU plan supports experiment='sdxl' and 'imagenet'.")
+                          "not declare ABSTRACT); the TPU plan supports experiment='sdxl', 'imagenet' and 'wan'.")
     _check_groups(module, config)
     if hasattr(module, "check") and abstract:
         module.check(config, abstract=True)
