@@ -87,3 +87,33 @@ def test_method_is_pure_math_and_libraries_import_no_cli():
         if m.startswith(("amd_jax.models", "amd_jax.metrics", "amd_jax.data", "amd_jax.method")):
             cli = {i for i in imported if i in ("amd_jax.cli", "absl.app", "absl.flags") or i.startswith("absl.flags")}
             assert not cli, (m, cli)
+
+
+
+def _modules_the_tests_import() -> list[str]:
+    """The amd_jax modules that tests/*.py import (at any depth), i.e. what one pytest process holds together."""
+    tests = os.path.join(ROOT, "tests")
+    known = _modules()
+    names = set()
+    for f in os.listdir(tests):
+        if f.endswith(".py"):
+            names |= {n for n in _imports(os.path.join(tests, f)) if n in known}
+    return sorted(names)
+
+
+def test_the_modules_the_tests_import_define_no_flag_twice():
+    """absl flags are process-global: two entry points or tools that define the same flag (e.g. `--out`) cannot be
+    imported in one process, and one pytest process imports whatever tests/*.py import. Those modules are imported
+    together in one fresh interpreter; a DuplicateFlagError names the two modules (a collection error of the whole
+    suite otherwise, found only by a full run). A test reaches a tool's logic through a library module, or runs the
+    tool as a subprocess."""
+    import subprocess
+    import sys
+
+    names = _modules_the_tests_import()
+    code = "import importlib, sys\nfor n in sys.argv[1:]:\n    importlib.import_module(n)\nprint(len(sys.argv) - 1)"
+    env = {**os.environ, "USE_TF": "0", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.stdout
+    assert int(done.stdout.split()[-1]) == len(names) > 50

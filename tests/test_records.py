@@ -23,7 +23,7 @@ from amd_jax import tensor_files
 from amd_jax.data import prompts as P
 from amd_jax.data import records as R
 from amd_jax.errors import ConfigError, DamagedFileError
-from amd_jax.tools import convert_inputs
+from amd_jax.data import records_convert as convert_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTIONS = os.path.join(ROOT, "tests", "fixtures", "captions_tiny.txt")
