@@ -24,6 +24,7 @@ _TASKS = {
     "sdxl": "amd_jax.tasks.sdxl",
     "imagenet": "amd_jax.tasks.imagenet",  # SiT on ImageNet 256 latents
     "zones2d": "amd_jax.tasks.zones2d",  # toy2d with a Forbidden Zone by construction
+    "moving_mnist": "amd_jax.tasks.moving_mnist",  # Moving MNIST videos, a Forbidden Zone of motion
     "wan": "amd_jax.tasks.wan",  # Wan2.1 text-to-video, sequence-parallel over a context axis
 }
 

@@ -159,19 +159,18 @@ def frame_strips(videos: np.ndarray, frames: int) -> np.ndarray:
 
 
 def save_videos(save_dir, videos: np.ndarray, prompts: list[str], frames: int) -> None:
-    """Every video as an animated GIF and its frame strip as a PNG, and prompts.txt (one line per video)."""
+    """Every video as an animated GIF (16 fps, Wan's frame rate) and its frame strip as a PNG, and prompts.txt (one
+    line per video); written atomically by process 0 (amd_jax/writers.py)."""
     import os
 
-    from PIL import Image
+    from amd_jax import caches, writers
 
-    os.makedirs(save_dir, exist_ok=True)
     strips = frame_strips(videos, frames)
     for i, v in enumerate(videos):
-        first, *rest = [Image.fromarray(f) for f in v]
-        first.save(os.path.join(save_dir, f"{i:06d}.gif"), save_all=True, append_images=rest, duration=62, loop=0)
-        Image.fromarray(strips[i]).save(os.path.join(save_dir, f"{i:06d}_strip.png"))
-    with open(os.path.join(save_dir, "prompts.txt"), "w") as f:
-        f.write("\n".join(prompts) + "\n")
+        writers.save_animation(os.path.join(save_dir, f"{i:06d}.gif"), v, fps=16)
+        writers.save_png(os.path.join(save_dir, f"{i:06d}_strip.png"), strips[i])
+    if jax.process_index() == 0:
+        caches.atomic_write_bytes(os.path.join(save_dir, "prompts.txt"), ("\n".join(prompts) + "\n").encode())
 
 
 def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", save_dir=None):
