@@ -232,17 +232,6 @@ class ScalarsOnly(MetricWriter):
         pass
 
 
-class Prefixed(ScalarsOnly):
-    """Writes to `writer` with every scalar name prefixed (clu's ReportProgress writes 'steps_per_sec' and 'uptime':
-    here 'perf/steps_per_sec', 'perf/uptime')."""
-
-    def __init__(self, writer: MetricWriter, prefix: str):
-        self._writer, self._prefix = writer, prefix
-
-    def write_scalars(self, step, scalars):
-        self._writer.write_scalars(step, {self._prefix + k: v for k, v in scalars.items()})
-
-
 def create_writer(workdir, asynchronous: bool = False, enabled: bool | None = None) -> MetricWriter:
     """The run's metric writer, like clu's create_default_writer: on process 0 (or with `enabled`) TensorBoard
     events in WORKDIR/tensorboard and WORKDIR/metrics.jsonl through clu's MultiWriter; on the other processes a
@@ -401,9 +390,8 @@ class TrainProgress(periodic_actions.ReportProgress):
     per logged step); `line()` is the console's 'N steps/s, ETA ...'."""
 
     def __init__(self, total_steps: int, every: int):
-        self._pending = _Pending()
-        super().__init__(num_train_steps=total_steps, every_steps=every, every_secs=None,
-                         writer=Prefixed(self._pending, "perf/"))
+        self._pending = _Pending("perf/")
+        super().__init__(num_train_steps=total_steps, every_steps=every, every_secs=None, writer=self._pending)
         self.steps_per_sec, self.eta_s = float("nan"), float("nan")
 
     def _apply(self, step: int, t: float):
@@ -421,13 +409,14 @@ class TrainProgress(periodic_actions.ReportProgress):
 
 
 class _Pending(ScalarsOnly):
-    """Keeps the scalars written to it (TrainProgress's) until they are taken; writes nothing."""
+    """Keeps the scalars written to it (TrainProgress's: clu's ReportProgress writes 'steps_per_sec' and 'uptime'),
+    each name prefixed (here 'perf/steps_per_sec', ...), until they are taken; writes nothing."""
 
-    def __init__(self):
-        self.scalars = {}
+    def __init__(self, prefix: str):
+        self.prefix, self.scalars = prefix, {}
 
     def write_scalars(self, step, scalars):
-        self.scalars.update(scalars)
+        self.scalars.update({self.prefix + k: v for k, v in scalars.items()})
 
 
 # The step line's metrics, in this order, those the method logs (steps.py): the student's and the fake teacher's

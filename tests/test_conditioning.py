@@ -116,7 +116,7 @@ def test_sdxl_training_batches_are_encoded_on_the_mesh_like_the_host(sdxl_sessio
 
 
 def test_sdxl_eval_conditions_are_encoded_on_the_mesh_like_the_host(sdxl_session, host_encoders):
-    from amd_jax.tasks.sdxl import eval_prompts
+    from amd_jax.data.prompts import eval_prompts
 
     s = sdxl_session
     bsz = s.c.global_batch
@@ -128,7 +128,7 @@ def test_sdxl_eval_conditions_are_encoded_on_the_mesh_like_the_host(sdxl_session
 
 def test_precomputed_embeddings_have_no_condition_and_batches_unchanged(tmp_path, host_encoders):
     from amd_jax.data import prompts as P
-    from amd_jax.tasks.sdxl import eval_prompts
+    from amd_jax.data.prompts import eval_prompts
 
     config = load(SDXL_TINY)
     n = len(P.read_captions(config.data.path))

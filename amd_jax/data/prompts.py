@@ -251,3 +251,28 @@ class PromptSource:
     def prompts(self, step: int, batch_size: int) -> list[str]:
         """The global batch's captions (all rows; for logging / evaluation)."""
         return self.read(self.positions(step, batch_size, np.arange(batch_size)))[1]
+
+
+def eval_prompts(config, source: "PromptSource", n: int) -> tuple[list[str], np.ndarray]:
+    """The n evaluation prompts of a text-conditioned task, each caption `eval.samples_per_prompt` (K) times in a row,
+    and each one's caption index: eval.prompts' captions, else the data's first ones (unshuffled)."""
+    k = max(int(config.eval.get("samples_per_prompt", 1)), 1)
+    if config.eval.prompts:
+        caps = read_captions(config.eval.prompts, config.data.field)
+    else:
+        caps = [source.captions[i] for i in range(min(-(-n // k), source.num_captions))]
+    index = (np.arange(n) // k) % len(caps)
+    return [caps[g] for g in index], index
+
+
+def eval_conds(config, encode: Callable[[list[str]], dict], source: "PromptSource", n: int) -> dict:
+    """The host cond of the n evaluation prompts: `encode` (token ids for the mesh, or embeddings) over fixed batches
+    of global_batch prompts (one compile of a text encoder), plus the source's extra tokenizers (the reward's)."""
+    from amd_jax import batching
+
+    prompts, _ = eval_prompts(config, source, n)
+    cond = batching.map_fixed_batches(encode, prompts, max(int(config.global_batch), 1), fill="")
+    for k, tok in source.tokenize.items():
+        cond[k] = np.asarray(tok(prompts))
+    return cond
+

@@ -249,25 +249,10 @@ def _records(config, sample_shape) -> records.Records:
     return recs
 
 
-def eval_prompts(config, source, n: int) -> tuple[list[str], np.ndarray]:
-    """n prompts, each caption `eval.samples_per_prompt` (K) times in a row, and each one's caption index."""
-    k = max(int(config.eval.samples_per_prompt), 1)
-    if config.eval.prompts:
-        caps = P.read_captions(config.eval.prompts, config.data.field)
-    else:  # the first captions of the data file (unshuffled)
-        caps = [source.captions[i] for i in range(min(-(-n // k), source.num_captions))]
-    groups = (np.arange(n) // k) % len(caps)
-    return [caps[g] for g in groups], groups
-
-
 def eval_conds(config, encode, source, n: int) -> dict:
     """The host cond of n evaluation samples: `encode` is Assets.tokenize (the session encodes them on the mesh,
     as the training batches) or, for a run on precomputed embeddings, Assets.encode."""
-    prompts, _ = eval_prompts(config, source, n)
-    # a fixed batch size: one compile of the text encoder
-    cond = batching.map_fixed_batches(encode, prompts, max(int(config.global_batch), 1), fill="")
-    for k, tok in source.tokenize.items():
-        cond[k] = np.asarray(tok(prompts))
+    cond = P.eval_conds(config, encode, source, n)
     cond["time_ids"] = np.broadcast_to(time_ids(config), (n, 6)).copy()
     return cond
 
@@ -299,7 +284,7 @@ def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", s
         metrics["zone_fraction"] = float(np.mean(zone))
     images = decode_images(assets, np.asarray(x)[:n])
     if full:
-        prompts, groups = eval_prompts(config, source, len(x))
+        prompts, groups = P.eval_prompts(config, source, len(x))
         metrics.update(suite.metrics(images, prompts, groups))
         if save_dir is not None:
             from amd_jax.metrics.t2i import save_images

@@ -120,23 +120,9 @@ def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
                           group_size=config.amd.group_size)
 
 
-def eval_prompts(config, source, n: int) -> list[str]:
-    """n prompts: eval.prompts' captions (or the data's first ones), each eval.samples_per_prompt times in a row."""
-    k = max(int(config.eval.get("samples_per_prompt", 1)), 1)
-    if config.eval.prompts:
-        caps = P.read_captions(config.eval.prompts, config.data.field)
-    else:
-        caps = [source.captions[i] for i in range(min(-(-n // k), source.num_captions))]
-    return [caps[g] for g in (np.arange(n) // k) % len(caps)]
-
-
 def eval_conds(config, encode, source, n: int) -> dict:
     """The host cond of n evaluation samples (token ids, encoded on the mesh; or embeddings)."""
-    prompts = eval_prompts(config, source, n)
-    cond = batching.map_fixed_batches(encode, prompts, max(int(config.global_batch), 1), fill="")
-    for k, tok in source.tokenize.items():
-        cond[k] = np.asarray(tok(prompts))
-    return cond
+    return P.eval_conds(config, encode, source, n)
 
 
 @functools.lru_cache(maxsize=4)
@@ -187,7 +173,7 @@ def evaluate(config, assets: Assets, source, x, cond, rewards, zone, title="", s
     smooth = np.asarray(temporal_smoothness(jnp.asarray(videos, jnp.float32) / 127.5 - 1.0))
     metrics["temporal_smoothness"] = float(smooth.mean())
     if save_dir is not None:
-        save_videos(save_dir, videos, eval_prompts(config, source, len(x)), int(config.eval.frames))
+        save_videos(save_dir, videos, P.eval_prompts(config, source, len(x))[0], int(config.eval.frames))
     g = min(len(x), int(config.eval.grid_size))
     strips = frame_strips(videos[:g], int(config.eval.frames))
     framed = None if zone is None else zone[:g]
