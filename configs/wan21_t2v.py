@@ -18,6 +18,10 @@ Inputs:
     reward.path  HPSv2 folder (as configs/sdxl.py): scores reward.frames decoded frames per video.
     data.path    captions (.txt / .jsonl / .parquet); data.embeddings: optional precomputed umT5 embeddings 'text'
                  [N, 512, 4096]; data.real: per-caption real latents [N, 21, 60, 104, 16], needed with gan.enabled.
+                 Or caption records holding all three, read per process by index (for large caption sets; then
+                 data.embeddings and data.real stay empty): python -m amd_jax.tools.convert_inputs
+                 --captions=captions.txt --embeddings=text.safetensors --real=latents.safetensors --out=DIR, then
+                 --config.data.path=DIR.
 Hardware: a TPU v5p pod slice, e.g. v5p-64 (v5p:2x4x4, 32 chips): mesh data 4 x fsdp 4 x context 2 (the 12 heads
     of the 1.3B model admit context 2, 3, 4, 6 or 12 with 'ulysses'; 'ring' takes any divisor of the 32,760 tokens),
     global batch 16: one video per data x fsdp shard, its tokens split over the 2 chips of its context group.

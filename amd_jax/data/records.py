@@ -21,6 +21,9 @@ One record (little-endian):
     4 bytes   uint32 CRC-32 of everything before it
 checked when read: magic, CRC, the header's arrays equal to the shard's sidecar, the payload's length.
 Any failure is `DamagedFileError` naming the shard and the record.
+
+A task reads its records through `open_for_task` (SDXL, Wan): the task names the embeddings it reads and the shape
+of its real latents, and the checks and their one-line errors are the same for every task.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ DTYPES = {name: np.dtype(t) for name, t in (("float16", np.float16), ("bfloat16"
                                             ("float32", np.float32), ("int32", np.int32), ("int64", np.int64),
                                             ("uint8", np.uint8))}
 _HEAD = struct.Struct("<I")
+REAL = "real"  # the real latents' name among a record's arrays (the others are precomputed conditioning)
 
 
 # ------------------------------------------------------------------------------------------ one record
@@ -206,6 +210,11 @@ class Records:
     def __len__(self) -> int:
         return int(self._ends[-1])
 
+    @property
+    def embedding_names(self) -> list[str]:
+        """The names of the precomputed conditioning arrays: every array but the real latents (REAL)."""
+        return sorted(set(self.schema) - {REAL})
+
     def __getitem__(self, i) -> str:
         return self.read(np.asarray([int(i)]))[0][0]
 
@@ -246,3 +255,48 @@ class Records:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+# ------------------------------------------------------------------------------------------ a task's records
+PREFETCH = (2, 4)  # a task reading records: 2 grain threads read up to 4 steps ahead (amd_jax/data/prefetch.py)
+CONVERT = "python -m amd_jax.tools.convert_inputs"
+
+
+def open_for_task(config, task: str, embeddings: Mapping[str, tuple[int, ...] | None],
+                  real_shape: tuple[int, ...]) -> Records:
+    """data.path's caption records for a text-to-image/video task (SDXL, Wan), checked when opened, one ConfigError
+    line each: no separate data.embeddings / data.real (the records carry them); embeddings exactly the names of
+    `embeddings` ({name: shape of one row, or None for any}) or none at all (the task then encodes the captions);
+    real latents (REAL) of `real_shape`; and some with gan.enabled.
+
+    Why here: every task that reads records needs the same checks against its own names and shapes, so each one
+    names its expectations and shares the rest."""
+    d = config.data
+    if d.embeddings or d.real:
+        raise ConfigError(f"data.path={d.path!r} is caption records, which carry their own embeddings and real "
+                          "latents: leave data.embeddings and data.real empty (convert them into the records with "
+                          f"{CONVERT} --embeddings=... --real=...).")
+    recs = Records(d.path)
+    names = recs.embedding_names
+    if names and set(names) != set(embeddings):
+        raise ConfigError(f"data.path={d.path!r}: records hold embeddings {sorted(names)}; {task} needs "
+                          f"{' and '.join(sorted(embeddings))} (or no embeddings: the captions are encoded on the "
+                          "mesh).")
+    for name in names:
+        want = embeddings[name]
+        if want is not None and recs.schema[name][1] != tuple(want):
+            raise ConfigError(f"data.path={d.path!r}: records hold {name} of shape {recs.schema[name][1]}, {task} "
+                              f"needs {tuple(want)} for this config: convert them again from embeddings of that "
+                              f"shape ({CONVERT} --embeddings=...).")
+    if REAL in recs.schema and recs.schema[REAL][1] != tuple(real_shape):
+        raise ConfigError(f"data.path={d.path!r}: records hold real latents of shape {recs.schema[REAL][1]}, the "
+                          f"model needs {tuple(real_shape)}: convert them again with --real=LATENTS of that shape.")
+    if config.gan.enabled and REAL not in recs.schema:
+        raise ConfigError(f"gan.enabled needs real latents, and the records of data.path={d.path!r} hold none: "
+                          "convert them with --real=LATENTS, or set --config.gan.enabled=False.")
+    return recs
+
+
+def gan_without_real(config) -> bool:
+    """gan.enabled with neither data.real nor records as data.path (whose real latents are checked when opened)."""
+    return bool(config.gan.enabled) and not config.data.real and not is_records(config.data.path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from amd_jax import caches, paths, tensor_files
+from amd_jax.data.records import REAL
 from amd_jax.errors import ConfigError, DamagedFileError
 
 PREFIX = "captions"
@@ -56,7 +57,7 @@ def _arrays(embeddings: str, real: str) -> list[_Rows]:
     if embeddings:
         emb = _Rows(embeddings, {}, "--embeddings")
         emb.names = {src: "text_embeds" if src == "pooled" else src for src in emb.names}
-        if "real" in emb.names.values():
+        if REAL in emb.names.values():
             raise ConfigError(f"--embeddings={embeddings} holds an array named 'real', the records' name for the real "
                               "latents: rename it, or give it as --real.")
         out.append(emb)
@@ -65,7 +66,7 @@ def _arrays(embeddings: str, real: str) -> list[_Rows]:
         src = "latents" if "latents" in r.names else next(iter(r.names))
         if len(r.names) > 1 and "latents" not in r.names:
             raise ConfigError(f"--real={real} holds {sorted(r.names)}: name the latents 'latents'.")
-        r.names = {src: "real"}
+        r.names = {src: REAL}
         out.append(r)
     return out
 

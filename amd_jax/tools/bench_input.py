@@ -38,7 +38,7 @@ _STEPS = flags.DEFINE_integer("steps", 300, "Steps timed.")
 _COMPUTE = flags.DEFINE_list("compute_ms", ["0", "20"], "Simulated device ms between batches (a sleep), each timed.")
 _VARIANT = flags.DEFINE_string("variant", "", "Internal: time one variant in this process ('before' / 'after').")
 
-PREFETCH = (2, 4)  # the SDXL task's (amd_jax/tasks/sdxl: RECORDS_PREFETCH)
+PREFETCH = (2, 4)  # the tasks' reading records (amd_jax/data/records.py: PREFETCH)
 
 
 def make_inputs(folder: str, rows: int, width: int) -> None:

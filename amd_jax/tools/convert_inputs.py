@@ -7,11 +7,13 @@
 then train with --config.data.path=DIR (and data.embeddings / data.real left empty: the records carry them).
 
 --captions: what data.path reads today (.txt / .jsonl / .json / .parquet, comma-separated for several).
---embeddings: an .npz / .safetensors of per-caption arrays [N, ...] (prepare_sdxl writes prompt_embeds and
-text_embeds); every array is stored under its name, a legacy 'pooled' as 'text_embeds'. --real: per-caption real
-latents [N, ...] ('latents', or the file's one array), stored as 'real'. Row i of each is caption i. A .safetensors
-file is read one shard's rows at a time (safetensors' lazy slices), so its size is not bounded by host memory;
-an .npz is read whole. Dtypes are kept (bfloat16 / float16 / float32 / int32 / int64 / uint8).
+--embeddings: an .npz / .safetensors of per-caption arrays [N, ...] (SDXL: prompt_embeds and text_embeds, as
+prepare_sdxl writes them; Wan: 'text' [N, 512, 4096], the umT5 embeddings); every array is stored under its name, a
+legacy 'pooled' as 'text_embeds'. --real: per-caption real latents [N, ...] ('latents', or the file's one array;
+Wan: [N, 21, 60, 104, 16] channels-last), stored as 'real'. Row i of each is caption i; the task checks the names and
+shapes when it opens the records. A .safetensors file is read one shard's rows at a time (safetensors' lazy slices),
+so its size is not bounded by host memory; an .npz is read whole. Dtypes are kept (bfloat16 / float16 / float32 /
+int32 / int64 / uint8).
 
 Writes DIR/captions-00000.array_record, ... with their .json sidecars. Everything is checked before the first
 shard is written (row counts, readable files): bad input exits non-zero with one line and writes nothing.

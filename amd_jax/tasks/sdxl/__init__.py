@@ -115,9 +115,10 @@ def check(config, abstract: bool = False) -> None:
     if m.unet_attention == "flash" and jax.default_backend() != "tpu":
         raise ConfigError(f"model.unet_attention='flash' is a Pallas TPU kernel; this host's backend is "
                           f"{jax.default_backend()!r}: use --config.model.unet_attention=xla here.")
-    if config.gan.enabled and not config.data.real and not records.is_records(config.data.path):
+    if records.gan_without_real(config):
         raise ConfigError("gan.enabled needs data.real: per-caption real latents [N, 4, H/8, W/8] (.npy/.npz/"
-                          ".safetensors); or set --config.gan.enabled=False.")
+                          ".safetensors), or caption records holding them as data.path; or set "
+                          "--config.gan.enabled=False.")
 
 
 def unet_module(config, ucfg: dict, mesh=None):
@@ -190,6 +191,10 @@ def _models(config, assets: Assets, mesh=None) -> Models:
                   init_gan_head=init_gan_head, reward=reward, sample_shape=sample_shape)
 
 
+# caption records' embeddings (amd_jax/data/records.py open_for_task): both, any shape, or none
+RECORDS_EMBEDDINGS = {"prompt_embeds": None, "text_embeds": None}
+
+
 def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
     """The prompt source of the training batches (captions, optional precomputed embeddings and real latents;
     or caption records holding all three, read per process by index with the next steps prefetched)."""
@@ -199,7 +204,8 @@ def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
     if d.path.startswith("tfds:"):
         captions = P.tfds_captions(d.path, d.tfds_dir or None, d.field or "captions.text")
     elif records.is_records(d.path):
-        captions, prefetch = _records(config, sample_shape), RECORDS_PREFETCH
+        captions = records.open_for_task(config, "SDXL", RECORDS_EMBEDDINGS, sample_shape)
+        prefetch = records.PREFETCH
     else:
         captions = P.read_captions(d.path, d.field)
     if d.embeddings:
@@ -212,8 +218,7 @@ def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
         if tuple(real.shape[1:]) != sample_shape:
             raise ConfigError(f"data.real latents have shape {real.shape[1:]}, expected {sample_shape}.")
     tokenize = {"reward_tokens": lambda p: assets.scorer().tokenize(p)} if use_reward else {}
-    precomputed = embeddings is not None or (isinstance(captions, records.Records)
-                                             and bool(set(captions.schema) - {P.REAL}))
+    precomputed = embeddings is not None or bool(isinstance(captions, records.Records) and captions.embedding_names)
     source = P.PromptSource(captions, seed=config.seed if d.seed < 0 else d.seed,
                             encode=None if precomputed else assets.tokenize, embeddings=embeddings,
                             tokenize=tokenize, constants={"time_ids": time_ids(config)}, real=real,
@@ -222,31 +227,6 @@ def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
                             group_size=config.amd.group_size, prefetch=prefetch,
                             records_real=bool(config.gan.enabled))
     return source
-
-
-RECORDS_PREFETCH = (2, 4)  # caption records: 2 grain threads read up to 4 steps ahead
-
-
-def _records(config, sample_shape) -> records.Records:
-    """data.path's caption records, checked: embeddings prompt_embeds + text_embeds or none, 'real' of the
-    model's latent shape, and no separate data.embeddings / data.real."""
-    d = config.data
-    if d.embeddings or d.real:
-        raise ConfigError(f"data.path={d.path!r} is caption records, which carry their own embeddings and real "
-                          "latents: leave data.embeddings and data.real empty (convert them into the records with "
-                          "python -m amd_jax.tools.convert_inputs --embeddings=... --real=...).")
-    recs = records.Records(d.path)
-    names = set(recs.schema) - {P.REAL}
-    if names and names != {"prompt_embeds", "text_embeds"}:
-        raise ConfigError(f"data.path={d.path!r}: records hold embeddings {sorted(names)}; SDXL needs "
-                          "prompt_embeds and text_embeds (or no embeddings: the captions are encoded on the mesh).")
-    if P.REAL in recs.schema and recs.schema[P.REAL][1] != tuple(sample_shape):
-        raise ConfigError(f"data.path={d.path!r}: records hold real latents of shape {recs.schema[P.REAL][1]}, the "
-                          f"model needs {tuple(sample_shape)}.")
-    if config.gan.enabled and P.REAL not in recs.schema:
-        raise ConfigError(f"gan.enabled needs real latents, and the records of data.path={d.path!r} hold none: "
-                          "convert them with --real=LATENTS, or set --config.gan.enabled=False.")
-    return recs
 
 
 def eval_conds(config, encode, source, n: int) -> dict:

@@ -12,7 +12,9 @@ without it) the transformers split their tokens over it (parallel/context.py, mo
 Conditioning: the batch carries umT5 token ids + attention mask [B, model.text_len] and the session encodes them
 ON THE MESH (amd_jax/conditioning.py, Assets.condition), or the batch holds precomputed embeddings (data.embeddings:
 'text' [N, L, D]); the steps read cond = {text [B, L, D], reward_tokens [B, L'] (with a reward)}. Per-prompt groups
-(amd.group_size) come from data/prompts.py as for SDXL.
+(amd.group_size) come from data/prompts.py as for SDXL. Caption records as data.path (amd_jax/data/records.py,
+written by `python -m amd_jax.tools.convert_inputs`) carry the captions, 'text' [L, D] and the real latents, read per
+process by index with prefetch and checked when opened as SDXL's are (records.open_for_task).
 Reward (optional: reward.name='' with method=dmd2): the frozen VAE decodes the video, an image-text scorer scores
 reward.frames evenly spaced frames against the caption, averaged, plus reward.temporal_weight x temporal smoothness
 (models/rewards/video.py; docs/METHOD.md "Video rewards"). GAN (gan.enabled): DMD2's MLP head on the critic's
@@ -34,6 +36,7 @@ from amd_jax import batching, tensor_files
 from amd_jax.conditioning import Condition
 from amd_jax.config.checks import need
 from amd_jax.data import prompts as P
+from amd_jax.data import records
 from amd_jax.errors import ConfigError
 from amd_jax.metrics import grid
 from amd_jax.models.rewards.video import frame_indices, temporal_smoothness
@@ -68,9 +71,9 @@ def check(config, abstract: bool = False) -> None:
         raise ConfigError(f"model.attention='flash' is a Pallas TPU kernel; this host's backend is "
                           f"{jax.default_backend()!r}: use --config.model.attention=xla here.")
     checks.check_model_folder(config, need_text=True)
-    need(not config.gan.enabled or bool(config.data.real),
-         "gan.enabled needs data.real: per-caption real latents [N, F, H/8, W/8, 16] (.npy/.npz/.safetensors); "
-         "or set --config.gan.enabled=False.")
+    need(not records.gan_without_real(config),
+         "gan.enabled needs data.real: per-caption real latents [N, F, H/8, W/8, 16] (.npy/.npz/.safetensors), or "
+         "caption records holding them as data.path; or set --config.gan.enabled=False.")
     cfg = Assets(config).transformer_config()
     shape = checks.latent_shape(config, cfg.in_channels)
     checks.check_context(config, checks.tokens_of(shape, cfg.patch_size), cfg.num_attention_heads)
@@ -97,9 +100,16 @@ def build(config, mesh=None, abstract: bool = False) -> Task:
 
 
 def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
+    """The prompt source of the training batches: captions with optional data.embeddings and data.real, or caption
+    records holding all three (amd_jax/data/records.py), read per process by index with the next steps prefetched."""
     d = config.data
-    captions = P.read_captions(d.path, d.field)
-    embeddings = real = None
+    embeddings = real = prefetch = None
+    if records.is_records(d.path):
+        text_shape = (int(config.model.text_len), assets.transformer_config().text_dim)
+        captions = records.open_for_task(config, "Wan", {"text": text_shape}, sample_shape)
+        prefetch = records.PREFETCH
+    else:
+        captions = P.read_captions(d.path, d.field)
     if d.embeddings:
         raw = tensor_files.read(d.embeddings)
         if "text" not in raw:
@@ -113,11 +123,12 @@ def _source(config, assets: Assets, mesh, sample_shape) -> P.PromptSource:
             raise ConfigError(f"data.real latents have shape {tuple(real.shape[1:])}, the model needs "
                               f"{tuple(sample_shape)} ([F, H/8, W/8, C] channels-last).")
     tokenize = {"reward_tokens": lambda p: assets.scorer().tokenize(p)} if config.reward.name else {}
+    precomputed = embeddings is not None or bool(isinstance(captions, records.Records) and captions.embedding_names)
     return P.PromptSource(captions, seed=config.seed if d.seed < 0 else d.seed,
-                          encode=None if embeddings is not None else assets.tokenize, embeddings=embeddings,
+                          encode=None if precomputed else assets.tokenize, embeddings=embeddings,
                           tokenize=tokenize, real=real, real_shape=tuple(sample_shape) if config.gan.enabled else (1,),
                           local_rows=functools.partial(mesh_lib.process_rows, mesh, axes=batch_axes(config, mesh)),
-                          group_size=config.amd.group_size)
+                          group_size=config.amd.group_size, prefetch=prefetch, records_real=bool(config.gan.enabled))
 
 
 def eval_conds(config, encode, source, n: int) -> dict:

@@ -62,7 +62,7 @@ def check_knobs(config, abstract: bool = False) -> None:
     inputs = {
         "model.path": ("the diffusers Wan2.1 folder (transformer/, vae/, text_encoder/, tokenizer/)", not abstract),
         "reward.path": (f"the {name or 'reward'} weight folder", bool(name) and not abstract),
-        "data.path": ("the caption file(s)", not abstract),
+        "data.path": ("the caption file(s), or a folder of caption records", not abstract),
         "data.embeddings": ("the precomputed umT5 prompt embeddings", False),
         "data.real": ("the GAN's per-caption real latents", False),
         "eval.prompts": ("the evaluation's caption file", False),
