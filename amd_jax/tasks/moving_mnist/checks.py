@@ -67,10 +67,10 @@ def check(config) -> None:
          f"model.patch_size={tuple(patch)}: it must divide the videos (frames {d.num_frames}, side {d.canvas}); "
          "e.g. (2, 4, 4) for 8 frames of 32x32.")
     need(m.head_dim % 2 == 0, f"model.head_dim={m.head_dim}: it must be even (the rotary pairs); e.g. 16.")
-    need(config.schedule.name == "rectified_flow" and m.prediction_type == "velocity",
-         f"schedule.name={config.schedule.name!r} with model.prediction_type={m.prediction_type!r}: the Wan adapter "
-         "speaks the rectified-flow velocity; set --config.schedule.name=rectified_flow "
-         "--config.model.prediction_type=velocity.")
+    need(config.schedule.name == "rectified_flow" and m.prediction_type in ("x0", "velocity"),
+         f"schedule.name={config.schedule.name!r} with model.prediction_type={m.prediction_type!r}: the task runs "
+         "the rectified flow with the transformer predicting x0 (the default) or the velocity eps - x0; set "
+         "--config.schedule.name=rectified_flow --config.model.prediction_type=x0.")
     need(knob(config, "reward.name") == REWARD,
          f"reward.name={config.reward.name!r}: moving_mnist's reward is its proxy (a per-frame classifier plus a "
          f"motion term); set --config.reward.name={REWARD}.")
