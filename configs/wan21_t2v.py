@@ -2,8 +2,8 @@
 480x832, sequence-parallel over a 'context' mesh axis (amd_jax/tasks/wan; docs/METHOD.md "Video rewards").
 
 NOT RUN HERE: the same code path trains end to end at tiny size on 8 simulated devices (configs/wan_tiny.py,
-tests/test_wan_task.py). Plan figures: traced for v5p:2x4x4 without compiling (below); per-device memory, the
-compiler's time estimate and MFU are not yet measured (no libtpu here).
+tests/test_wan_task.py). Plan figures (below; README "Wan2.1 text-to-video"): traced, and every step compiled
+with libtpu for v5p:2x4x4 (v4:2x2x4: sample and critic) on a CPU host; nothing run on a TPU.
 
 Run (Cloud TPU pod slice, every host; see launch/ for the multi-host wrapper):
     python -m amd_jax.train --config=configs/wan21_t2v.py --workdir=gs://BUCKET/runs/wan21_amd \
@@ -28,7 +28,18 @@ Hardware: a TPU v5p pod slice, e.g. v5p-64 (v5p:2x4x4, 32 chips): mesh data 4 x 
 Plan (python -m amd_jax.plan --config=configs/wan21_t2v.py --topology=v5p:2x4x4 --nocompile, jaxpr FLOPs only):
     generator 1270 TFLOP/chip (8.98 student forwards), sample 421 (2.98), critic 566 (4.00); an iteration
     (1 generator + 4 sample steps per 5, a critic step each) 1157 TFLOP/chip = 8.18 forwards, 2.52 s at 100% of
-    the v5p's bf16 peak (a lower bound on the time, not an estimate). Not measured: memory per device, MFU.
+    the v5p's bf16 peak (a lower bound on the time, not an estimate). DMD2 (reward.monitor=False): 1019 TFLOP/chip,
+    AMD / DMD2 = 1.136 (all of it the reward's whole-video VAE decode).
+    Compiled (one --steps at a time; libtpu counts the 30 scanned blocks once), peak GiB/chip and the compiler's
+    estimate for its count: generator 65.08 GiB, 564.7 ms for 1/17.8 of the jaxpr FLOPs (27.5% MFU on its count);
+    sample 27.95 GiB, 325.8 ms for 1/9.9 (28.5%); critic 54.37 GiB, 158.1 ms for 1/29.5 (26.4%); eval sampler (16
+    videos) 27.95 GiB, 328.4 ms for 1/13.2 (28.3%). Scaled to the jaxpr FLOPs (estimates, not measurements):
+    generator ~10.1 s, sample ~3.2 s, critic ~4.7 s, an iteration ~9.3 s (27% MFU), the 3,000 iterations ~7.7 h
+    on 32 v5p chips.
+    v4:2x2x4 (16 GiB per TensorCore device): the critic fits with --config.model.attention=flash
+    '--config.mesh.shape=(1,16,2)' (10.73 GiB; XLA's [q, k] scores alone are ~24 GiB, and fsdp 4 leaves 7.97 GiB of
+    arguments: 17.08 GiB). The reward's VAE decode does not fit: the sample step needs 19.72 GiB of temporaries
+    with it, 1.50 without (DMD2, reward.monitor=False), so the AMD config does not run on v4 as it stands.
 """
 
 import ml_collections

@@ -44,7 +44,8 @@ def text(plan: dict) -> str:
         if s.get("while_loops"):
             lines.append(f"{'':<13}  {len(s['while_loops'])} while loops ({loop_summary(s['while_loops'])}): TFLOP, "
                          "est. ms, MFU and collectives count each loop body ONCE (libtpu's cost analysis), a lower "
-                         "bound; --config.model.unet_scan=False unrolls the UNet's layer stacks")
+                         "bound (SDXL: --config.model.unet_scan=False unrolls the UNet's layer stacks; Wan's "
+                         "blocks are always scanned)")
         for knob in s.get("knobs", []):
             lines.append(f"{'':<13}  knob: {knob}")
     lines.append("TFLOP/chip: libtpu's count (each loop body once); jaxpr TF: the matmul and convolution FLOPs of the "
