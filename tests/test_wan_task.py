@@ -48,6 +48,7 @@ def _check(overrides):
     # Ulysses splits the tiny transformer's 2 heads: a context axis of 4 cannot
     ({"mesh.shape": (2, 1, 4)}, "splits the 2 heads over the context axis 'context' of size 4"),
     ({"mesh.batch_axes": ("data", "context")}, "the context axis splits each sample's tokens"),
+    ({"reward.latent_frames": 3}, "reward.latent_frames=3: at most the video's 2 latent frames (model.frames=5)"),
 ])
 def test_bad_geometry_and_mesh_refused_in_one_line(overrides, message):
     with pytest.raises(ConfigError) as e:
@@ -161,6 +162,34 @@ def test_video_reward_against_numpy():
     np.testing.assert_allclose(got, per_frame.mean(1) + 0.5 * smooth, rtol=1e-5)
     still = np.repeat(video[:, :1], 5, axis=1)
     np.testing.assert_allclose(np.asarray(temporal_smoothness(jnp.asarray(still))), 1.0)
+
+
+def test_reward_latent_frames_decodes_only_the_prefix():
+    """reward.latent_frames=1: the task's reward is the per-frame reward of the first latent frame's decode alone
+    (video frame 0), not of the whole video's."""
+    from amd_jax import tasks
+    from amd_jax.models.rewards.video import video_reward
+    from amd_jax.models.wan import vae as wan_vae
+    from amd_jax.tasks.wan.assets import Assets
+
+    config = load(TINY, {"reward.latent_frames": 1, "mesh.shape": (1, 1, 1)})
+    task, assets = tasks.build(config), Assets(config)
+    params, score, vae = task.reward(), assets.scorer().score, assets.vae_module()
+    latents = jax.random.normal(jax.random.PRNGKey(0), (2, *task.models.sample_shape), jnp.float32)
+    tokens = jnp.ones((2, 4), jnp.int32)
+
+    @jax.jit
+    def run(params, latents, tokens):
+        def direct(frames):  # the reward of the decode of `frames` latent frames, written out
+            video = wan_vae.decode(vae, params["vae"], latents[:, :frames])
+            return video_reward(score, params["scorer"], video, tokens, config.reward.frames,
+                                config.reward.temporal_weight)
+
+        return task.models.reward(params, latents, {"reward_tokens": tokens}), direct(1), direct(None)
+
+    got, first, whole = (np.asarray(a) for a in run(params, latents, tokens))
+    np.testing.assert_allclose(got, first, rtol=1e-5)
+    assert not np.allclose(got, whole, rtol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------- context axis

@@ -77,6 +77,17 @@ def test_float32_matches_pytorch(ref, loaded):
     _close("encode, posterior sample", out["sample"], out["mean"] + np.exp(0.5 * out["logvar"]) * eps, 1e-5)
 
 
+def test_decoding_a_latent_prefix_gives_the_videos_first_frames(ref, loaded):
+    """The VAE is causal: the first k latent frames decode to the first 4k - 3 frames of the whole video (what the
+    Wan reward's reward.latent_frames relies on), checked against PyTorch's decode of all 3 latent frames."""
+    cfg, params = loaded
+    model = wan_vae.WanVAE(cfg)
+    for k in (1, 2):
+        prefix = jax.jit(lambda p, z: wan_vae.decode(model, p, z))(params, ref["latents"][:, :k])
+        assert prefix.shape[1] == 4 * k - 3
+        _close(f"decode of the first {k} latent frames", prefix, ref["pipeline_decoded"][:, :4 * k - 3], TOL)
+
+
 def test_bf16_compute_stays_near_float32(ref, loaded):
     cfg, params = loaded
     model = wan_vae.WanVAE(dataclasses.replace(cfg, dtype="bfloat16"))

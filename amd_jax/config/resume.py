@@ -43,6 +43,7 @@ _ADDED_DEFAULTS = {
     "dmd.ca_t_min": -1.0,
     "dmd.ca_t_max": -1.0,
     "student.ema_decay": 0.0,  # compared (not RESUME_FREE): it changes the state and what eval.json's ema_* mean
+    "reward.latent_frames": 0,  # Wan: the reward decoded every latent frame
 }
 
 

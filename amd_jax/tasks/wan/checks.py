@@ -32,6 +32,8 @@ _INTS = {
     "model.text_len": (1, "the umT5 tokens per prompt (Wan pads to 512)"),
     "data.seed": (-1, SEED_MAX, "the seed of the caption order; -1 = seed"),
     "reward.frames": (1, "the decoded frames each video's reward scores (evenly spaced, first and last included)"),
+    "reward.latent_frames": (0, "the latent frames the reward decodes: 0 = all, k = the first k (video frames "
+                                "0 .. 4k - 4, exact: the VAE is causal)"),
     "gan.hidden": (1, "the GAN head's width"),
     "eval.grid_size": (1, "the videos shown as frame strips"),
     "eval.frames": (1, "the frames of each frame strip"),
@@ -54,7 +56,10 @@ _STRINGS = {"data.field": "the caption field of a JSONL / parquet caption file",
 def check_knobs(config, abstract: bool = False) -> None:
     """Every Wan knob by type and range; with files (not `abstract`) every local input path must exist."""
     check_table(config, ints=_INTS, floats=_FLOATS, choices=_CHOICES, flags=("eval.save_images",), strings=_STRINGS)
-    latent_shape(config, 16)
+    frames = latent_shape(config, 16)[0]
+    lf = config.reward.latent_frames
+    need(lf <= frames, f"reward.latent_frames={lf}: at most the video's {frames} latent frames "
+                       f"(model.frames={config.model.frames}); 0 decodes them all.")
     name = knob(config, "reward.name")
     need(name == "" or name in T2I_SCORERS,
          f"reward.name={name!r}: Wan's reward scores decoded frames against the caption; use one of {T2I_SCORERS} "

@@ -49,9 +49,12 @@ def build_models(config, assets, mesh=None) -> Models:
     reward = None
     if config.reward.name:
         frames, weight = int(config.reward.frames), float(config.reward.temporal_weight)
+        prefix = int(config.reward.latent_frames) or None  # None: every latent frame
 
         def reward(params, latents, cond):
-            video = wan_vae.decode(assets.vae_module(), params["vae"], latents)  # [B, T, H, W, 3] in [-1, 1]
+            # the first `prefix` latent frames decode to exactly the first 4 prefix - 3 frames of the whole video
+            # (causal convolutions): a shorter decode, the same pixels
+            video = wan_vae.decode(assets.vae_module(), params["vae"], latents[:, :prefix])  # [B, T, H, W, 3]
             return video_reward(assets.scorer().score, params["scorer"], video, cond["reward_tokens"], frames, weight)
 
     return Models(student=den, critic=den, teacher=den, init_denoiser=lambda rng: init_params(cfg, rng),
