@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 # per_step: steps dispatched ahead of the device. JAX's async dispatch would otherwise queue up to a whole chunk
 # (100 steps) before the chunk's loss is read, and the job stopped by a SIGTERM still ran every queued step before
-# exiting (measured: ~60 s from the one-line message to the exit, a 3.9 M-parameter teacher at 0.48 steps/s);
-# 2 keeps the host's batch preparation overlapped with the device's step. configs/moving_mnist.py, SIGTERM 5 s
-# after its first 100 steps: 5.2 s to the exit with 2, 7.7 s unbounded (its host runs only a few steps ahead).
-QUEUED_STEPS = 2
+# exiting (measured: ~60 s from the one-line message to the exit, a 3.9 M-parameter teacher at 0.48 steps/s).
+# configs/moving_mnist.py, SIGTERM 5 s after its first 100 steps: 5.2 s to the exit with 2 queued, 7.7 s unbounded.
+# 8 keeps the small digits UNet's fast steps pipelined (600 steps of configs/digits.py's teacher beside a test run:
+# 24.0 / 25.9 s with 8, 26.5 / 33.0 s with 2, 28.1 s unbounded) and bounds the wait to 8 steps.
+QUEUED_STEPS = 8
 
 
 def teacher_loss(models: Models, params, batch, rng, label_dropout: float):
