@@ -53,10 +53,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amd_jax.models.rewards.preprocess import OPENAI_MEAN, OPENAI_STD  # CLIP's, one definition
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 SIZE = 224  # VBench's n_px for DINO and CLIP
 
 
