@@ -31,7 +31,11 @@ in 1679 s, loss (x0) 0.195 (first 100 steps) -> 0.034; its report (DDIM-50, CFG 
 velocity teacher's (FID 308 against 367, precision 0.945) but it is NOT yet a usable teacher: identity_kept 0,
 frame_accuracy 0.15, cv_violation 1.0, zone_frozen 0 (digit-like blobs whose shape changes from frame to frame).
 The zone does not show in its samples, so the sweep would not test what it is for; it was not run. A DMD2 student
-on it (seed 0, stopped by SIGTERM at step 200 after its evaluation): FID 484, identity_kept 0.002. The tiny variant
+on it (seed 0, stopped by SIGTERM at step 200 after its evaluation): FID 484, identity_kept 0.002. The same teacher
+trained 12,000 steps (--config.teacher.steps=12000; 52 min 39 s here, 3.8 steps/s): FID 169, frame_accuracy 0.41,
+identity_kept 0.06, zone_frozen 0: digits now, still not usable. Wider networks or more tokens (docs/MOVING_MNIST.md
+"Teacher experiments") lowered FID at 1000 steps but cost every sweep run 2.4-4.6x; the next step is a longer
+teacher (40-50k steps, which needs the teacher stage to checkpoint and resume). The tiny variant
 (configs/moving_mnist_tiny.py) runs in tests.
 """
 
